@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The one command that runs every test, on a fresh machine of this kind or a warm one:
+#   bash scripts/test.sh            # install what is missing, then lint, type-check, unit, lab, engine
+#   bash scripts/test.sh unit       # only the fast pure tests (no root needed)
+# It installs Debian packages (lab/setup.sh), npm dependencies (npm ci) and the offline Pulumi engine
+# (scripts/engine.sh, cached per version outside the repo), then runs every suite even if an earlier
+# one failed, and ends with one line "N passed, N failed" counted over all jest suites.
+# Lab and engine tests need root; they are never skipped: without root this script fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+only=${1:-all}
+out=$(mktemp -d /tmp/dpa-test.XXXXXX)
+status=0
+t0=$(date +%s)
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() { echo "FAILED: $*"; status=1; }
+
+step "install: npm dependencies"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund || { echo "npm ci failed"; exit 1; }
+fi
+
+if [ "$only" = all ]; then
+  if [ "$(id -u)" != 0 ]; then echo "the lab and engine tests need root; run as root" >&2; exit 1; fi
+  step "install: Debian packages for the lab"
+  bash lab/setup.sh || { echo "lab/setup.sh failed"; exit 1; }
+  step "install: the Pulumi engine (cached)"
+  bash scripts/engine.sh || { echo "scripts/engine.sh failed"; exit 1; }
+  eval "$(bash scripts/engine.sh --env)"
+  # A previous run that was killed may have left a lab behind; remove only what a lab made.
+  bash lab/lab.sh down-all >/dev/null 2>&1 || true
+fi
+
+step "lint and format"
+npx eslint . || fail "eslint"
+npx prettier --check . || fail "prettier"
+step "type-check"
+npx tsc --noEmit -p . || fail "tsc"
+
+run_jest() { # project, extra args...
+  local project=$1; shift
+  step "jest: $project"
+  npx jest --selectProjects "$project" --json --outputFile="$out/$project.json" "$@" || fail "jest $project"
+}
+run_jest unit
+if [ "$only" = all ]; then
+  # Labs are isolated from each other, but dockerd and the engine are heavy on 2 cores.
+  run_jest lab --maxWorkers=2
+  run_jest engine --runInBand
+  step "lab tear-down check"
+  bash lab/lab.sh down-all || fail "lab down-all"
+  left=$(ip netns list | grep -c '^dpa' || true)
+  [ "$left" = 0 ] || fail "$left lab namespaces left behind"
+fi
+
+node -e '
+const fs = require("fs"); let p = 0, f = 0, s = 0;
+for (const file of fs.readdirSync(process.argv[1])) {
+  try { const r = JSON.parse(fs.readFileSync(process.argv[1] + "/" + file, "utf8"));
+        p += r.numPassedTests; f += r.numFailedTests + r.numRuntimeErrorTestSuites; s += r.numPendingTests; }
+  catch (e) { f += 1; console.log("unreadable jest report " + file); }
+}
+console.log(`\nwall time: ${Math.round(Date.now() / 1000) - Number(process.argv[2])} s`);
+console.log(`${p} passed, ${f} failed` + (s ? `, ${s} skipped` : ""));
+if (f > 0) process.exitCode = 1;' "$out" "$t0" || status=1
+rm -rf "$out"
+exit $status
