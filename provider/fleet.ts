@@ -1,0 +1,174 @@
+/**
+ * `DockerPortAllowlistFleet`: one or more allowlist policies applied to many Docker hosts, rolled out
+ * canary first and then in batches.
+ *
+ * The fleet is a thin orchestration layer. It makes one {@link DockerPortAllowlist} per (host, policy)
+ * and wires `dependsOn` between batches; everything that touches a host happens inside those
+ * resources. The batching itself is the pure function {@link planRollout} so that its guarantees
+ * (every host exactly once, canaries first, batch sizes respected, stable order) can be tested
+ * without an engine.
+ *
+ * Why `dependsOn` and not custom sequencing: the Pulumi engine already stops scheduling the
+ * dependents of a failed resource, so a failing host in batch N leaves batches N+1.. untouched and
+ * the hosts that succeeded keep their new rules. Inside one batch nothing is ordered, so
+ * `pulumi up --parallel N` keeps its usual meaning.
+ */
+import * as pulumi from "@pulumi/pulumi";
+
+import type { AllowlistArgs, ConnectionArgs, PersistenceArgs } from "./args";
+
+/** A named allowlist policy. Its name is also the rule name on every host (chain `DPA-<name>`). */
+export interface FleetPolicyArgs extends Omit<AllowlistArgs, "ruleName"> {
+  /**
+   * Name of the policy. Becomes the `ruleName` on every host, so it must follow the same rules:
+   * letters, digits, `_` and `-`, at most 24 characters, unique within the fleet.
+   */
+  readonly name: string;
+}
+
+/** One host of the fleet and how it differs from the rest. */
+export interface FleetHostArgs {
+  /**
+   * Short, unique name of the host inside the fleet (letters, digits, `.`, `_`, `-`; at most
+   * 63 characters). Used in resource names and in rollout's `canaries`.
+   */
+  readonly name: string;
+  /**
+   * How to reach this host. Merged field by field over the fleet's {@link
+   * DockerPortAllowlistFleetArgs.connection}, so a host only states what differs (at least `host`).
+   */
+  readonly connection: Partial<ConnectionArgs> & { readonly host: string };
+  /**
+   * Names of the fleet policies that apply to this host.
+   * @default - every policy of the fleet
+   */
+  readonly policies?: readonly string[];
+  /**
+   * Sources allowed on this host in addition to a policy's own `sources`, keyed by policy name.
+   * @default - none
+   */
+  readonly extraSources?: Readonly<Record<string, readonly string[]>>;
+}
+
+/** The order in which hosts are changed. */
+export interface RolloutArgs {
+  /**
+   * Hosts changed first, on their own, before any other host: host names, or a number meaning the
+   * first N hosts in list order.
+   * @default - no canary batch
+   */
+  readonly canaries?: readonly string[] | number;
+  /**
+   * How many (non-canary) hosts are changed together. Each batch starts only after every resource of
+   * the batch before it succeeded.
+   * @default - all remaining hosts in one batch
+   */
+  readonly batchSize?: number;
+}
+
+/** Everything `new DockerPortAllowlistFleet(name, args)` takes. */
+export interface DockerPortAllowlistFleetArgs {
+  /** The policies. At least one. */
+  readonly policies: readonly FleetPolicyArgs[];
+  /** The hosts, in rollout order. */
+  readonly hosts: readonly FleetHostArgs[];
+  /**
+   * Connection settings shared by every host (user, keys, host-key pinning, sudo, proxy...).
+   * A host's own `connection` fields win.
+   * @default - each host's `connection` must be complete on its own
+   */
+  readonly connection?: Partial<Omit<ConnectionArgs, "host">>;
+  /** @default - no canaries, all hosts in one batch */
+  readonly rollout?: RolloutArgs;
+  /** Persistence settings for every host. @default - persist to /etc/iptables/rules.v4 and rules.v6 */
+  readonly persistence?: PersistenceArgs;
+}
+
+/** Raised for a fleet description that cannot be rolled out (names, references, rollout). */
+export class FleetError extends Error {
+  override readonly name = "FleetError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+  /** True for a FleetError even when two copies of this package are loaded. */
+  static isInstance(e: unknown): e is FleetError {
+    return e instanceof Error && e.name === "FleetError";
+  }
+}
+
+/**
+ * Splits hosts into rollout batches: the canaries first (in host-list order), then the remaining hosts
+ * in list order, `batchSize` at a time.
+ *
+ * Guarantees (tested as properties): every host appears in exactly one batch; no batch is empty;
+ * the canary batch, when there is one, comes first and holds exactly the canaries; every other batch
+ * holds at most `batchSize` hosts and only the last may hold fewer; hosts keep their relative list
+ * order within and across the non-canary batches. Pure: same input, same output.
+ *
+ * @throws FleetError for duplicate host names, unknown or duplicate canaries, a canary count out of
+ *   range or a batch size that is not a positive integer.
+ */
+export function planRollout(hostNames: readonly string[], rollout: RolloutArgs = {}): string[][] {
+  const seen = new Set<string>();
+  for (const name of hostNames) {
+    if (seen.has(name)) {
+      throw new FleetError(
+        `host name "${name}" appears twice in hosts; every host needs a unique name. ` +
+          `Rename one of them (names are used in resource names and in rollout.canaries).`,
+      );
+    }
+    seen.add(name);
+  }
+
+  const { batchSize } = rollout;
+  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1)) {
+    throw new FleetError(
+      `rollout.batchSize is ${String(batchSize)}; it must be a whole number of hosts, 1 or more. ` +
+        `Leave it unset to change all non-canary hosts in one batch.`,
+    );
+  }
+
+  const canaries = canarySet(hostNames, rollout.canaries, seen);
+  const batches: string[][] = [];
+  const canaryBatch = hostNames.filter((h) => canaries.has(h));
+  if (canaryBatch.length > 0) batches.push(canaryBatch);
+
+  const rest = hostNames.filter((h) => !canaries.has(h));
+  const size = batchSize ?? Math.max(rest.length, 1);
+  for (let i = 0; i < rest.length; i += size) batches.push(rest.slice(i, i + size));
+  return batches;
+}
+
+function canarySet(
+  hostNames: readonly string[],
+  canaries: RolloutArgs["canaries"],
+  known: ReadonlySet<string>,
+): Set<string> {
+  if (canaries === undefined) return new Set();
+  if (typeof canaries === "number") {
+    if (!Number.isInteger(canaries) || canaries < 0 || canaries > hostNames.length) {
+      throw new FleetError(
+        `rollout.canaries is ${canaries}; as a number it means "the first N hosts" and must be a ` +
+          `whole number from 0 to ${hostNames.length} (the number of hosts). Or list host names instead.`,
+      );
+    }
+    return new Set(hostNames.slice(0, canaries));
+  }
+  const set = new Set<string>();
+  for (const name of canaries) {
+    if (!known.has(name)) {
+      throw new FleetError(
+        `rollout.canaries names "${name}", which is not a host of this fleet; ` +
+          `known hosts: ${[...known].join(", ") || "(none)"}. Use one of those names.`,
+      );
+    }
+    if (set.has(name)) {
+      throw new FleetError(`rollout.canaries lists "${name}" twice; list each canary host once.`);
+    }
+    set.add(name);
+  }
+  return set;
+}
+
+// Keep the pulumi import referenced until the component lands in this file.
+export type FleetOptions = pulumi.ComponentResourceOptions;
