@@ -1,0 +1,430 @@
+/**
+ * One SSH connection to one host, and the exec channels that run on it.
+ *
+ * Guarantees:
+ * - A host key is checked inside ssh2's `hostVerifier`, before any credential is sent. A pinned
+ *   key that does not match ends the operation at once (no retry) with both fingerprints shown.
+ * - Only dialing is retried (with exponential backoff); an authentication failure or a host-key
+ *   mismatch is final, because retrying cannot fix it and may lock the account.
+ * - Every exec has a timeout. Nothing secret (password, key, passphrase) is ever put in an error
+ *   message or a log line: errors carry host, user, command name, exit code and stderr only.
+ * - `stats` counts connections and exec round trips so callers can prove "one connection, at
+ *   most two round trips" per operation.
+ */
+import { createHash } from "crypto";
+import type { Duplex } from "stream";
+import type { Client, ClientChannel, ConnectConfig } from "ssh2";
+import type { ConnectionArgs, ProxyConnectionArgs } from "../args";
+import { HostError } from "./errors";
+
+/** Knobs of the transport that are not part of the user's connection args. */
+export interface SessionOptions {
+  /**
+   * Default time one exec may take, in milliseconds.
+   * @default 120000
+   */
+  readonly commandTimeoutMs?: number;
+  /**
+   * First delay between dial attempts; doubles each attempt.
+   * @default 500
+   */
+  readonly retryBaseDelayMs?: number;
+  /**
+   * Upper bound of the delay between dial attempts.
+   * @default 8000
+   */
+  readonly retryMaxDelayMs?: number;
+  /** Receives warnings (e.g. "no host key pinned"). @default - dropped */
+  readonly warn?: (message: string) => void;
+}
+
+/** Counters for one operation on one host. */
+export interface SessionStats {
+  /** SSH connections established to the target host (the bar is 1 per operation). */
+  connections: number;
+  /** SSH connections established to jump hosts. */
+  proxyConnections: number;
+  /** Dial attempts to the target, including failed ones. */
+  dialAttempts: number;
+  /** Exec channels run on the target: command round trips (the bar is 2 per operation). */
+  roundTrips: number;
+}
+
+/** What came back from one exec. A non-zero exit is not an error at this level. */
+export interface ExecResult {
+  readonly code: number | null;
+  readonly signal?: string;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Lets an exec's caller talk back while the remote command runs (the commit handshake). */
+export interface ExecChannel {
+  write(text: string): void;
+  end(): void;
+}
+
+export interface ExecOptions {
+  /** Written to the command's stdin right after start. */
+  readonly stdin?: string;
+  /** Close stdin after `stdin` was written. @default true */
+  readonly endStdin?: boolean;
+  /** @default SessionOptions.commandTimeoutMs */
+  readonly timeoutMs?: number;
+  /** Called with all stdout received so far, on every chunk. */
+  readonly onStdout?: (stdoutSoFar: string, channel: ExecChannel) => void;
+}
+
+const DEFAULT_PORT = 22;
+const DEFAULT_USER = "root";
+const DEFAULT_DIAL_ERROR_LIMIT = 10;
+const DEFAULT_PER_DIAL_TIMEOUT_S = 15;
+
+/** `SHA256:<base64 without padding>` of a raw SSH public key blob, as `ssh-keygen -lf` prints it. */
+export function fingerprintOfKeyBlob(blob: Buffer): string {
+  return "SHA256:" + createHash("sha256").update(blob).digest("base64").replace(/=+$/, "");
+}
+
+/**
+ * Turns a pin (an OpenSSH public key line or a `SHA256:` fingerprint) into the fingerprint to
+ * compare against. Throws a HostError for a pin that is neither.
+ */
+export function expectedFingerprint(pin: string, host: string): string {
+  const trimmed = pin.trim();
+  if (/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(trimmed)) return trimmed.replace(/=$/, "");
+  const fields = trimmed.split(/\s+/);
+  if (fields.length >= 2 && /^(ssh-|ecdsa-|sk-)/.test(fields[0]) && /^[A-Za-z0-9+/]+=*$/.test(fields[1])) {
+    return fingerprintOfKeyBlob(Buffer.from(fields[1], "base64"));
+  }
+  throw new HostError(
+    `connection.hostKey is neither an OpenSSH public key line ("ssh-ed25519 AAAA...") nor a SHA256 ` +
+      `fingerprint ("SHA256:" + 43 base64 characters). Fix: copy it from /etc/ssh/ssh_host_ed25519_key.pub ` +
+      `or from \`ssh-keygen -lf\` on the host.`,
+    { host, kind: "host-key" },
+  );
+}
+
+/** Quotes one word for a POSIX shell. */
+export function shellQuote(word: string): string {
+  return "'" + word.replace(/'/g, "'\\''") + "'";
+}
+
+function label(conn: ProxyConnectionArgs): string {
+  return `${conn.user ?? DEFAULT_USER}@${conn.host}:${conn.port ?? DEFAULT_PORT}`;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** One established connection to a host (possibly through a jump host). */
+export class SshSession {
+  public readonly stats: SessionStats = {
+    connections: 0,
+    proxyConnections: 0,
+    dialAttempts: 0,
+    roundTrips: 0,
+  };
+  /** `user@host:port` of the target, for messages. */
+  public readonly target: string;
+  private client?: Client;
+  private proxyClient?: Client;
+  private readonly commandTimeoutMs: number;
+
+  private constructor(
+    public readonly conn: ConnectionArgs,
+    private readonly options: SessionOptions,
+  ) {
+    this.target = label(conn);
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 120_000;
+  }
+
+  /** Host name as the user wrote it; used as the `host` of every error. */
+  public get host(): string {
+    return this.conn.host;
+  }
+
+  /** The login user. */
+  public get user(): string {
+    return this.conn.user ?? DEFAULT_USER;
+  }
+
+  /** Opens the connection (retrying the dial with backoff) and returns the ready session. */
+  public static async open(conn: ConnectionArgs, options: SessionOptions = {}): Promise<SshSession> {
+    const session = new SshSession(conn, options);
+    try {
+      await session.connect();
+    } catch (err) {
+      session.close();
+      throw err;
+    }
+    return session;
+  }
+
+  private async connect(): Promise<void> {
+    const conn = this.conn;
+    if (conn.hostKey === undefined) {
+      this.options.warn?.(
+        `host ${conn.host}: no connection.hostKey pinned, so any key the host presents is accepted ` +
+          `(a man in the middle would not be noticed). Fix: set connection.hostKey to the host's ` +
+          `"ssh-ed25519 AAAA..." line or its SHA256 fingerprint.`,
+      );
+    }
+    if (conn.proxy !== undefined) {
+      if (conn.proxy.hostKey === undefined) {
+        this.options.warn?.(`jump host ${conn.proxy.host}: no connection.proxy.hostKey pinned.`);
+      }
+      this.proxyClient = await this.dialWithRetry(conn.proxy, undefined, true);
+      this.stats.proxyConnections++;
+    }
+    this.client = await this.dialWithRetry(conn, this.proxyClient, false);
+    this.stats.connections++;
+  }
+
+  private async dialWithRetry(
+    conn: ProxyConnectionArgs,
+    via: Client | undefined,
+    isProxy: boolean,
+  ): Promise<Client> {
+    const limit = conn.dialErrorLimit ?? DEFAULT_DIAL_ERROR_LIMIT;
+    const base = this.options.retryBaseDelayMs ?? 500;
+    const max = this.options.retryMaxDelayMs ?? 8000;
+    const errors: string[] = [];
+    for (let attempt = 1; ; attempt++) {
+      if (!isProxy) this.stats.dialAttempts++;
+      try {
+        return await this.dialOnce(conn, via);
+      } catch (err) {
+        if (HostError.isInstance(err) && err.kind !== "connect") throw err;
+        errors.push(`attempt ${attempt}: ${(err as Error).message}`);
+        if (limit !== -1 && attempt >= Math.max(1, limit)) {
+          throw new HostError(
+            `could not connect to ${isProxy ? "jump host " : ""}${label(conn)} after ${attempt} attempt(s) ` +
+              `(connection.dialErrorLimit=${limit}, perDialTimeout=${conn.perDialTimeout ?? DEFAULT_PER_DIAL_TIMEOUT_S}s): ` +
+              `${errors.slice(-3).join("; ")}. Fix: check that the address and port are right, that sshd runs ` +
+              `and that a firewall lets this machine in.`,
+            { host: this.conn.host, kind: "connect", cause: err },
+          );
+        }
+        // Jitter keeps many hosts of a fleet from retrying in lockstep.
+        const delay = Math.min(max, base * 2 ** (attempt - 1));
+        await sleep(delay / 2 + Math.random() * (delay / 2));
+      }
+    }
+  }
+
+  private dialOnce(conn: ProxyConnectionArgs, via: Client | undefined): Promise<Client> {
+    // Loaded here so that merely importing this module (e.g. from the serialized dynamic provider
+    // or from pure tests) never needs ssh2's native parts.
+    const { Client: SshClient } = require("ssh2") as typeof import("ssh2");
+    const host = this.conn.host;
+    const port = conn.port ?? DEFAULT_PORT;
+    const timeoutMs = (conn.perDialTimeout ?? DEFAULT_PER_DIAL_TIMEOUT_S) * 1000;
+    const expected = conn.hostKey === undefined ? undefined : expectedFingerprint(conn.hostKey, host);
+    let presented: string | undefined;
+
+    const getSock = (): Promise<Duplex | undefined> =>
+      via === undefined
+        ? Promise.resolve(undefined)
+        : new Promise((resolve, reject) =>
+            via.forwardOut("127.0.0.1", 0, conn.host, port, (err, stream) =>
+              err
+                ? reject(
+                    new Error(`jump host could not open a channel to ${conn.host}:${port}: ${err.message}`),
+                  )
+                : resolve(stream),
+            ),
+          );
+
+    return getSock().then(
+      (sock) =>
+        new Promise<Client>((resolve, reject) => {
+          const client = new SshClient();
+          let settled = false;
+          const finish = (err: Error | undefined) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            if (err) {
+              client.removeAllListeners("ready");
+              client.on("error", () => undefined);
+              client.end();
+              reject(err);
+            } else {
+              resolve(client);
+            }
+          };
+          const timer = setTimeout(
+            () => finish(new Error(`no SSH handshake within ${timeoutMs / 1000}s`)),
+            timeoutMs,
+          );
+          client.on("ready", () => finish(undefined));
+          client.on("error", (err: Error & { level?: string }) => {
+            if (expected !== undefined && presented !== undefined && presented !== expected) {
+              finish(
+                new HostError(
+                  `host key mismatch for ${label(conn)}: expected ${expected} (connection.hostKey), ` +
+                    `the host presented ${presented}. The connection was refused before any credential ` +
+                    `was sent. Fix: if the host was re-installed, check its new key out of band ` +
+                    `(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host) and update connection.hostKey.`,
+                  { host, kind: "host-key", cause: err },
+                ),
+              );
+            } else if (err.level === "client-authentication") {
+              const methods = [
+                conn.privateKey !== undefined ? "privateKey" : undefined,
+                conn.password !== undefined ? "password" : undefined,
+                conn.agentSocketPath !== undefined ? "agentSocketPath" : undefined,
+              ].filter((m) => m !== undefined);
+              finish(
+                new HostError(
+                  `authentication failed for ${label(conn)} with ${methods.length > 0 ? methods.join(", ") : "no credentials"}. ` +
+                    `Fix: check connection.user and that the key/password is accepted by the host ` +
+                    `(e.g. the public key is in ~${conn.user ?? DEFAULT_USER}/.ssh/authorized_keys).`,
+                  { host, kind: "auth", cause: err },
+                ),
+              );
+            } else {
+              finish(err);
+            }
+          });
+          client.on("close", () => finish(new Error("connection closed during handshake")));
+          const config: ConnectConfig = {
+            host: conn.host,
+            port,
+            username: conn.user ?? DEFAULT_USER,
+            readyTimeout: timeoutMs,
+            keepaliveInterval: 5000,
+            keepaliveCountMax: 3,
+            hostVerifier: (key: Buffer) => {
+              presented = fingerprintOfKeyBlob(key);
+              return expected === undefined || presented === expected;
+            },
+          };
+          if (sock !== undefined) config.sock = sock;
+          if (conn.password !== undefined) config.password = conn.password;
+          if (conn.privateKey !== undefined) config.privateKey = conn.privateKey;
+          if (conn.privateKeyPassword !== undefined) config.passphrase = conn.privateKeyPassword;
+          if (conn.agentSocketPath !== undefined) config.agent = conn.agentSocketPath;
+          try {
+            client.connect(config);
+          } catch (err) {
+            // ssh2 throws synchronously for a key it cannot parse (or a wrong passphrase).
+            finish(
+              new HostError(
+                `connection.privateKey could not be used: ${(err as Error).message}. Fix: give an ` +
+                  `OpenSSH or PEM private key, and privateKeyPassword if it is encrypted.`,
+                { host, kind: "auth", cause: err },
+              ),
+            );
+          }
+        }),
+    );
+  }
+
+  /**
+   * Runs one command (one exec channel = one round trip). Resolves with its exit code and
+   * output; rejects with a HostError on timeout or a lost connection.
+   */
+  public exec(name: string, command: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    const client = this.client;
+    if (client === undefined) {
+      return Promise.reject(
+        new HostError("the SSH session is closed", { host: this.host, kind: "command", command: name }),
+      );
+    }
+    this.stats.roundTrips++;
+    const timeoutMs = opts.timeoutMs ?? this.commandTimeoutMs;
+    return new Promise<ExecResult>((resolve, reject) => {
+      let stdout = "";
+      let stderr = "";
+      let settled = false;
+      let channel: ClientChannel | undefined;
+      const onClientClose = () =>
+        fail(
+          new HostError(`the SSH connection was lost while "${name}" ran`, {
+            host: this.host,
+            kind: "command",
+            command: name,
+            stderr,
+          }),
+        );
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        client.removeListener("close", onClientClose);
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        if (channel !== undefined) {
+          try {
+            channel.signal("KILL");
+          } catch {
+            // The channel may already be gone; closing it below is what matters.
+          }
+          channel.close();
+        }
+        fail(
+          new HostError(`"${name}" did not finish within ${timeoutMs / 1000}s`, {
+            host: this.host,
+            kind: "timeout",
+            command: name,
+            stderr,
+          }),
+        );
+      }, timeoutMs);
+      client.once("close", onClientClose);
+      client.exec(command, (err, ch) => {
+        if (err) {
+          fail(
+            new HostError(`could not start "${name}": ${err.message}`, {
+              host: this.host,
+              kind: "command",
+              command: name,
+              cause: err,
+            }),
+          );
+          return;
+        }
+        channel = ch;
+        const api: ExecChannel = {
+          write: (text) => {
+            ch.write(text);
+          },
+          end: () => {
+            ch.end();
+          },
+        };
+        ch.on("data", (chunk: Buffer) => {
+          stdout += chunk.toString("utf8");
+          opts.onStdout?.(stdout, api);
+        });
+        ch.stderr.on("data", (chunk: Buffer) => {
+          stderr += chunk.toString("utf8");
+        });
+        ch.on("error", () => undefined);
+        ch.on("close", (code: number | null | undefined, signal?: string) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          client.removeListener("close", onClientClose);
+          resolve({ code: code ?? null, signal: signal ?? undefined, stdout, stderr });
+        });
+        if (opts.stdin !== undefined) ch.write(opts.stdin);
+        if (opts.endStdin ?? true) ch.end();
+      });
+    });
+  }
+
+  /** Cuts the TCP connection at once, without a clean SSH goodbye (tests use it to simulate a crash). */
+  public destroy(): void {
+    const sock = (this.client as unknown as { _sock?: { destroy(): void } } | undefined)?._sock;
+    sock?.destroy();
+  }
+
+  public close(): void {
+    this.client?.end();
+    this.proxyClient?.end();
+    this.client = undefined;
+    this.proxyClient = undefined;
+  }
+}
