@@ -32,18 +32,18 @@ export interface ConfigKeyDoc {
   readonly example?: string;
 }
 
-/** Connection fields, documented once and reused at the three places a connection can appear. */
-const connectionDocs = (prefix: string, withHost: boolean, isProxy: boolean): ConfigKeyDoc[] => [
-  ...(withHost
-    ? [
-        {
-          key: `${prefix}.host`,
-          type: "string",
-          doc: "Address (IP or DNS name) of the host's SSH server.",
-          example: "198.18.0.10",
-        },
-      ]
-    : []),
+/**
+ * Connection fields, documented once under `hosts[].connection`. The same fields are accepted in
+ * `connection` (shared defaults, without `host`) and in `*.proxy` (a jump host, without `proxy` and
+ * `sudo`); {@link canonicalKey} maps those places here.
+ */
+const connectionDocs = (prefix: string): ConfigKeyDoc[] => [
+  {
+    key: `${prefix}.host`,
+    type: "string",
+    doc: "Address (IP or DNS name) of the host's SSH server.",
+    example: "198.18.0.10",
+  },
   { key: `${prefix}.port`, type: "integer 1-65535", default: "22", doc: "SSH port.", example: "22" },
   {
     key: `${prefix}.user`,
@@ -95,22 +95,18 @@ const connectionDocs = (prefix: string, withHost: boolean, isProxy: boolean): Co
     default: "15",
     doc: "Seconds one connection attempt may take.",
   },
-  ...(isProxy
-    ? []
-    : [
-        {
-          key: `${prefix}.sudo`,
-          type: "boolean",
-          default: "true when user is not root",
-          doc: "Run iptables through `sudo -n`.",
-        },
-        {
-          key: `${prefix}.proxy`,
-          type: "object",
-          default: "direct connection",
-          doc: "A jump host (like `ssh -J`): the same fields as a connection except `proxy` and `sudo`.",
-        },
-      ]),
+  {
+    key: `${prefix}.sudo`,
+    type: "boolean",
+    default: "true when user is not root",
+    doc: "Run iptables through `sudo -n`.",
+  },
+  {
+    key: `${prefix}.proxy`,
+    type: "object",
+    default: "direct connection",
+    doc: "A jump host (like `ssh -J`): the same fields as a connection except `proxy` and `sudo`.",
+  },
 ];
 
 /** Every key of the stack config, in the order the README lists them. */
@@ -131,8 +127,7 @@ export const CONFIG_REFERENCE: readonly ConfigKeyDoc[] = [
     type: "object",
     doc: "How to reach the host; merged field by field over `connection`. Needs at least `host`.",
   },
-  ...connectionDocs("hosts[].connection", true, false),
-  ...connectionDocs("hosts[].connection.proxy", true, true),
+  ...connectionDocs("hosts[].connection"),
   {
     key: "hosts[].policies",
     type: "list of policy names",
@@ -204,8 +199,6 @@ export const CONFIG_REFERENCE: readonly ConfigKeyDoc[] = [
     default: "none",
     doc: "Connection fields shared by every host (all connection fields except `host`); a host's own fields win.",
   },
-  ...connectionDocs("connection", false, false),
-  ...connectionDocs("connection.proxy", true, true),
   {
     key: "rollout.canaries",
     type: "list of host names, or an integer",
@@ -451,16 +444,27 @@ export function configKey(path: readonly PropertyKey[], namespace = CONFIG_NAMES
   return out;
 }
 
-/** The reference entry for a concrete path (indices and policy names generalised). */
-function docFor(path: readonly PropertyKey[]): ConfigKeyDoc | undefined {
-  const generic = path
+/** `["hosts", 1, "extraSources", "web"]` -> `hosts[].extraSources.<policy>`. */
+function genericKey(path: readonly PropertyKey[]): string {
+  return path
     .map((seg, i) => {
       if (typeof seg === "number") return "[]";
       const name = path[i - 1] === "extraSources" ? "<policy>" : String(seg);
       return i === 0 ? name : `.${name}`;
     })
     .join("");
-  return CONFIG_REFERENCE.find((d) => d.key === generic);
+}
+
+/** Where a generic key is documented: connection fields live under `hosts[].connection` only. */
+function canonicalKey(generic: string): string {
+  const k = generic.startsWith("connection.") ? `hosts[].${generic}` : generic;
+  return k.replace(/^hosts\[\]\.connection\.proxy\./, "hosts[].connection.");
+}
+
+/** The reference entry for a concrete path. */
+function docFor(path: readonly PropertyKey[]): ConfigKeyDoc | undefined {
+  const key = canonicalKey(genericKey(path));
+  return CONFIG_REFERENCE.find((d) => d.key === key);
 }
 
 const typeName = (v: unknown): string =>
@@ -482,7 +486,7 @@ function describe(issue: z.core.$ZodIssue, namespace: string): ConfigIssue[] {
       const allowed = allowedKeysAt(path);
       return issue.keys.map((k) => ({
         key: configKey([...path, k], namespace),
-        reason: `is not a known key${allowed ? `; allowed here: ${allowed.join(", ")}` : ""}. Check the spelling or remove it.`,
+        reason: `is not a known key; allowed here: ${allowed.join(", ")}. Check the spelling or remove it.`,
       }));
     }
     case "invalid_type": {
@@ -516,14 +520,16 @@ function describe(issue: z.core.$ZodIssue, namespace: string): ConfigIssue[] {
   }
 }
 
-function allowedKeysAt(path: readonly PropertyKey[]): string[] | undefined {
-  const prefix = docFor(path)?.key ?? (path.length === 0 ? "" : undefined);
-  if (prefix === undefined) return undefined;
-  if (prefix === "") return [...TOP_LEVEL_KEYS];
+function allowedKeysAt(path: readonly PropertyKey[]): string[] {
+  const generic = genericKey(path);
+  if (generic === "") return [...TOP_LEVEL_KEYS];
+  const prefix = generic === "connection" ? "hosts[].connection" : canonicalKey(generic);
   const keys = CONFIG_REFERENCE.map((d) => d.key)
     .filter((k) => k.startsWith(`${prefix}.`))
     .map((k) => k.slice(prefix.length + 1).split(/[.[]/)[0]!);
-  return [...new Set(keys)];
+  // The shared defaults have no `host`; a jump host cannot nest or sudo.
+  const excluded = generic === "connection" ? ["host"] : generic.endsWith(".proxy") ? ["proxy", "sudo"] : [];
+  return [...new Set(keys)].filter((k) => !excluded.includes(k));
 }
 
 /**
