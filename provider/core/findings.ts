@@ -1,0 +1,60 @@
+/**
+ * Findings: what the parser and planner noticed about a host, with a stable `code` so the
+ * provider, tests and users can match on it, and a message that says the cause and the fix.
+ */
+import type { Family } from "./ip";
+
+export type FindingCode =
+  /** No DOCKER-USER chain: Docker not running, Docker's nftables backend, or the other iptables backend. */
+  | "docker-user-missing"
+  /** ip6tables has Docker's chains but no DOCKER-USER (Docker 20.10); the plan creates it. */
+  | "docker-user-created"
+  /** DOCKER-USER exists but FORWARD never jumps to it: everything in it is inert (fail-open). */
+  | "forward-jump-missing"
+  /** FORWARD's first rule is not the jump to DOCKER-USER: earlier rules may accept first. */
+  | "forward-jump-not-first"
+  /** A rule carrying our tag that does not have the shape we write (edited by hand?). */
+  | "owned-rule-damaged"
+  /** The same owned rule more than once. */
+  | "duplicate-owned-rule"
+  /** A foreign rule sits above one of our jumps in DOCKER-USER, so it decides first. */
+  | "foreign-rule-precedes-jump"
+  /** A foreign rule jumps into our chain; the chain cannot be deleted while it does. */
+  | "foreign-reference-to-owned-chain"
+  /** iptables-nft reports that iptables-legacy tables exist too; those rules still filter. */
+  | "legacy-tables-present"
+  /** A line the parser does not understand; kept verbatim, never deleted. */
+  | "unparsed-line"
+  /** ipv6 "on" but the host shows no IPv6 Docker chains (or no ip6tables). */
+  | "ipv6-unavailable"
+  /** No iptables output for a family the allowlist needs. */
+  | "iptables-unavailable"
+  /** After an apply, the host does not show what the plan meant to write. */
+  | "verify-mismatch";
+
+export type Severity = "error" | "warning";
+
+export interface Finding {
+  readonly code: FindingCode;
+  readonly severity: Severity;
+  readonly family: Family;
+  /** Cause and fix, for a person. */
+  readonly message: string;
+  /** The iptables-save line concerned, when there is one. */
+  readonly rule?: string;
+}
+
+export function finding(
+  code: FindingCode,
+  severity: Severity,
+  family: Family,
+  message: string,
+  rule?: string,
+): Finding {
+  return rule === undefined ? { code, severity, family, message } : { code, severity, family, message, rule };
+}
+
+/** `iptables` or `ip6tables`, for messages that tell a person what to run. */
+export function tool(family: Family): string {
+  return family === "ipv4" ? "iptables" : "ip6tables";
+}

@@ -1,0 +1,39 @@
+/**
+ * The pure rule engine of docker-port-allowlist: validate -> parse -> plan -> render.
+ *
+ * Nothing under `provider/core/` imports ssh2, @pulumi/pulumi, fs or child_process; every
+ * function is a pure function of its arguments (node's crypto is the only import), so the
+ * engine is tested without hosts and the SSH edge (`provider/host/`) stays thin.
+ */
+export type { Family, Cidr } from "./ip";
+export { parseCidr, parseAddress, formatCidr, compareCidr } from "./ip";
+export type { AllowlistSpec, Protocol, Action, Ipv6Mode } from "./layout";
+export {
+  RULE_NAME_MAX,
+  RULE_NAME_PATTERN,
+  DOCKER_USER,
+  FORWARD_TAG,
+  chainName,
+  tagOf,
+  declaresFamily,
+  renderDesiredRules,
+  renderChainRules,
+  renderJumps,
+  renderForwardJump,
+} from "./layout";
+export type { ValidationFailure, Validated, ConnectionSpec } from "./spec";
+export {
+  validateAllowlist,
+  validateConnection,
+  deriveRuleName,
+  propertyPath,
+  DEFAULT_RULES_V4_PATH,
+  DEFAULT_RULES_V6_PATH,
+} from "./spec";
+export type { Finding, FindingCode, Severity } from "./findings";
+export type { FilterTable, ChainModel, ParsedRule, Backend } from "./parse";
+export { parseFilterTable, getChain, hasDockerChains, canonicalRule } from "./parse";
+export { fingerprint, fingerprintLines, FINGERPRINT_AWK } from "./fingerprint";
+export type { Plan, FamilyPlan } from "./plan";
+export { planAllowlist, verifyApplied } from "./plan";
+export { applyPayload, SimulatedRestoreError } from "./simulate";

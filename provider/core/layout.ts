@@ -1,0 +1,141 @@
+/**
+ * What one allowlist owns on a host, rendered as the exact lines `iptables-save` prints.
+ *
+ * Pure functions only (no I/O, no ssh2, no Pulumi). Guarantees:
+ * - Every line returned here is byte-identical to what `iptables-save -t filter` (nft and legacy,
+ *   v1.8.9, checked with real iptables in a throwaway namespace) prints after the line is
+ *   applied; so planning against the state just applied yields no change.
+ * - Every rule carries the tag `-m comment --comment "dpa:<ruleName>"`; nothing untagged is ours.
+ *
+ * Packet path for `DockerPortAllowlist("web", { port: 8080, sources: ["198.18.1.0/24"] })`
+ * (v4 in iptables, v6 in ip6tables, the same shape):
+ *
+ *   client --> nat PREROUTING --DNAT 8080->172.17.0.2:80--> filter FORWARD
+ *                                                              |
+ *     FORWARD  1: -j DOCKER-USER  (Docker's jump; on hosts without it, ours, tagged "dpa::forward")
+ *                                                              v
+ *     DOCKER-USER (our jumps first, before any foreign rule)
+ *       -p tcp -m conntrack --ctorigdstport 8080 ... -j DPA-web  ----+
+ *       -p udp ... (one jump per protocol)                           |
+ *       <foreign rules, Docker's final RETURN if any>  <-------------+-- RETURN comes back here
+ *                                                                    v
+ *     DPA-web (owned entirely by this allowlist)
+ *       1 -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN   replies and live flows: fast path
+ *       2 -i docker0 -j RETURN / -i br-+ -j RETURN                containers' own outbound traffic
+ *       3 -s <allowed source> -j RETURN  (one per source)         allowed: back to DOCKER-USER
+ *       4 -j DROP | -j REJECT --reject-with icmp(6)-port-unreachable   everyone else
+ *
+ * RETURN rather than ACCEPT: an allowed packet still meets the foreign rules below our jumps
+ * and Docker's own chains, which only accept what is really published.
+ */
+import { compareCidr, formatAddress, formatCidr, type Cidr, type Family } from "./ip";
+
+/** iptables chain names are at most 28 characters; `DPA-` takes four. */
+export const RULE_NAME_MAX = 24;
+export const RULE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,24}$/;
+export const CHAIN_PREFIX = "DPA-";
+export const TAG_PREFIX = "dpa:";
+/**
+ * Tag of the `FORWARD -> DOCKER-USER` jump we add where Docker made none. `::` cannot occur in a
+ * ruleName, so this tag never collides with an allowlist's own.
+ */
+export const FORWARD_TAG = "dpa::forward";
+export const DOCKER_USER = "DOCKER-USER";
+
+export type Protocol = "tcp" | "udp";
+export type Action = "DROP" | "REJECT";
+export type Ipv6Mode = "auto" | "on" | "off";
+
+/** A validated allowlist: everything normalised, nothing left to check. */
+export interface AllowlistSpec {
+  /** Name of what is owned on the host. */
+  readonly ruleName: string;
+  /** Inclusive port range; `from === to` for a single port. */
+  readonly ports: { readonly from: number; readonly to: number };
+  /** Sorted, de-duplicated. */
+  readonly protocols: readonly Protocol[];
+  /** Per family, host bits cleared, sorted, de-duplicated. */
+  readonly sources: { readonly ipv4: readonly Cidr[]; readonly ipv6: readonly Cidr[] };
+  /** Single address or undefined. Its family limits the allowlist to that family. */
+  readonly originalDestination?: Cidr;
+  readonly action: Action;
+  readonly exemptDockerBridges: boolean;
+  readonly ipv6: Ipv6Mode;
+  readonly persist: boolean;
+  readonly rulesV4Path: string;
+  readonly rulesV6Path: string;
+}
+
+export function chainName(ruleName: string): string {
+  return `${CHAIN_PREFIX}${ruleName}`;
+}
+
+export function tagOf(ruleName: string): string {
+  return `${TAG_PREFIX}${ruleName}`;
+}
+
+/** The comment match exactly as iptables-save prints it (always double-quoted). */
+export function commentMatch(tag: string): string {
+  return `-m comment --comment "${tag}"`;
+}
+
+function portText(spec: AllowlistSpec): string {
+  return spec.ports.from === spec.ports.to ? String(spec.ports.from) : `${spec.ports.from}:${spec.ports.to}`;
+}
+
+/** The rules of the owned chain, in order, as `-A DPA-x ...` lines. */
+export function renderChainRules(spec: AllowlistSpec, family: Family): string[] {
+  const chain = chainName(spec.ruleName);
+  const tag = commentMatch(tagOf(spec.ruleName));
+  const lines = [`-A ${chain} -m conntrack --ctstate RELATED,ESTABLISHED ${tag} -j RETURN`];
+  if (spec.exemptDockerBridges) {
+    lines.push(`-A ${chain} -i docker0 ${tag} -j RETURN`, `-A ${chain} -i br-+ ${tag} -j RETURN`);
+  }
+  const sources = [...spec.sources[family]].sort(compareCidr);
+  for (const source of sources) lines.push(`-A ${chain} -s ${formatCidr(source)} ${tag} -j RETURN`);
+  if (spec.action === "DROP") {
+    lines.push(`-A ${chain} ${tag} -j DROP`);
+  } else {
+    const icmp = family === "ipv4" ? "icmp-port-unreachable" : "icmp6-port-unreachable";
+    lines.push(`-A ${chain} ${tag} -j REJECT --reject-with ${icmp}`);
+  }
+  return lines;
+}
+
+/** The jumps from DOCKER-USER into the owned chain, one per protocol, as `-A DOCKER-USER ...`. */
+export function renderJumps(spec: AllowlistSpec, _family: Family): string[] {
+  const chain = chainName(spec.ruleName);
+  const tag = commentMatch(tagOf(spec.ruleName));
+  // iptables-save prints --ctorigdst before --ctorigdstport whatever order they were given in.
+  const dst =
+    spec.originalDestination === undefined
+      ? ""
+      : ` --ctorigdst ${formatAddress(spec.originalDestination.family, spec.originalDestination.address)}`;
+  return spec.protocols.map(
+    (p) =>
+      `-A ${DOCKER_USER} -p ${p} -m conntrack${dst} --ctorigdstport ${portText(spec)} ${tag} -j ${chain}`,
+  );
+}
+
+/** The FORWARD jump we add where the host has none (see {@link FORWARD_TAG}). */
+export function renderForwardJump(): string {
+  return `-A FORWARD ${commentMatch(FORWARD_TAG)} -j ${DOCKER_USER}`;
+}
+
+/**
+ * Whether this allowlist polices `family` at all by its own declaration (before looking at the
+ * host): an original destination of one family limits it to that family.
+ */
+export function declaresFamily(spec: AllowlistSpec, family: Family): boolean {
+  if (spec.originalDestination !== undefined) return spec.originalDestination.family === family;
+  return family === "ipv4" || spec.ipv6 !== "off";
+}
+
+/**
+ * Every line this allowlist wants present in `family`, jumps first then the chain: exactly what
+ * `iptables-save` prints for them. Used for preview (`pulumi preview --diff`).
+ */
+export function renderDesiredRules(spec: AllowlistSpec, family: Family): string[] {
+  if (!declaresFamily(spec, family)) return [];
+  return [...renderJumps(spec, family), ...renderChainRules(spec, family)];
+}

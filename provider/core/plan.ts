@@ -1,0 +1,479 @@
+/**
+ * Planner: (live filter tables, desired allowlist) -> the change, as human lines and as one
+ * `iptables-restore --noflush` payload per family.
+ *
+ * Pure functions only (no I/O). Guarantees (each proved by test/core/plan.property.test.ts):
+ * - Idempotent: planning against the state a plan produces yields no change (`inSync`).
+ * - Foreign rules (no `dpa:<ruleName>` tag, outside our chain) are never deleted or rewritten;
+ *   the only foreign-chain edits are inserting our own tagged jumps.
+ * - Order and duplicates in the declared sources do not change the plan.
+ * - One transaction per family: the payload is applied by one `iptables-restore --noflush`, so
+ *   a host is never left half-changed. DOCKER-USER rules are deleted by position (descending),
+ *   which cannot hit the wrong rule because the apply step first checks the fingerprint.
+ * - Deleting an allowlist (desired null) leaves DOCKER-USER as it would be without it and
+ *   removes our chain. A DOCKER-USER we created in ip6tables (Docker 20.10 makes none) is removed
+ *   too, with our FORWARD jump, once no rule is left in it and nothing else refers to it.
+ */
+import { fingerprint } from "./fingerprint";
+import { finding, tool, type Finding } from "./findings";
+import type { Family } from "./ip";
+import {
+  DOCKER_USER,
+  FORWARD_TAG,
+  chainName,
+  declaresFamily,
+  renderChainRules,
+  renderForwardJump,
+  renderJumps,
+  tagOf,
+  type AllowlistSpec,
+} from "./layout";
+import {
+  getChain,
+  hasDockerChains,
+  isDpaComment,
+  isForwardJump,
+  parseFilterTable,
+  type FilterTable,
+  type ParsedRule,
+} from "./parse";
+
+export interface FamilyPlan {
+  /** Input for `iptables-restore --noflush` (or ip6tables-restore): one transaction. */
+  readonly payload: string;
+  /** {@link fingerprint} of the live text this plan was computed from. */
+  readonly fingerprint: string;
+  /** The lines of ours that must be present afterwards (jumps, then chain), as iptables-save prints them. */
+  readonly expected: string[];
+  /** Human-readable change lines of this family (see {@link Plan.changes}). */
+  readonly changes: string[];
+}
+
+export interface Plan {
+  /** Nothing to change and nothing blocking: the host is as declared. */
+  readonly inSync: boolean;
+  /** An error finding prevents applying (e.g. no DOCKER-USER); `families` is then empty. */
+  readonly blocked: boolean;
+  /**
+   * Human lines, family first: `+ [ipv4] -A DPA-web -s 198.18.1.0/24 ...` (added),
+   * `- [ipv4] -A ...` (removed), `~ [ipv4] -A ... (moved to the top of DOCKER-USER)`.
+   */
+  readonly changes: string[];
+  readonly findings: Finding[];
+  /** Only families with something to change. */
+  readonly families: { readonly ipv4?: FamilyPlan; readonly ipv6?: FamilyPlan };
+}
+
+interface FamilyResult {
+  changes: string[];
+  findings: Finding[];
+  blocked: boolean;
+  plan?: FamilyPlan;
+}
+
+/** Decides whether `family` is policed on this host; pushes findings when it cannot be. */
+function policed(
+  table: FilterTable | null,
+  desired: AllowlistSpec | null,
+  family: Family,
+  findings: Finding[],
+): { police: boolean; blocked: boolean } {
+  if (desired === null || !declaresFamily(desired, family)) return { police: false, blocked: false };
+  if (family === "ipv4") {
+    if (table === null) {
+      findings.push(
+        finding(
+          "iptables-unavailable",
+          "error",
+          family,
+          `No iptables-save output for IPv4 on this host: iptables is not installed or not allowed for this user. Fix: install iptables, or connect as root or with sudo.`,
+        ),
+      );
+      return { police: false, blocked: true };
+    }
+    return { police: true, blocked: false };
+  }
+  const docker = table !== null && hasDockerChains(table);
+  if (desired.ipv6 === "on" && !docker) {
+    findings.push(
+      finding(
+        "ipv6-unavailable",
+        "error",
+        family,
+        table === null
+          ? `ipv6 is "on" but this host gave no ip6tables-save output. Fix: install ip6tables, or set ipv6 to "auto" or "off".`
+          : `ipv6 is "on" but ip6tables has no Docker chains: Docker does not manage IPv6 here (enable "ip6tables": true in daemon.json). Fix: enable it, or set ipv6 to "auto" or "off".`,
+      ),
+    );
+    return { police: false, blocked: true };
+  }
+  return { police: docker, blocked: false };
+}
+
+function prefix(sign: "+" | "-" | "~", family: Family, line: string, note?: string): string {
+  return `${sign} [${family}] ${line}${note === undefined ? "" : ` (${note})`}`;
+}
+
+/** Multiset difference a - b, keeping a's order. */
+function minus(a: readonly string[], b: readonly string[]): string[] {
+  const counts = new Map<string, number>();
+  for (const x of b) counts.set(x, (counts.get(x) ?? 0) + 1);
+  const out: string[] = [];
+  for (const x of a) {
+    const n = counts.get(x) ?? 0;
+    if (n > 0) counts.set(x, n - 1);
+    else out.push(x);
+  }
+  return out;
+}
+
+function sameSequence(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** The rule text after `-A CHAIN `, for `-I`/`-D` lines. */
+function ruleSpec(canonicalOrLine: string): string {
+  return canonicalOrLine.replace(/^-A\s+\S+\s*/, "");
+}
+
+function planFamily(
+  saveText: string | null,
+  desired: AllowlistSpec | null,
+  ruleName: string,
+  family: Family,
+): FamilyResult {
+  const findings: Finding[] = [];
+  const table = saveText === null ? null : parseFilterTable(saveText, family);
+  const { police, blocked } = policed(table, desired, family, findings);
+  if (table === null) return { changes: [], findings, blocked };
+
+  const chain = chainName(ruleName);
+  const tag = tagOf(ruleName);
+  const t = tool(family);
+  const dockerUser = getChain(table, DOCKER_USER);
+  const ownChain = getChain(table, chain);
+  const forward = getChain(table, "FORWARD");
+
+  // Host-wide findings only matter where we police; elsewhere they are someone else's business.
+  if (police) {
+    for (const f of table.findings) {
+      if (f.code === "docker-user-missing" && family === "ipv6") {
+        findings.push({ ...f, code: "docker-user-created" });
+      } else {
+        findings.push(f);
+      }
+    }
+  } else {
+    findings.push(
+      ...table.findings.filter((f) => f.code === "legacy-tables-present" || f.code === "unparsed-line"),
+    );
+  }
+  if (police && dockerUser === undefined && family === "ipv4") {
+    return { changes: [], findings, blocked: true };
+  }
+
+  const changes: string[] = [];
+  const head: string[] = []; // chain declarations
+  const body: string[] = []; // rule commands, in order
+  const tail: string[] = []; // chain deletions
+  const wantJumps = police ? renderJumps(desired!, family) : [];
+  const wantChain = police ? renderChainRules(desired!, family) : [];
+
+  // Foreign rules that jump into our chain: we cannot delete the chain while they exist.
+  const foreignRefs = table.chains
+    .flatMap((c) => c.rules)
+    .filter((r) => r.target === chain && r.comment !== tag && r.chain !== chain);
+  for (const r of foreignRefs) {
+    findings.push(
+      finding(
+        "foreign-reference-to-owned-chain",
+        police ? "warning" : "error",
+        family,
+        `A rule not managed by this allowlist jumps into its chain ${chain}: ${JSON.stringify(r.line)}. ${police ? "It is left alone." : `The chain cannot be deleted while it does. Fix: remove it ("${t} -D ${r.chain} ${r.position}") and retry.`}`,
+        r.line,
+      ),
+    );
+  }
+  if (!police && foreignRefs.length > 0) return { changes: [], findings, blocked: true };
+
+  // --- DOCKER-USER: create it where Docker made none (ip6tables on Docker 20.10).
+  let createdDockerUser = false;
+  if (police && dockerUser === undefined) {
+    createdDockerUser = true;
+    head.push(`:${DOCKER_USER} - [0:0]`);
+    changes.push(prefix("+", family, `-N ${DOCKER_USER}`, "Docker made no DOCKER-USER chain here"));
+  }
+
+  // --- FORWARD must reach DOCKER-USER first; insert our tagged jump when it does not.
+  const forwardRules = forward?.rules ?? [];
+  const ourForward = forwardRules.filter((r) => r.comment === FORWARD_TAG && isForwardJump(r));
+  const forwardOk = forwardRules.length > 0 && isForwardJump(forwardRules[0]);
+  const forwardLine = renderForwardJump();
+  const forwardDeletes: ParsedRule[] = [];
+  let forwardInsert = false;
+  if (police) {
+    if (createdDockerUser || !forwardOk) {
+      // A misplaced jump of ours goes; Docker's own (untagged) jump is never touched.
+      forwardDeletes.push(...ourForward);
+      forwardInsert = true;
+      changes.push(
+        prefix(
+          ourForward.length > 0 ? "~" : "+",
+          family,
+          `-I FORWARD 1 ${ruleSpec(forwardLine)}`,
+          "DOCKER-USER must see packets first",
+        ),
+      );
+    }
+  }
+
+  // --- DOCKER-USER jumps.
+  const duRules = dockerUser?.rules ?? [];
+  let leading = 0;
+  while (leading < duRules.length && isDpaComment(duRules[leading].comment)) leading++;
+  const remaining = new Map<string, number>();
+  for (const j of wantJumps) remaining.set(j, (remaining.get(j) ?? 0) + 1);
+  const duDeletes: ParsedRule[] = [];
+  const reinsert: string[] = [];
+  for (const r of duRules) {
+    if (r.comment !== tag) continue;
+    const left = remaining.get(r.canonical) ?? 0;
+    if (left > 0) {
+      remaining.set(r.canonical, left - 1);
+      if (r.position <= leading) continue; // in place
+      duDeletes.push(r);
+      reinsert.push(r.canonical);
+      findings.push(
+        finding(
+          "foreign-rule-precedes-jump",
+          "warning",
+          family,
+          `${t} DOCKER-USER has a rule of another owner above this allowlist's jump (position ${r.position}), so that rule decides first. The plan moves the jump back to the top.`,
+          r.line,
+        ),
+      );
+      changes.push(prefix("~", family, r.canonical, "moved to the top of DOCKER-USER"));
+      continue;
+    }
+    duDeletes.push(r);
+    if (wantJumps.includes(r.canonical)) {
+      findings.push(
+        finding(
+          "duplicate-owned-rule",
+          "warning",
+          family,
+          `${t} DOCKER-USER holds this allowlist's jump more than once; the plan removes the extra copy.`,
+          r.line,
+        ),
+      );
+    } else if (!isOurJumpShape(r, chain)) {
+      findings.push(
+        finding(
+          "owned-rule-damaged",
+          "warning",
+          family,
+          `${t} DOCKER-USER has a rule tagged "${tag}" that is not a jump this tool writes (edited by hand?); the plan replaces it.`,
+          r.line,
+        ),
+      );
+    }
+    changes.push(prefix("-", family, r.line));
+  }
+  const missingJumps = wantJumps.filter((j) => {
+    const left = remaining.get(j) ?? 0;
+    if (left > 0) {
+      remaining.set(j, left - 1);
+      return true;
+    }
+    return false;
+  });
+  for (const j of missingJumps) changes.push(prefix("+", family, j));
+  const inserts = wantJumps.filter((j) => missingJumps.includes(j) || reinsert.includes(j));
+
+  // --- Our tagged rules in other chains (not DOCKER-USER, not ours, not the FORWARD jump).
+  const strays = table.chains
+    .filter((c) => c.name !== DOCKER_USER && c.name !== chain)
+    .flatMap((c) => c.rules)
+    .filter((r) => r.comment === tag);
+  for (const r of strays) {
+    findings.push(
+      finding(
+        "owned-rule-damaged",
+        "warning",
+        family,
+        `${t} chain ${r.chain} has a rule tagged "${tag}", which this tool never writes there; the plan removes it.`,
+        r.line,
+      ),
+    );
+    changes.push(prefix("-", family, r.line));
+  }
+
+  // --- Our chain.
+  let rewriteChain = false;
+  let deleteChain = false;
+  const liveChain = ownChain?.rules ?? [];
+  const liveCanon = liveChain.map((r) => r.canonical);
+  if (police) {
+    if (ownChain === undefined) {
+      rewriteChain = true;
+      changes.push(prefix("+", family, `-N ${chain}`));
+      for (const l of wantChain) changes.push(prefix("+", family, l));
+    } else if (!sameSequence(liveCanon, wantChain)) {
+      rewriteChain = true;
+      const seen = new Set<string>();
+      for (const r of liveChain) {
+        if (r.comment !== tag || !r.canonical.startsWith(`-A ${chain} `)) {
+          findings.push(
+            finding(
+              "owned-rule-damaged",
+              "warning",
+              family,
+              `${t} chain ${chain} holds a rule without the tag "${tag}"; the chain belongs to this allowlist and is rewritten.`,
+              r.line,
+            ),
+          );
+        } else if (seen.has(r.canonical)) {
+          findings.push(
+            finding(
+              "duplicate-owned-rule",
+              "warning",
+              family,
+              `${t} chain ${chain} holds the same rule twice; the plan rewrites the chain.`,
+              r.line,
+            ),
+          );
+        }
+        seen.add(r.canonical);
+      }
+      const removed = minus(liveCanon, wantChain);
+      const added = minus(wantChain, liveCanon);
+      for (const l of removed) changes.push(prefix("-", family, l));
+      for (const l of added) changes.push(prefix("+", family, l));
+      if (removed.length === 0 && added.length === 0) {
+        changes.push(prefix("~", family, `-N ${chain}`, "rules reordered into the declared order"));
+      }
+    }
+  } else if (ownChain !== undefined) {
+    deleteChain = true;
+    for (const r of liveChain) changes.push(prefix("-", family, r.line));
+    changes.push(prefix("-", family, `-X ${chain}`));
+  }
+
+  // --- On removal: a DOCKER-USER we created (only our FORWARD jump refers to it) goes too,
+  // once nothing else is left in it.
+  let dropDockerUser = false;
+  const forwardRemovals: ParsedRule[] = [...forwardDeletes];
+  if (!police && dockerUser !== undefined) {
+    const leftInDu = duRules.length - duDeletes.length;
+    const dpaLeft = duRules.filter((r) => isDpaComment(r.comment) && !duDeletes.includes(r)).length;
+    const otherRefs = table.chains
+      .flatMap((c) => c.rules)
+      .filter((r) => r.target === DOCKER_USER && !(r.chain === "FORWARD" && r.comment === FORWARD_TAG));
+    if (dpaLeft === 0 && ourForward.length > 0) {
+      if (leftInDu === 0 && otherRefs.length === 0) {
+        dropDockerUser = true;
+        forwardRemovals.push(...ourForward);
+        for (const r of ourForward) changes.push(prefix("-", family, r.line));
+        changes.push(prefix("-", family, `-X ${DOCKER_USER}`, "created by this tool; nothing else uses it"));
+      } else if (otherRefs.some((r) => r.chain === "FORWARD")) {
+        // Docker's own jump exists again: ours is redundant once no allowlist needs it.
+        forwardRemovals.push(...ourForward);
+        for (const r of ourForward) changes.push(prefix("-", family, r.line));
+      }
+    }
+  }
+
+  if (changes.length === 0 || blocked) return { changes, findings, blocked };
+
+  // --- Payload: declarations, deletions (positions from the live read, descending), inserts.
+  if (rewriteChain || deleteChain) head.push(`:${chain} - [0:0]`); // creates or flushes our chain
+  for (const r of [...duDeletes].sort((a, b) => b.position - a.position))
+    body.push(`-D ${DOCKER_USER} ${r.position}`);
+  // FORWARD and stray rules are deleted by their exact spec: their chains are not fingerprinted,
+  // so positions there could have moved; the spec is what the host printed, so it matches.
+  for (const r of [...forwardRemovals, ...strays]) body.push(`-D ${r.chain} ${ruleSpec(r.line)}`);
+  if (forwardInsert) body.push(`-I FORWARD 1 ${ruleSpec(forwardLine)}`);
+  for (const j of [...inserts].reverse()) body.push(`-I ${DOCKER_USER} 1 ${ruleSpec(j)}`);
+  if (rewriteChain) body.push(...wantChain);
+  if (deleteChain) tail.push(`-X ${chain}`);
+  if (dropDockerUser) tail.push(`-X ${DOCKER_USER}`);
+  const payload = ["*filter", ...head, ...body, ...tail, "COMMIT", ""].join("\n");
+  return {
+    changes,
+    findings,
+    blocked,
+    plan: {
+      payload,
+      fingerprint: fingerprint(saveText!, ruleName),
+      expected: [...wantJumps, ...wantChain],
+      changes,
+    },
+  };
+}
+
+/** `-p tcp|udp ... --ctorigdstport P ... -m comment ... -j <our chain>`: a (maybe stale) jump of ours. */
+function isOurJumpShape(rule: ParsedRule, chain: string): boolean {
+  return (
+    rule.target === chain &&
+    /^-A DOCKER-USER -p (tcp|udp) -m conntrack (--ctorigdst \S+ )?--ctorigdstport \d+(:\d+)? -m comment --comment "[^"]+" -j \S+$/.test(
+      rule.canonical,
+    )
+  );
+}
+
+/**
+ * Plans one allowlist on one host. `live` holds each family's `iptables-save -t filter` text, or
+ * null when the host gave none (no ip6tables). `desired` null plans the deletion. `ruleName` is
+ * the owned name (the spec's, or the one recorded in state when deleting).
+ */
+export function planAllowlist(
+  live: { readonly ipv4: string | null; readonly ipv6: string | null },
+  desired: AllowlistSpec | null,
+  ruleName: string,
+): Plan {
+  if (desired !== null && desired.ruleName !== ruleName) {
+    throw new Error(
+      `planAllowlist: ruleName ${JSON.stringify(ruleName)} differs from the spec's ${JSON.stringify(desired.ruleName)}; pass the spec's ruleName (a rename is a delete of the old name plus a create).`,
+    );
+  }
+  const v4 = planFamily(live.ipv4, desired, ruleName, "ipv4");
+  const v6 = planFamily(live.ipv6, desired, ruleName, "ipv6");
+  const blocked = v4.blocked || v6.blocked;
+  const changes = [...v4.changes, ...v6.changes];
+  const families: { ipv4?: FamilyPlan; ipv6?: FamilyPlan } = {};
+  if (!blocked) {
+    if (v4.plan) families.ipv4 = v4.plan;
+    if (v6.plan) families.ipv6 = v6.plan;
+  }
+  return {
+    inSync: changes.length === 0 && !blocked,
+    blocked,
+    changes,
+    findings: [...v4.findings, ...v6.findings],
+    families,
+  };
+}
+
+/**
+ * Checks a family's state read back after an apply: empty when it is exactly as planned
+ * (for `desired` null: when nothing of ours is left).
+ */
+export function verifyApplied(
+  saveText: string,
+  desired: AllowlistSpec | null,
+  ruleName: string,
+  family: Family,
+): Finding[] {
+  const result = planFamily(saveText, desired, ruleName, family);
+  const errors = result.findings.filter((f) => f.severity === "error");
+  if (result.changes.length === 0 && !result.blocked) return errors;
+  return [
+    ...errors,
+    finding(
+      "verify-mismatch",
+      "error",
+      family,
+      `After the apply, ${tool(family)} does not show what was planned (${result.changes.length} difference(s), first: ${result.changes.slice(0, 3).join("; ")}). Another tool may have changed the rules at the same time, or the host's iptables prints rules differently. Fix: run the update again; if it persists, report the ${tool(family)}-save output.`,
+    ),
+  ];
+}
