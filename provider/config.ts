@@ -16,6 +16,7 @@ import { isIP } from "node:net";
 import { z } from "zod";
 
 import type { ConnectionArgs } from "./args";
+import { validateAllowlist, validateConnection } from "./core";
 import type { DockerPortAllowlistFleetArgs, FleetHostArgs, FleetPolicyArgs } from "./fleet";
 
 /** The config namespace: the project name of the root `Pulumi.yaml`. */
@@ -544,10 +545,11 @@ export function parseStackConfig(
   if (!parsed.success) {
     return { ok: false, issues: parsed.error.issues.flatMap((i) => describe(i, namespace)) };
   }
-  const issues = crossCheck(parsed.data).map((i) => ({
-    key: configKey(i.path, namespace),
-    reason: i.reason,
-  }));
+  const found = crossCheck(parsed.data);
+  // The core validates again what each resource will receive: a safety net that only fires where
+  // this schema is looser than the core's, and then still names the config key.
+  if (found.length === 0) found.push(...coreCheck(parsed.data));
+  const issues = found.map((i) => ({ key: configKey(i.path, namespace), reason: i.reason }));
   if (issues.length > 0) return { ok: false, issues };
   return { ok: true, fleet: toFleetArgs(parsed.data) };
 }
@@ -644,6 +646,63 @@ function crossCheck(cfg: StackInput): PathIssue[] {
       }
     });
   }
+  return issues;
+}
+
+/** Runs the core's own validation on every (host, policy) the fleet will create. */
+function coreCheck(cfg: StackInput): PathIssue[] {
+  const issues: PathIssue[] = [];
+  const seen = new Set<string>();
+  const add = (path: PropertyKey[], reason: string) => {
+    const id = `${configKey(path)}\u0000${reason}`;
+    if (!seen.has(id)) issues.push({ path, reason });
+    seen.add(id);
+  };
+  const propertyToPath = (property: string): PropertyKey[] =>
+    property
+      .split(/\.|(?=\[)/)
+      .filter((p) => p !== "")
+      .map((p) => (/^\[\d+\]$/.test(p) ? Number(p.slice(1, -1)) : p));
+
+  cfg.hosts.forEach((host, h) => {
+    const merged = { ...cfg.connection, ...host.connection };
+    const conn = validateConnection(merged);
+    if (!conn.ok) {
+      for (const f of conn.failures) {
+        const [, field] = propertyToPath(f.property);
+        const fromHost = field !== undefined && field in host.connection;
+        const rest = propertyToPath(f.property).slice(1);
+        add(
+          fromHost || cfg.connection === undefined
+            ? ["hosts", h, "connection", ...rest]
+            : ["connection", ...rest],
+          f.reason,
+        );
+      }
+    }
+    const applied = host.policies ?? cfg.policies.map((p) => p.name);
+    cfg.policies.forEach((policy, p) => {
+      if (!applied.includes(policy.name)) return;
+      const { name, ...allowlist } = policy;
+      const extra = host.extraSources?.[name] ?? [];
+      const result = validateAllowlist(
+        { ...allowlist, sources: [...policy.sources, ...extra], ruleName: name, ...cfg.persistence },
+        name,
+      );
+      if (result.ok) return;
+      for (const f of result.failures) {
+        const path = propertyToPath(f.property);
+        const [field, index] = path;
+        if (field === "sources" && typeof index === "number" && index >= policy.sources.length) {
+          add(["hosts", h, "extraSources", name, index - policy.sources.length], f.reason);
+        } else if (field === "persist" || field === "rulesV4Path" || field === "rulesV6Path") {
+          add(["persistence", ...path], f.reason);
+        } else {
+          add(["policies", p, ...path], f.reason);
+        }
+      }
+    });
+  });
   return issues;
 }
 

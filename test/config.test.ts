@@ -9,6 +9,7 @@ import {
   parseStackConfig,
   TOP_LEVEL_KEYS,
 } from "../provider/config";
+import { validateConnection } from "../provider/core";
 
 /** A complete, valid stack config; each case below breaks one thing in a copy of it. */
 const valid = (): Record<string, unknown> => ({
@@ -295,6 +296,33 @@ describe("parseStackConfig", () => {
     cfg.hosts[1].policies = ["web"];
     cfg.hosts[2].policies = ["web2"];
     expect(parseStackConfig(cfg).ok).toBe(true);
+  });
+});
+
+describe("the core's validation as a safety net", () => {
+  // The config schema accepts any non-empty host and user; the core refuses shell characters. The
+  // core's reason is kept, and reported under the config key the bad value came from.
+  it.each([
+    [
+      "a host's own field",
+      (c: Record<string, any>) => (c.hosts[1].connection.host = "198.18.0.3;reboot"),
+      "hosts[1].connection.host",
+      { host: "198.18.0.3;reboot" },
+    ], // eslint-disable-line @typescript-eslint/no-explicit-any
+    [
+      "the shared connection",
+      (c: Record<string, any>) => (c.connection.user = "ro ot"),
+      "connection.user",
+      { host: "198.18.0.2", user: "ro ot" },
+    ], // eslint-disable-line @typescript-eslint/no-explicit-any
+  ])("reports a bad value in %s under its key", (_what, mutate, key, connection) => {
+    const cfg = valid();
+    mutate(cfg);
+    const result = parseStackConfig(cfg);
+    const core = validateConnection(connection);
+    expect(core.ok).toBe(false);
+    if (core.ok || result.ok) throw new Error("expected both to fail");
+    expect(result.issues).toEqual([{ key: P + key, reason: core.failures[0]!.reason }]);
   });
 });
 
