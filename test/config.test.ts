@@ -302,19 +302,19 @@ describe("parseStackConfig", () => {
 describe("the core's validation as a safety net", () => {
   // The config schema accepts any non-empty host and user; the core refuses shell characters. The
   // core's reason is kept, and reported under the config key the bad value came from.
-  it.each([
+  it.each<[string, Mutate, string, Record<string, string>]>([
     [
       "a host's own field",
-      (c: Record<string, any>) => (c.hosts[1].connection.host = "198.18.0.3;reboot"),
+      (c) => (c.hosts[1].connection.host = "198.18.0.3;reboot"),
       "hosts[1].connection.host",
       { host: "198.18.0.3;reboot" },
-    ], // eslint-disable-line @typescript-eslint/no-explicit-any
+    ],
     [
       "the shared connection",
-      (c: Record<string, any>) => (c.connection.user = "ro ot"),
+      (c) => (c.connection.user = "ro ot"),
       "connection.user",
       { host: "198.18.0.2", user: "ro ot" },
-    ], // eslint-disable-line @typescript-eslint/no-explicit-any
+    ],
   ])("reports a bad value in %s under its key", (_what, mutate, key, connection) => {
     const cfg = valid();
     mutate(cfg);
