@@ -292,6 +292,20 @@ export function validateAllowlist(input: unknown, resourceName: string): Validat
       reason: `ipv6 "off" contradicts originalDestination, an IPv6 address. Fix: set ipv6 to "auto" or "on", or use an IPv4 originalDestination.`,
     });
   }
+  const odFamily = v.originalDestination?.family;
+  if (odFamily !== undefined) {
+    // Sources of the other family would sit in a chain no packet of that family ever reaches.
+    const raw = (input as { sources?: unknown }).sources as unknown[];
+    raw.forEach((item, i) => {
+      const cidr = parseCidr(item as string);
+      if (cidr !== undefined && cidr.family !== odFamily) {
+        failures.push({
+          property: `sources[${i}]`,
+          reason: `sources[${i}] ${show(item)} is an ${cidr.family === "ipv4" ? "IPv4" : "IPv6"} source, but originalDestination is an ${odFamily === "ipv4" ? "IPv4" : "IPv6"} address, so it could never match. Fix: remove it, or declare a second allowlist for the other family.`,
+        });
+      }
+    });
+  }
   if (failures.length > 0) return { ok: false, failures };
   const spec: AllowlistSpec = {
     ruleName: v.ruleName,

@@ -1,0 +1,55 @@
+/**
+ * Loads the golden fixture cases of test/core/fixtures/<case>/ (see its README.md).
+ */
+import { existsSync, readdirSync, readFileSync } from "fs";
+import { join } from "path";
+import { validateAllowlist, type AllowlistSpec } from "../../../provider/core";
+
+export const FIXTURES = join(__dirname, "..", "fixtures");
+
+export interface FixtureCase {
+  readonly name: string;
+  readonly dir: string;
+  readonly live: { readonly ipv4: string | null; readonly ipv6: string | null };
+  /** null: the case plans a deletion. */
+  readonly desired: AllowlistSpec | null;
+  readonly ruleName: string;
+}
+
+function readOptional(path: string): string | null {
+  return existsSync(path) ? readFileSync(path, "utf8") : null;
+}
+
+export function loadCase(name: string): FixtureCase {
+  const dir = join(FIXTURES, name);
+  const raw = JSON.parse(readFileSync(join(dir, "spec.json"), "utf8")) as {
+    resourceName: string;
+    ruleName?: string;
+    args: unknown;
+  };
+  let desired: AllowlistSpec | null = null;
+  if (raw.args !== null) {
+    const v = validateAllowlist(raw.args, raw.resourceName);
+    if (!v.ok) throw new Error(`fixture ${name}: spec.json is invalid: ${JSON.stringify(v.failures)}`);
+    desired = v.spec;
+  }
+  const ruleName = desired?.ruleName ?? raw.ruleName;
+  if (ruleName === undefined) throw new Error(`fixture ${name}: a deletion needs "ruleName" in spec.json`);
+  return {
+    name,
+    dir,
+    live: {
+      ipv4: readOptional(join(dir, "iptables-save.v4.txt")),
+      ipv6: readOptional(join(dir, "iptables-save.v6.txt")),
+    },
+    desired,
+    ruleName,
+  };
+}
+
+export function caseNames(): string[] {
+  return readdirSync(FIXTURES, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && existsSync(join(FIXTURES, d.name, "spec.json")))
+    .map((d) => d.name)
+    .sort();
+}
