@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Build (once per version) and locate the real Pulumi engine, offline.
+#
+#   scripts/engine.sh              build or reuse; print where it is, versions and timings
+#   eval "$(scripts/engine.sh --env)"   same, then export PATH, PULUMI_HOME, ... into this shell
+#
+# Why: the Pulumi CLI installer downloads a binary from outside, which our machines cannot
+# reach; the Go module proxy is reachable. So the CLI is built from its Go module, and the
+# Node.js language host is our own (tools/pulumi-language-nodejs; the upstream one is not
+# served by the proxy). CLI, language host and SDK protocol come from ONE go.mod/go.sum in
+# that directory, pinned to the @pulumi/pulumi version in package.json.
+#
+# Binaries are cached per version OUTSIDE the repo:
+#   ${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}/engine/v<version>/bin
+# A cold build takes minutes (hundreds of MB of modules); a warm run takes well under a second.
+# A stamp of the inputs (go.mod, go.sum, sources, Go version) decides what is rebuilt.
+set -euo pipefail
+
+usage() {
+  cat >&2 <<'EOF'
+usage: scripts/engine.sh [--env] [--quiet]
+  --env    print only shell exports on stdout (progress goes to stderr): eval "$(scripts/engine.sh --env)"
+  --quiet  no progress messages on stderr (errors are still printed)
+EOF
+}
+
+mode=info
+quiet=false
+for arg in "$@"; do
+  case "$arg" in
+    --env) mode=env ;;
+    --quiet) quiet=true ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "engine.sh: unknown argument '$arg'" >&2; usage; exit 2 ;;
+  esac
+done
+
+t_start=$(date +%s.%N)
+log() { $quiet || echo "engine.sh: $*" >&2; }
+die() { echo "engine.sh: error: $*" >&2; exit 1; }
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mod="$repo/tools/pulumi-language-nodejs"
+
+command -v go >/dev/null || die "go is not on PATH; install Go >= 1.25 (the module pins go 1.25.11) and retry"
+command -v node >/dev/null || die "node is not on PATH; install Node.js >= 20 and retry"
+
+# --- versions: package.json is the source of truth; go.mod and node_modules must agree ------
+version=$(node -p 'require(process.argv[1]).devDependencies["@pulumi/pulumi"]' "$repo/package.json")
+[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
+  die "package.json devDependencies[\"@pulumi/pulumi\"] is '$version'; it must be an exact version such as 3.248.0 so that CLI, language host and SDK match"
+for m in pkg sdk; do
+  pinned=$(awk -v m="github.com/pulumi/pulumi/$m/v3" '$1 == m { print $2; exit }' "$mod/go.mod")
+  [[ "$pinned" == "v$version" ]] ||
+    die "tools/pulumi-language-nodejs/go.mod requires github.com/pulumi/pulumi/$m/v3 '$pinned' but package.json pins @pulumi/pulumi $version; run: (cd tools/pulumi-language-nodejs && go get github.com/pulumi/pulumi/pkg/v3@v$version github.com/pulumi/pulumi/sdk/v3@v$version && go mod tidy)"
+done
+sdk_pkg="$repo/node_modules/@pulumi/pulumi/package.json"
+if [[ -f "$sdk_pkg" ]]; then
+  installed=$(node -p 'require(process.argv[1]).version' "$sdk_pkg")
+  [[ "$installed" == "$version" ]] ||
+    die "node_modules has @pulumi/pulumi $installed but package.json pins $version; run: npm ci"
+fi
+
+cache_root="${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}"
+engine_dir="$cache_root/engine/v$version"
+bin="$engine_dir/bin"
+mkdir -p "$bin" "$engine_dir/home"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0
+# -mod=readonly: build exactly what go.sum pins; never rewrite it during a build.
+export GOFLAGS="-mod=readonly -buildvcs=false"
+ldflags="-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$version"
+
+# Several jest workers or CI jobs may call this at once: one builds, the others wait.
+exec 9>"$engine_dir/.lock"
+if ! flock -n 9; then
+  log "another engine.sh is building in $engine_dir; waiting (up to 30 min)"
+  flock -w 1800 9 || die "timed out waiting for the lock $engine_dir/.lock"
+fi
+
+go_version=$(go env GOVERSION)
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+deps_hash=$(cd "$mod" && hash_of go.mod go.sum)
+cli_stamp="cli $version $go_version $deps_hash"
+host_stamp="host $version $go_version $(cd "$mod" && hash_of go.mod go.sum ./*.go)"
+read_stamp() { cat "$engine_dir/$1.stamp" 2>/dev/null || true; }
+
+build_log="$engine_dir/build.log"
+run_logged() {
+  if ! "$@" >>"$build_log" 2>&1; then
+    tail -n 40 "$build_log" >&2
+    die "'$*' failed in $mod (full log: $build_log)"
+  fi
+}
+
+built=""
+if [[ ! -x "$bin/pulumi" || ! -x "$bin/pulumi-language-nodejs" || "$(read_stamp cli)" != "$cli_stamp" ||
+  "$(read_stamp host)" != "$host_stamp" ]]; then
+  : >"$build_log"
+  t=$(date +%s.%N)
+  log "downloading Go modules (cold: hundreds of MB from the Go module proxy)"
+  (cd "$mod" && run_logged go mod download)
+  log "modules ready after $(elapsed "$t")"
+fi
+
+if [[ ! -x "$bin/pulumi-language-nodejs" || "$(read_stamp host)" != "$host_stamp" ]]; then
+  t=$(date +%s.%N)
+  log "building pulumi-language-nodejs (our language host)"
+  (cd "$mod" && run_logged go build -trimpath -ldflags "$ldflags" -o "$bin/.pulumi-language-nodejs.tmp" .)
+  mv -f "$bin/.pulumi-language-nodejs.tmp" "$bin/pulumi-language-nodejs"
+  echo "$host_stamp" >"$engine_dir/host.stamp"
+  built+=" pulumi-language-nodejs($(elapsed "$t"))"
+fi
+
+if [[ ! -x "$bin/pulumi" || "$(read_stamp cli)" != "$cli_stamp" ]]; then
+  t=$(date +%s.%N)
+  log "building pulumi v$version CLI (cold: about 7-10 min on 2 cores)"
+  (cd "$mod" && run_logged go build -trimpath -tags osusergo -ldflags "$ldflags" \
+    -o "$bin/.pulumi.tmp" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+  mv -f "$bin/.pulumi.tmp" "$bin/pulumi"
+  echo "$cli_stamp" >"$engine_dir/cli.stamp"
+  built+=" pulumi($(elapsed "$t"))"
+fi
+
+# The dynamic-provider plugin is a shell shim shipped in the sdk/v3 module: it runs
+# @pulumi/pulumi/cmd/dynamic-provider with node, resolved from the program's directory.
+shim="$bin/pulumi-resource-pulumi-nodejs"
+if [[ ! -x "$shim" || "$(read_stamp shim)" != "$cli_stamp" ]]; then
+  sdk_dir=$(cd "$mod" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+  [[ -n "$sdk_dir" && -f "$sdk_dir/nodejs/dist/pulumi-resource-pulumi-nodejs" ]] ||
+    (cd "$mod" && run_logged go mod download github.com/pulumi/pulumi/sdk/v3)
+  sdk_dir=$(cd "$mod" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+  install -m 0755 "$sdk_dir/nodejs/dist/pulumi-resource-pulumi-nodejs" "$shim.tmp"
+  mv -f "$shim.tmp" "$shim"
+  echo "$cli_stamp" >"$engine_dir/shim.stamp"
+  built+=" pulumi-resource-pulumi-nodejs"
+fi
+
+# --- verify what we hand out -------------------------------------------------------------
+cli_version=$("$bin/pulumi" version 2>/dev/null) || die "$bin/pulumi does not run; delete $engine_dir and rerun"
+[[ "$cli_version" == "v$version" ]] ||
+  die "$bin/pulumi reports '$cli_version', expected v$version; delete $engine_dir and rerun"
+host_version=$("$bin/pulumi-language-nodejs" -version) ||
+  die "$bin/pulumi-language-nodejs does not run; delete $engine_dir and rerun"
+[[ "$host_version" == "v$version" ]] ||
+  die "$bin/pulumi-language-nodejs reports '$host_version', expected v$version; delete $engine_dir and rerun"
+
+total=$(elapsed "$t_start")
+if [[ -n "$built" ]]; then log "built:$built; total $total"; else log "cached engine v$version reused in $total"; fi
+
+passphrase="${PULUMI_CONFIG_PASSPHRASE:-dpa-local-engine}"
+if [[ "$mode" == env ]]; then
+  q() { printf '%q' "$1"; }
+  echo "export PATH=$(q "$bin"):\"\$PATH\""
+  echo "export PULUMI_HOME=$(q "$engine_dir/home")"
+  echo "export PULUMI_SKIP_UPDATE_CHECK=true"
+  echo "export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true"
+  echo "export PULUMI_CONFIG_PASSPHRASE=$(q "$passphrase")"
+else
+  cat <<EOF
+pulumi engine v$version ready in $total
+  bin:        $bin
+  pulumi:     $cli_version
+  langhost:   $host_version (tools/pulumi-language-nodejs)
+  provider:   $shim
+  PULUMI_HOME=$engine_dir/home (isolated)
+Use it:  eval "\$(scripts/engine.sh --env)"   then e.g.  PULUMI_BACKEND_URL=file://\$PWD/.state pulumi preview
+EOF
+fi
