@@ -1,0 +1,437 @@
+// Runs the REAL Pulumi CLI (built by scripts/engine.sh) on a throwaway project with a local
+// file backend, so engine tests see exactly what a user sees: preview, up, refresh, destroy,
+// stack outputs and state.
+//
+// Each project gets its own directory, state backend and PULUMI_HOME, so jest workers and
+// parallel projects never share anything but the (read-only) engine binaries.
+//
+//   const proj = await PulumiProject.create({ programDir: "file-resource", config: { path } });
+//   const r = await proj.preview();            // pulumi preview --diff
+//   await proj.up();                           // throws PulumiCommandError on failure
+//   await proj.dispose();
+import { spawn } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+
+/** The repository root (where package.json and node_modules are). */
+export const repoRoot = path.resolve(__dirname, "..", "..");
+
+/** Fixture programs live here; `programDir` may be given relative to it. */
+export const fixturesDir = path.join(__dirname, "fixtures");
+
+/** The engine found on disk by {@link findEngine}. */
+export interface Engine {
+  /** Pulumi version the engine was built for (from package.json), e.g. "3.248.0". */
+  readonly version: string;
+  /** Directory holding `pulumi`, `pulumi-language-nodejs`, `pulumi-resource-pulumi-nodejs`. */
+  readonly binDir: string;
+}
+
+const engineBinaries = ["pulumi", "pulumi-language-nodejs", "pulumi-resource-pulumi-nodejs"] as const;
+
+/**
+ * Locates the engine built by scripts/engine.sh, using the same cache path rule:
+ * `${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}/engine/v<version>/bin`, with the
+ * version pinned by package.json's `@pulumi/pulumi`.
+ *
+ * @throws Error naming the missing binaries and the command that builds them.
+ */
+export function findEngine(): Engine {
+  const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot, "package.json"), "utf8")) as {
+    devDependencies?: Record<string, string>;
+  };
+  const version = pkg.devDependencies?.["@pulumi/pulumi"] ?? "";
+  if (!/^\d+\.\d+\.\d+$/.test(version)) {
+    throw new Error(
+      `package.json devDependencies["@pulumi/pulumi"] is ${JSON.stringify(version)}; ` +
+        `the engine tests need an exact version such as "3.248.0"`,
+    );
+  }
+  const cacheRoot = process.env.DPA_CACHE_DIR || path.join(os.homedir(), ".cache", "docker-port-allowlist");
+  const binDir = path.join(cacheRoot, "engine", `v${version}`, "bin");
+  const missing = engineBinaries.filter((b) => !isExecutable(path.join(binDir, b)));
+  if (missing.length > 0) {
+    throw new Error(
+      `Pulumi engine v${version} is not built: missing ${missing.join(", ")} in ${binDir}. ` +
+        `Run \`bash scripts/engine.sh\` in ${repoRoot} (cold build: about 8 minutes; then cached), ` +
+        `or \`npm run test:engine\`, which does it first.`,
+    );
+  }
+  return { version, binDir };
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Outcome of one CLI invocation. */
+export interface RunResult {
+  /** The command line, for messages. */
+  readonly command: string;
+  /** Exit code; -1 if killed by a signal (e.g. on timeout). */
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly durationMs: number;
+}
+
+/** A pulumi command that exited non-zero when success was expected. */
+export class PulumiCommandError extends Error {
+  constructor(
+    readonly result: RunResult,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `Command failed with exit code ${result.code}: ${result.command}\n` +
+        `--- stderr ---\n${result.stderr}\n--- stdout ---\n${result.stdout}`,
+      options,
+    );
+    this.name = "PulumiCommandError";
+  }
+}
+
+/** Options of one {@link PulumiProject.run}. */
+export interface RunOptions {
+  /**
+   * Throw {@link PulumiCommandError} when the command exits non-zero.
+   * @default false for `run`, true for the named helpers (`up`, `preview`, ...)
+   */
+  readonly check?: boolean;
+  /** Text written to the command's stdin. @default - stdin is empty (closed) */
+  readonly input?: string;
+  /** Kill the command (and its process group) after this long. @default 300000 */
+  readonly timeoutMs?: number;
+  /** Extra environment variables for this command only. @default - none */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/** A config value; `secret: true` stores it encrypted (`pulumi config set --secret`). */
+export type ConfigValue = string | { readonly value: string; readonly secret: true };
+
+/** Arguments of {@link PulumiProject.create}; give exactly one of `program` and `programDir`. */
+export interface PulumiProjectOptions {
+  /**
+   * TypeScript source of the program's `index.ts`. To import the package under test use an
+   * absolute path, e.g. `import { X } from ${JSON.stringify(path.join(repoRoot, "provider"))}`.
+   * @default - use `programDir`
+   */
+  readonly program?: string;
+  /**
+   * Directory of an existing program (containing `index.ts`), absolute or relative to
+   * test/engine/fixtures. It is run in place (the project's `index.ts` re-exports it), so its
+   * relative imports of the repository keep working and tsc/eslint check it like any test.
+   * @default - use `program`
+   */
+  readonly programDir?: string;
+  /** Project name; also the namespace of unqualified config keys. @default "dpa-engine-test" */
+  readonly projectName?: string;
+  /** Stack name. @default "test" */
+  readonly stack?: string;
+  /** Stack config, keys without a namespace belong to the project. @default - none */
+  readonly config?: Readonly<Record<string, ConfigValue>>;
+  /**
+   * Let ts-node type-check the program on every run (as a default Pulumi project does). Off by
+   * default because `tsc --noEmit -p .` already checks fixtures and it costs ~3 s per command.
+   * @default false
+   */
+  readonly typeCheck?: boolean;
+  /** Environment for every command of this project. @default - none beyond the engine's */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+// Never let the developer's or CI's own Pulumi setup leak into a test project.
+const scrubbedEnv = [
+  "PULUMI_ACCESS_TOKEN",
+  "PULUMI_BACKEND_URL",
+  "PULUMI_HOME",
+  "PULUMI_CONFIG_PASSPHRASE",
+  "PULUMI_CONFIG_PASSPHRASE_FILE",
+  "PULUMI_STACK",
+  "PULUMI_DEBUG_COMMANDS",
+  "PULUMI_DEBUG_LANGUAGES",
+  "PULUMI_DEBUG_PROVIDERS",
+];
+
+/** One temporary Pulumi project + stack on a file backend, driven through the real CLI. */
+export class PulumiProject {
+  private disposed = false;
+
+  private constructor(
+    /** The project directory (Pulumi.yaml, index.ts, state, PULUMI_HOME). */
+    readonly dir: string,
+    readonly stack: string,
+    readonly engine: Engine,
+    private readonly baseEnv: Readonly<Record<string, string>>,
+  ) {}
+
+  /** Creates the project directory, initialises the stack and sets its config. */
+  static async create(options: PulumiProjectOptions): Promise<PulumiProject> {
+    if ((options.program === undefined) === (options.programDir === undefined)) {
+      throw new Error(
+        "PulumiProject.create: give exactly one of `program` (source) and `programDir` (directory)",
+      );
+    }
+    const engine = findEngine();
+    const projectName = options.projectName ?? "dpa-engine-test";
+    const stack = options.stack ?? "test";
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `dpa-engine-${projectName}-`));
+
+    try {
+      fs.writeFileSync(
+        path.join(dir, "Pulumi.yaml"),
+        `name: ${projectName}\nruntime:\n  name: nodejs\n  options:\n    typescript: true\nmain: index.ts\n`,
+      );
+      fs.writeFileSync(
+        path.join(dir, "package.json"),
+        JSON.stringify(
+          {
+            name: projectName,
+            private: true,
+            main: "index.ts",
+            dependencies: { "@pulumi/pulumi": engine.version },
+          },
+          null,
+          2,
+        ) + "\n",
+      );
+      // ts-node uses this for the program and everything it imports from the repo.
+      fs.writeFileSync(
+        path.join(dir, "tsconfig.json"),
+        JSON.stringify(
+          {
+            compilerOptions: {
+              strict: true,
+              target: "ES2022",
+              module: "commonjs",
+              moduleResolution: "node",
+              esModuleInterop: true,
+              skipLibCheck: true,
+              types: ["node"],
+            },
+          },
+          null,
+          2,
+        ) + "\n",
+      );
+      // One copy of @pulumi/pulumi for program, provider package and dynamic-provider host.
+      fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"), "dir");
+
+      if (options.program !== undefined) {
+        fs.writeFileSync(path.join(dir, "index.ts"), options.program);
+      } else {
+        const programDir = path.resolve(fixturesDir, options.programDir!);
+        if (!fs.existsSync(path.join(programDir, "index.ts"))) {
+          throw new Error(
+            `programDir ${programDir} has no index.ts; give a directory with the program's index.ts`,
+          );
+        }
+        // Stack outputs are the entry module's exports: re-export the program's.
+        fs.writeFileSync(
+          path.join(dir, "index.ts"),
+          `export * from ${JSON.stringify(path.join(programDir, "index"))};\n`,
+        );
+      }
+      fs.mkdirSync(path.join(dir, ".state"));
+      fs.mkdirSync(path.join(dir, ".pulumi-home"));
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+
+    const baseEnv: Record<string, string> = {
+      PATH: `${engine.binDir}${path.delimiter}${process.env.PATH ?? ""}`,
+      PULUMI_HOME: path.join(dir, ".pulumi-home"),
+      PULUMI_BACKEND_URL: `file://${path.join(dir, ".state")}`,
+      PULUMI_CONFIG_PASSPHRASE: "dpa-engine-test",
+      PULUMI_SKIP_UPDATE_CHECK: "true",
+      PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+      PULUMI_NODEJS_TRANSPILE_ONLY: options.typeCheck ? "false" : "true",
+      NO_COLOR: "1",
+      ...options.env,
+    };
+    const project = new PulumiProject(dir, stack, engine, baseEnv);
+    try {
+      await project.run(["stack", "init", stack], { check: true });
+      for (const [key, value] of Object.entries(options.config ?? {})) {
+        await project.setConfig(key, value);
+      }
+    } catch (err) {
+      await project.dispose();
+      throw err;
+    }
+    return project;
+  }
+
+  /**
+   * Runs `pulumi <args> --non-interactive --color=never` in the project directory.
+   * The command runs in its own process group, which is killed on timeout.
+   */
+  run(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+    if (this.disposed) {
+      return Promise.reject(new Error(`PulumiProject in ${this.dir} was disposed; create a new one`));
+    }
+    // Our flags go before a "--" so they are never taken as positional values.
+    const dashDash = args.indexOf("--");
+    const at = dashDash === -1 ? args.length : dashDash;
+    const fullArgs = [...args.slice(0, at), "--non-interactive", "--color=never", ...args.slice(at)];
+    const command = `pulumi ${fullArgs.join(" ")}`;
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const name of scrubbedEnv) {
+      delete env[name];
+    }
+    Object.assign(env, this.baseEnv, options.env);
+    const timeoutMs = options.timeoutMs ?? 300_000;
+    const started = Date.now();
+
+    return new Promise<RunResult>((resolve, reject) => {
+      const child = spawn(path.join(this.engine.binDir, "pulumi"), fullArgs, {
+        cwd: this.dir,
+        env,
+        detached: true, // own process group: language host, node and providers die with it
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on("data", (b: Buffer) => out.push(b));
+      child.stderr.on("data", (b: Buffer) => err.push(b));
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        killGroup(child.pid);
+      }, timeoutMs);
+      child.on("error", (e) => {
+        clearTimeout(timer);
+        reject(new Error(`could not start ${command} in ${this.dir}: ${e.message}`, { cause: e }));
+      });
+      child.on("close", (code) => {
+        clearTimeout(timer);
+        // Plugins left behind by a crashed engine would hold ports and files: end the group.
+        killGroup(child.pid);
+        const result: RunResult = {
+          command,
+          code: code ?? -1,
+          stdout: Buffer.concat(out).toString("utf8"),
+          stderr:
+            Buffer.concat(err).toString("utf8") + (timedOut ? `\n[killed after timeoutMs=${timeoutMs}]` : ""),
+          durationMs: Date.now() - started,
+        };
+        if (options.check && result.code !== 0) {
+          reject(new PulumiCommandError(result));
+        } else {
+          resolve(result);
+        }
+      });
+      child.stdin.end(options.input ?? "");
+    });
+  }
+
+  /** `pulumi preview --diff` (the exact change a user would review). */
+  preview(extraArgs: readonly string[] = [], options: RunOptions = {}): Promise<RunResult> {
+    return this.run(["preview", "--diff", ...extraArgs], { check: true, ...options });
+  }
+
+  /** `pulumi up --yes` (preview, then update). */
+  up(extraArgs: readonly string[] = [], options: RunOptions = {}): Promise<RunResult> {
+    return this.run(["up", "--yes", ...extraArgs], { check: true, ...options });
+  }
+
+  /** `pulumi refresh --yes`: reads every resource back and records drift in the state. */
+  refresh(extraArgs: readonly string[] = [], options: RunOptions = {}): Promise<RunResult> {
+    return this.run(["refresh", "--yes", ...extraArgs], { check: true, ...options });
+  }
+
+  /** `pulumi destroy --yes`. */
+  destroy(extraArgs: readonly string[] = [], options: RunOptions = {}): Promise<RunResult> {
+    return this.run(["destroy", "--yes", ...extraArgs], { check: true, ...options });
+  }
+
+  /** Sets one config value; the value goes through stdin, so any text (newlines, leading "-") is safe. */
+  async setConfig(key: string, value: ConfigValue): Promise<void> {
+    const secret = typeof value !== "string";
+    const text = typeof value === "string" ? value : value.value;
+    // --raw: keep trailing newlines, which pulumi otherwise strips from stdin.
+    await this.run(["config", "set", "--raw", ...(secret ? ["--secret"] : []), "--", key], {
+      check: true,
+      input: text,
+    });
+  }
+
+  /** Removes one config key. */
+  async removeConfig(key: string): Promise<void> {
+    await this.run(["config", "rm", "--", key], { check: true });
+  }
+
+  /** The stack outputs, secrets shown in plain text. */
+  async stackOutputs(): Promise<Record<string, unknown>> {
+    const r = await this.run(["stack", "output", "--json", "--show-secrets"], { check: true });
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  }
+
+  /** The stack's state (`pulumi stack export --show-secrets`). */
+  async exportState(): Promise<StackState> {
+    const r = await this.run(["stack", "export", "--show-secrets"], { check: true });
+    return JSON.parse(r.stdout) as StackState;
+  }
+
+  /** The resources in the state, optionally only those of one type. */
+  async resources(type?: string): Promise<StateResource[]> {
+    const state = await this.exportState();
+    const all = state.deployment.resources ?? [];
+    return type === undefined ? all : all.filter((r) => r.type === type);
+  }
+
+  /** Replaces the project's `index.ts` (for "edit the program, then up again"). */
+  writeProgram(source: string): void {
+    fs.writeFileSync(path.join(this.dir, "index.ts"), source);
+  }
+
+  /**
+   * Deletes the project directory (state included). Resources are NOT destroyed: call
+   * `destroy()` first when they matter. Set DPA_KEEP_ENGINE_PROJECTS=1 to keep it for debugging.
+   */
+  async dispose(): Promise<void> {
+    if (this.disposed) {
+      return;
+    }
+    this.disposed = true;
+    if (process.env.DPA_KEEP_ENGINE_PROJECTS === "1") {
+      process.stderr.write(`keeping Pulumi project ${this.dir} (DPA_KEEP_ENGINE_PROJECTS=1)\n`);
+      return;
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) {
+    return;
+  }
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // ESRCH: the group is already gone, which is the normal case.
+  }
+}
+
+/** The parts of `pulumi stack export` the tests read. */
+export interface StackState {
+  readonly version: number;
+  readonly deployment: {
+    readonly resources?: StateResource[];
+  };
+}
+
+/** One resource in the exported state. */
+export interface StateResource {
+  readonly urn: string;
+  readonly type: string;
+  readonly id?: string;
+  readonly inputs?: Record<string, unknown>;
+  readonly outputs?: Record<string, unknown>;
+}
