@@ -191,6 +191,34 @@ describe("a program given as source, type-checked by ts-node like a default proj
     }
   });
 
+  it("cannot load .ts files inside dynamic-provider methods, which is why buildPackage() exists", async () => {
+    const helper = path.join(__dirname, "fixtures", "ts-only", "helper");
+    const proj = await PulumiProject.create({
+      program: [
+        `import * as pulumi from "@pulumi/pulumi";`,
+        `const provider: pulumi.dynamic.ResourceProvider = {`,
+        `  async create() {`,
+        `    const h = require(${JSON.stringify(helper)});`,
+        `    return { id: "greeting", outs: { text: h.greet("engine") } };`,
+        `  },`,
+        `};`,
+        `class Greeting extends pulumi.dynamic.Resource {`,
+        `  constructor(name: string) { super(provider, name, { text: undefined }, {}); }`,
+        `}`,
+        `new Greeting("g");`,
+        ``,
+      ].join("\n"),
+    });
+    try {
+      // The program process (ts-node) would load helper.ts; the provider process does not.
+      const r = await proj.run(["up", "--yes", "--skip-preview"]);
+      expect(r.code).not.toBe(0);
+      expect(r.stdout + r.stderr).toContain(`Cannot find module '${helper}'`);
+    } finally {
+      await proj.dispose();
+    }
+  });
+
   it("reports the node runtime and the program's dependencies through pulumi about", async () => {
     const proj = await PulumiProject.create({ program: "export const x = 1;\n" });
     try {

@@ -9,7 +9,7 @@
 //   const r = await proj.preview();            // pulumi preview --diff
 //   await proj.up();                           // throws PulumiCommandError on failure
 //   await proj.dispose();
-import { spawn } from "child_process";
+import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -59,6 +59,60 @@ export function findEngine(): Engine {
     );
   }
   return { version, binDir };
+}
+
+let builtPackageDir: string | undefined;
+
+/**
+ * Compiles the package (`tsc -p tsconfig.json` into bin/) when any provider source is newer
+ * than its output, and returns the absolute path of the compiled `bin/provider`.
+ *
+ * Engine programs must import THIS, not `provider/*.ts`: ts-node is only registered in the
+ * program process, while dynamic-provider methods run in the separate `pulumi-nodejs`
+ * provider process (plain node), where `require("<repo>/provider/host/...")` of a .ts file
+ * fails with "Cannot find module". Serialized providers that `require(path.join(__dirname,
+ * ...))` then resolve into bin/, exactly as for a user of the published package.
+ *
+ * Jest workers may call this at once; a lock file makes them build one at a time.
+ */
+export function buildPackage(): string {
+  if (builtPackageDir !== undefined) {
+    return builtPackageDir;
+  }
+  const outDir = path.join(repoRoot, "bin", "provider");
+  const newest = (dir: string, ext: string): number => {
+    let t = 0;
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+      if (entry.isFile() && entry.name.endsWith(ext)) {
+        t = Math.max(t, fs.statSync(path.join(entry.parentPath, entry.name)).mtimeMs);
+      }
+    }
+    return t;
+  };
+  const stale = () =>
+    !fs.existsSync(path.join(outDir, "index.js")) ||
+    newest(path.join(repoRoot, "provider"), ".ts") > newest(outDir, ".js");
+  if (stale()) {
+    const tsc = path.join(repoRoot, "node_modules", ".bin", "tsc");
+    // flock(1) serialises concurrent builds; a second worker then finds bin/ fresh and tsc is quick.
+    const r = spawnSync(
+      "flock",
+      ["-w", "300", path.join(os.tmpdir(), "dpa-package-build.lock"), tsc, "-p", "tsconfig.json"],
+      {
+        cwd: repoRoot,
+        encoding: "utf8",
+      },
+    );
+    if (r.status !== 0) {
+      throw new Error(
+        `Command failed with exit code ${r.status}: tsc -p tsconfig.json (in ${repoRoot}); ` +
+          `fix the type errors below, then rerun\n${r.stdout}${r.stderr}`,
+        { cause: r.error },
+      );
+    }
+  }
+  builtPackageDir = outDir;
+  return outDir;
 }
 
 function isExecutable(file: string): boolean {
