@@ -191,6 +191,31 @@ describe("a program given as source, type-checked by ts-node like a default proj
     }
   });
 
+  it("passes secret config as secret and shows the program's console output", async () => {
+    const proj = await PulumiProject.create({
+      program: [
+        `import * as pulumi from "@pulumi/pulumi";`,
+        `const config = new pulumi.Config();`,
+        `console.log("program says " + config.require("greeting"));`,
+        `export const token = config.requireSecret("token");`,
+        `export const tokenLength = config.requireSecret("token").apply((t) => t.length);`,
+        ``,
+      ].join("\n"),
+      config: { greeting: "hi", token: { value: "s3cr3t-value", secret: true } },
+    });
+    try {
+      const up = await proj.up(["--skip-preview"]);
+      expect(up.stdout).toContain("program says hi");
+      expect(up.stdout).not.toContain("s3cr3t-value");
+      const shown = await proj.run(["stack", "output", "--json"], { check: true });
+      expect(JSON.parse(shown.stdout)).toEqual({ token: "[secret]", tokenLength: "[secret]" });
+      expect(await proj.stackOutputs()).toEqual({ token: "s3cr3t-value", tokenLength: 12 });
+      expect(fs.readFileSync(path.join(proj.dir, "Pulumi.test.yaml"), "utf8")).not.toContain("s3cr3t-value");
+    } finally {
+      await proj.dispose();
+    }
+  });
+
   it("cannot load .ts files inside dynamic-provider methods, which is why buildPackage() exists", async () => {
     const helper = path.join(__dirname, "fixtures", "ts-only", "helper");
     const proj = await PulumiProject.create({
