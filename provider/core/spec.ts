@@ -42,7 +42,10 @@ function show(value: unknown): string {
   }
   if (value === undefined) return "(missing)";
   if (value === null) return "null";
-  if (Array.isArray(value)) return "an array";
+  if (Array.isArray(value)) {
+    const text = JSON.stringify(value) ?? "[]";
+    return text.length > 80 ? `${text.slice(0, 80)}...]` : text;
+  }
   if (typeof value === "object") return "an object";
   return `${String(value)} (${typeof value})`;
 }
@@ -344,6 +347,12 @@ export interface ConnectionSpec {
 
 const DNS_NAME =
   /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/** A DNS name whose last label has a letter, so "0" or "1.2.3.999" are not taken for names. */
+function isDnsName(value: string): boolean {
+  const labels = value.replace(/\.$/, "").split(".");
+  return DNS_NAME.test(value) && /[A-Za-z]/.test(labels[labels.length - 1]);
+}
+
 export const POSIX_USER = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
 const KEY_TYPES = [
   "ssh-ed25519",
@@ -364,7 +373,7 @@ function hostSchema(field: string) {
     .unknown()
     .optional()
     .transform((value, ctx): string => {
-      if (typeof value === "string" && (parseAddress(value) !== undefined || DNS_NAME.test(value))) {
+      if (typeof value === "string" && (parseAddress(value) !== undefined || isDnsName(value))) {
         // Print an IPv6 literal as given; ssh2 takes any valid spelling.
         return value;
       }
@@ -465,16 +474,15 @@ const proxySchema = z
         `connection.proxy ${show(value)} is not an object. Allowed: { host, port?, user?, ... } like connection.`,
       );
     }
-    if ("proxy" in value && (value as { proxy?: unknown }).proxy !== undefined) {
-      return fail(
-        ctx,
-        `connection.proxy.proxy is not supported: a jump host cannot nest. Fix: use one proxy.`,
-        ["proxy"],
-      );
+    const nested = (value as { proxy?: unknown }).proxy !== undefined;
+    if (nested) {
+      fail(ctx, `connection.proxy.proxy is not supported: a jump host cannot nest. Fix: use one proxy.`, [
+        "proxy",
+      ]);
     }
     const result = z.object(connectionFields("connection.proxy")).safeParse(value);
-    if (!result.success) {
-      for (const issue of result.error.issues)
+    if (nested || !result.success) {
+      for (const issue of result.error?.issues ?? [])
         ctx.addIssue({
           code: "custom",
           message: issue.message,
