@@ -58,6 +58,8 @@ export interface HostSnapshot {
 /** What `plan` must give back: the core's `Plan`, structurally. */
 export interface PlanLike {
   readonly inSync: boolean;
+  /** An error finding prevents applying; nothing is sent to the host. */
+  readonly blocked?: boolean;
   readonly changes: readonly string[];
   readonly families: {
     readonly ipv4?: { readonly payload: string; readonly fingerprint: string };
@@ -79,7 +81,10 @@ export interface HostTarget {
 
 export interface ApplyOptions<P extends PlanLike> extends HostTarget {
   /** Builds the plan from the live rules (called again once if the rules changed meanwhile). */
-  readonly plan: (live: { ipv4: string | null; ipv6: string | null }, snapshot: HostSnapshot) => P;
+  readonly plan: (
+    live: { ipv4: string | null; ipv6: string | null },
+    snapshot: HostSnapshot,
+  ) => P | Promise<P>;
   /**
    * Checks the rules as they are after the apply, before the commit. Returns problems; any
    * problem rolls the host back.
@@ -286,7 +291,8 @@ async function runApply<P extends PlanLike>(
     cuts.push(...conntrackCuts(before, fp.payload.split("\n").map(stripInsert).join("\n"), rule, fam));
   }
   if (cuts.length > 0) stdin.push("@@DPA:conntrack", ...cuts);
-  stdin.push("@@DPA:end", "");
+  stdin.push("@@DPA:end");
+  const input = stdin.join("\n") + "\n";
   const args = [
     rule,
     fps.ipv4,
@@ -296,12 +302,13 @@ async function runApply<P extends PlanLike>(
     snapshot.ipv4 === null ? "-" : p.v4,
     snapshot.ipv6 === null ? "-" : p.v6,
     String(opts.lockWaitSeconds ?? 30),
+    String(input.split("\n").length - 1),
   ];
   const command = remoteCommand(APPLY_SCRIPT, "dpa-apply", args, useSudo(session.conn));
   let problems: string[] = [];
   let answered = false;
   const res = await session.exec("dpa-apply", command, {
-    stdin: stdin.join("\n"),
+    stdin: input,
     endStdin: false,
     timeoutMs: ((opts.commitTimeoutSeconds ?? 30) + (opts.lockWaitSeconds ?? 30) + 60) * 1000,
     onStdout: (soFar, channel) => {
@@ -408,10 +415,14 @@ export async function syncHost<P extends PlanLike>(
   try {
     let snapshot = await readHost(session, opts);
     if (opts.requireDockerUser) assertChangeable(snapshot);
-    let plan = opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
+    let plan = await opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
     const persistOn = opts.persist ?? true;
     const needsPersist = (s: HostSnapshot) =>
       persistOn && FAMILIES.some((f) => s[f] !== null && s.persisted[f] !== s.liveFingerprint[f]);
+    if (plan.blocked === true) {
+      // Nothing applicable (e.g. no DOCKER-USER while deleting): leave the host alone.
+      return done(false, !needsPersist(snapshot), { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0, false);
+    }
     if (plan.inSync && !needsPersist(snapshot)) {
       return done(false, true, { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0, false);
     }
@@ -425,7 +436,7 @@ export async function syncHost<P extends PlanLike>(
       const s6 = run.sections.get("save6")?.body;
       snapshot = { ...snapshot, ipv4: s4, ipv6: snapshot.ipv6 === null ? null : (s6 ?? null) };
       if (opts.requireDockerUser) assertChangeable(snapshot);
-      plan = opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
+      plan = await opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
       run = await runApply(session, snapshot, plan, opts);
       if (run.code === 10) {
         throw new HostError(

@@ -51,10 +51,10 @@ printf '%s\n' "$save6"
 echo "@@DPA:save6err"; cat "/tmp/.dpa-read-err.$$" 2>/dev/null
 rm -f "/tmp/.dpa-read-err.$$"
 # Rules written through the other iptables backend are invisible to this one (and vice versa).
-# Only look there when this backend has no Docker chains: touching the legacy tools may load
+# Only look there when this backend has no DOCKER-USER: touching the legacy tools may load
 # kernel modules, which a healthy host does not need.
 echo "@@DPA:other"
-if ! printf '%s\n' "$save4" | grep -q '^:DOCKER'; then
+if ! printf '%s\n' "$save4" | grep -q '^:DOCKER-USER '; then
   case "$(iptables -V 2>&1)" in
     *legacy*) other=iptables-nft-save ;;
     *) other=iptables-legacy-save ;;
@@ -83,7 +83,7 @@ echo "@@DPA:end"
 
 /**
  * argv: rule, fp4, fp6 ("-" = family untouched), commitTimeoutSeconds, persist (0/1),
- * rulesV4Path, rulesV6Path ("-" = do not save that family), lockWaitSeconds.
+ * rulesV4Path, rulesV6Path ("-" = do not save that family), lockWaitSeconds, stdinLines.
  * stdin: sections payload4, rollback4, payload6, rollback6, conntrack, then `@@DPA:end`;
  * later one line `commit` (anything else, EOF or the timeout rolls back).
  *
@@ -95,13 +95,16 @@ echo "@@DPA:end"
 export const APPLY_SCRIPT =
   PRELUDE +
   String.raw`
-rule="$1"; fp4="$2"; fp6="$3"; ctimeout="$4"; persist="$5"; v4path="$6"; v6path="$7"; lockwait="$8"
+rule="$1"; fp4="$2"; fp6="$3"; ctimeout="$4"; persist="$5"; v4path="$6"; v6path="$7"; lockwait="$8"; nlines="$9"
 # A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
 trap '' HUP PIPE
 tmp=$(mktemp -d /tmp/dpa-apply.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit 20; }
 trap 'rm -rf "$tmp"' EXIT
-# Read the sections up to the end marker only; the commit line comes later on the same stdin.
-awk -v d="$tmp" '/^@@DPA:end$/ { exit } /^@@DPA:/ { f = d "/" substr($0, 7); printf "" > f; next } f != "" { print > f }' || { echo "@@DPA:error reading stdin failed"; exit 20; }
+# Read exactly the announced number of lines; the commit line comes later on the same stdin.
+# (head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.)
+head -n "$nlines" > "$tmp/input" || { echo "@@DPA:error reading stdin failed"; exit 20; }
+tail -n 1 "$tmp/input" | grep -qx '@@DPA:end' || { echo "@@DPA:error stdin was cut short"; exit 20; }
+awk -v d="$tmp" '/^@@DPA:end$/ { exit } /^@@DPA:/ { f = d "/" substr($0, 7); printf "" > f; next } f != "" { print > f }' "$tmp/input"
 command -v flock >/dev/null 2>&1 || { echo "@@DPA:error flock is not installed"; exit 20; }
 exec 9>/run/docker-port-allowlist.lock || { echo "@@DPA:error cannot open /run/docker-port-allowlist.lock"; exit 20; }
 flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit 15; }
@@ -188,7 +191,7 @@ if [ "$persist" = 1 ]; then
       echo "@@DPA:persist-failed $fam directory $dir does not exist"; exit 14
     fi
     t="$dir/.$(basename "$path").dpa-tmp.$$"
-    if "$bin-save" > "$t" 2>"$tmp/err" && [ -s "$t" ] && mv -f "$t" "$path" 2>>"$tmp/err"; then
+    if "$bin-save" > "$t" 2>"$tmp/err" && mv -f "$t" "$path" 2>>"$tmp/err"; then
       echo "@@DPA:persisted $fam $(fp < "$path")"
     else
       rm -f "$t"; echo "@@DPA:persist-failed $fam write to $path failed"; cat "$tmp/err" >&2; exit 14

@@ -159,8 +159,18 @@ export class SshSession {
     return session;
   }
 
+  /**
+   * ssh2 is loaded on first use, so that importing this module (e.g. from the serialized dynamic
+   * provider or from pure tests) never needs it. A load failure is a setup bug, not a network
+   * problem, so it is raised here, outside the dial retry loop.
+   */
+  private ssh2Client(): typeof import("ssh2").Client {
+    return (require("ssh2") as typeof import("ssh2")).Client;
+  }
+
   private async connect(): Promise<void> {
     const conn = this.conn;
+    this.ssh2Client();
     if (conn.hostKey === undefined) {
       this.options.warn?.(
         `host ${conn.host}: no connection.hostKey pinned, so any key the host presents is accepted ` +
@@ -212,9 +222,7 @@ export class SshSession {
   }
 
   private dialOnce(conn: ProxyConnectionArgs, via: Client | undefined): Promise<Client> {
-    // Loaded here so that merely importing this module (e.g. from the serialized dynamic provider
-    // or from pure tests) never needs ssh2's native parts.
-    const { Client: SshClient } = require("ssh2") as typeof import("ssh2");
+    const SshClient = this.ssh2Client();
     const host = this.conn.host;
     const port = conn.port ?? DEFAULT_PORT;
     const timeoutMs = (conn.perDialTimeout ?? DEFAULT_PER_DIAL_TIMEOUT_S) * 1000;

@@ -1,0 +1,19 @@
+/**
+ * docker-port-allowlist: declare which sources may reach each port Docker publishes.
+ *
+ * Public API: the {@link DockerPortAllowlist} resource, its argument types, and the pieces
+ * other tools may reuse (the pure core and the SSH edge's error class).
+ */
+export { DockerPortAllowlist, type DockerPortAllowlistArgs } from "./resource";
+export type {
+  ConnectionArgs,
+  ProxyConnectionArgs,
+  AllowlistArgs,
+  PersistenceArgs,
+  DockerPortAllowlistPlainArgs,
+  Protocol,
+  Action,
+} from "./args";
+export { dockerPortAllowlistProvider } from "./dynamic";
+export { HostError, type HostErrorKind } from "./host/errors";
+export type { OperationReport, RuleLines } from "./host/lifecycle";

@@ -1,0 +1,97 @@
+/**
+ * `DockerPortAllowlist`: who may reach one port Docker publishes on one host.
+ *
+ * ```ts
+ * new DockerPortAllowlist("web", {
+ *   connection: { host: "198.18.0.10", privateKey, hostKey: "ssh-ed25519 AAAA..." },
+ *   port: 8080,
+ *   protocols: ["tcp"],
+ *   sources: ["198.18.1.0/24", "2001:db8:1::/64"],
+ * });
+ * ```
+ *
+ * `pulumi preview --diff` shows the exact iptables-save lines that will be added or removed
+ * (the `rules` property); `pulumi up` applies them atomically over one SSH connection;
+ * `pulumi refresh` finds rules changed by hand and a FORWARD chain that no longer jumps to
+ * DOCKER-USER first (`hostFindings`).
+ */
+import * as pulumi from "@pulumi/pulumi";
+import type { DockerPortAllowlistPlainArgs, ConnectionArgs } from "./args";
+import { dockerPortAllowlistProvider } from "./dynamic";
+import type { OperationReport, RuleLines } from "./host/lifecycle";
+
+/** Every field may be a Pulumi Input; nested connection fields too. */
+export type DockerPortAllowlistArgs = {
+  readonly [K in keyof Omit<DockerPortAllowlistPlainArgs, "connection">]: pulumi.Input<
+    DockerPortAllowlistPlainArgs[K]
+  >;
+} & {
+  /** How to reach the host. Changing `host` or `port` replaces the resource. */
+  readonly connection: pulumi.Input<
+    pulumi.Unwrap<ConnectionArgs> | { readonly [K in keyof ConnectionArgs]: pulumi.Input<ConnectionArgs[K]> }
+  >;
+};
+
+const SECRET_FIELDS = ["password", "privateKey", "privateKeyPassword"] as const;
+
+function carriesSecret(c: Record<string, unknown> | undefined): boolean {
+  if (c === undefined) return false;
+  return (
+    SECRET_FIELDS.some((k) => c[k] !== undefined) ||
+    carriesSecret(c.proxy as Record<string, unknown> | undefined)
+  );
+}
+
+export class DockerPortAllowlist extends pulumi.dynamic.Resource {
+  /** The chain this allowlist owns on the host: `DPA-<ruleName>`. */
+  public readonly chain!: pulumi.Output<string>;
+  /** The owned name (the given `ruleName`, or one derived from the resource name). */
+  public readonly ruleName!: pulumi.Output<string>;
+  /** Our rules per family, exactly as `iptables-save` prints them. */
+  public readonly rules!: pulumi.Output<RuleLines>;
+  /** Warnings about the host (fail-open FORWARD chain, foreign rules above ours...). */
+  public readonly hostFindings!: pulumi.Output<string[]>;
+  /** False when the live rules are not saved for reboots (the next `up` saves them). */
+  public readonly persisted!: pulumi.Output<boolean>;
+  /** Families policed on the host ("ipv4", "ipv6"). */
+  public readonly families!: pulumi.Output<string[]>;
+  /** SSH connections, command round trips and time of the last create/update. */
+  public readonly lastOperation!: pulumi.Output<OperationReport>;
+
+  constructor(name: string, args: DockerPortAllowlistArgs, opts?: pulumi.CustomResourceOptions) {
+    // The whole connection becomes a secret when it carries a credential: the provider process
+    // receives plain values, and the engine marks the `connection` output secret again, so
+    // neither the state's inputs nor its outputs hold the key or password in plain text.
+    const connection = pulumi.output(args.connection).apply((c) => {
+      const plain = c as unknown as Record<string, unknown>;
+      return carriesSecret(plain) ? pulumi.secret(plain) : pulumi.output(plain);
+    });
+    const hostKey = pulumi.output(args.connection).apply((c) => (c as ConnectionArgs).hostKey);
+    super(
+      dockerPortAllowlistProvider,
+      name,
+      {
+        ...args,
+        connection,
+        resourceName: name,
+        ruleName: args.ruleName,
+        rules: undefined,
+        chain: undefined,
+        hostFindings: undefined,
+        persisted: undefined,
+        families: undefined,
+        lastOperation: undefined,
+      },
+      { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connection"] },
+    );
+    hostKey.apply((k) => {
+      if (k === undefined) {
+        void pulumi.log.warn(
+          `connection.hostKey is not set: the SSH host key is not pinned, so a man in the middle would go ` +
+            `unnoticed. Fix: set connection.hostKey to the host's "ssh-ed25519 AAAA..." line (or SHA256 fingerprint).`,
+          this,
+        );
+      }
+    });
+  }
+}
