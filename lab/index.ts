@@ -1,0 +1,428 @@
+/**
+ * A lab of REAL Docker hosts for tests and the demo: each host is a network namespace with its
+ * own sshd (own host key, own /etc/iptables) and, for "docker" hosts, its own dockerd with two
+ * published containers; "light" hosts only carry Docker's chain layout (for scale tests).
+ * Client namespaces with their own source addresses send real traffic to the hosts; an
+ * "outside" namespace answers on every port so containers can reach "a server outside".
+ *
+ * The work is done by `lab/lab.sh` (also the CLI for humans); this module starts it, reads the
+ * lab's description and adds the probes. Needs root and the packages of `lab/setup.sh`.
+ *
+ * Guarantees: labs started in parallel (jest workers) never collide (own slot, switch
+ * namespace, addresses); `down()` leaves no namespace, veth, mount or process behind; a lab
+ * whose owner process died is reaped by the next `startLab` or by `bash lab/lab.sh down-all`.
+ * Test traffic only ever goes to addresses inside the lab (198.18.0.0/15, 2001:db8::/32).
+ */
+import { execFile, spawn, spawnSync } from "child_process";
+import { existsSync, readFileSync } from "fs";
+import * as path from "path";
+
+const LAB_SH = path.join(__dirname, "lab.sh");
+/** The daemon's own (20.10) client when present; a newer client on PATH works too. */
+const DOCKER_CLI = existsSync("/usr/bin/docker") ? "/usr/bin/docker" : "docker";
+
+/** How long a probe waits for a connection or a UDP reply before calling the port closed. */
+const PROBE_TIMEOUT_S = 2;
+
+/** What to bring up. */
+export interface StartLabOptions {
+  /** Hosts running a real dockerd with published 8080/tcp (httpd) and 5353/udp (socat). */
+  readonly docker: number;
+  /** Hosts with sshd and Docker's chain layout laid by iptables-restore, no dockerd. */
+  readonly light: number;
+  /** Client namespaces, each with its own IPv4 (and IPv6) source address. */
+  readonly clients: number;
+  /**
+   * Give every host, client and the outside namespace an IPv6 address, and start the docker
+   * hosts' daemons with `{"ipv6": true, "fixed-cidr-v6": ..., "ip6tables": true}`.
+   * @default false
+   */
+  readonly ipv6?: boolean;
+  /**
+   * Chain layout of the light hosts: Docker 20.10-27 (`docker20`, DOCKER-USER ends in RETURN)
+   * or Docker 28.2+ (`docker28`: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE, no RETURN).
+   * @default "docker20"
+   */
+  readonly lightLayout?: LightLayout;
+}
+
+export type LightLayout = "docker20" | "docker28";
+export type Family = 4 | 6;
+export type Proto = "tcp" | "udp";
+
+/** One Docker host, reached at `ipv4:22` from the root namespace (where jest and pulumi run). */
+export interface LabHost {
+  readonly name: string;
+  readonly kind: "docker" | "light";
+  readonly netns: string;
+  readonly ipv4: string;
+  /** Present when the lab was started with `ipv6: true`. */
+  readonly ipv6?: string;
+  readonly sshPort: 22;
+  /** The host's public key as an OpenSSH line without comment (`ssh-ed25519 AAAA...`). */
+  readonly hostKey: string;
+  /** `SHA256:...` fingerprint of {@link hostKey}. */
+  readonly hostKeyFingerprint: string;
+  /** The machine-side directory that SSH sessions on this host see as `/etc/iptables`. */
+  readonly etcIptablesDir: string;
+  readonly published: { readonly tcp: 8080; readonly udp: 5353 };
+  /** The chain layout: real dockerd 20.10 for docker hosts, laid by script for light hosts. */
+  readonly layout: LightLayout;
+  /**
+   * Docker manages ip6tables on this host. Note: dockerd 20.10 (docker hosts) then builds
+   * DOCKER and DOCKER-ISOLATION-* in ip6tables but NO ip6tables DOCKER-USER; the lab leaves
+   * that as the daemon made it. Light hosts mimic their layout (docker28 has one).
+   */
+  readonly dockerIpv6: boolean;
+  /** `unix://...` socket of this host's dockerd (docker hosts only); SSH sessions have it as DOCKER_HOST. */
+  readonly dockerHost?: string;
+  /** @internal pid of the host's sshd; hostExec enters its namespaces. */
+  readonly sshdPid: number;
+}
+
+export interface LabClient {
+  readonly name: string;
+  readonly netns: string;
+  readonly ipv4: string;
+  readonly ipv6?: string;
+}
+
+export interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Everything `lab.sh up` writes to `<dir>/lab.json`. */
+interface LabData {
+  readonly id: string;
+  readonly dir: string;
+  readonly ipv6: boolean;
+  readonly hosts: LabHost[];
+  readonly clients: LabClient[];
+  readonly outside: { readonly netns: string; readonly ipv4: string; readonly ipv6?: string };
+  readonly clientKey: { readonly privateKeyPath: string; readonly publicKey: string };
+  readonly knownHostsPath: string;
+  readonly users: {
+    readonly root: "root";
+    readonly sudo: "dpasudo";
+    readonly sudoPassword: "dpapwsudo";
+    readonly password: string;
+  };
+}
+
+export interface Lab {
+  /** `dpaNNN`; also the prefix of every namespace of this lab. */
+  readonly id: string;
+  /** The lab's directory (keys, logs, daemon state); removed by `down()`. */
+  readonly dir: string;
+  readonly hosts: readonly LabHost[];
+  readonly clients: readonly LabClient[];
+  /** Namespace answering on every TCP and UDP port (for containerProbe). */
+  readonly outside: { readonly netns: string; readonly ipv4: string; readonly ipv6?: string };
+  /** The client key every host accepts for root, dpasudo and dpapwsudo. */
+  readonly clientKey: {
+    readonly privateKey: string;
+    readonly privateKeyPath: string;
+    readonly publicKey: string;
+  };
+  /** An OpenSSH known_hosts file pinning every host's key (by IPv4 and IPv6 address). */
+  readonly knownHostsPath: string;
+  /**
+   * Login users: root (key only), `dpasudo` (passwordless sudo), `dpapwsudo` (sudo needs a
+   * password, so `sudo -n` fails). Both non-root users also log in with `password`.
+   */
+  readonly users: LabData["users"];
+  /**
+   * Real traffic from a client namespace to a host's port: TCP = a connection is accepted,
+   * UDP = a reply comes back, within 2 s.
+   * @param family 4 or 6. @default 4
+   */
+  probe(
+    client: LabClient | string,
+    host: LabHost | string,
+    port: number,
+    proto: Proto,
+    family?: Family,
+  ): Promise<boolean>;
+  /**
+   * Real traffic from inside a running container on a docker host to the outside namespace's
+   * server on `port` (which answers on every port).
+   * @param family 4 or 6 (needs `ipv6: true`). @default 4
+   */
+  containerProbe(host: LabHost | string, port: number, proto: Proto, family?: Family): Promise<boolean>;
+  /** Runs `sh -c cmd` in the host's network and mount namespace, as an SSH session would. */
+  hostExec(host: LabHost | string, cmd: string): Promise<ExecResult>;
+  /** argv for the system `ssh` client logging in as `user`, host key pinned, batch mode. */
+  sshArgv(host: LabHost | string, user: string, remoteCmd: string): string[];
+  /** Tears the lab down; idempotent. */
+  down(): Promise<void>;
+}
+
+/** A lab could not be started, probed or torn down. `cause` keeps the underlying error. */
+export class LabError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LabError";
+  }
+}
+
+function run(
+  file: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+) {
+  return new Promise<ExecResult>((resolve, reject) => {
+    execFile(
+      file,
+      args as string[],
+      { maxBuffer: 64 * 1024 * 1024, timeout: opts.timeoutMs ?? 0, env: opts.env ?? process.env },
+      (err, stdout, stderr) => {
+        if (err && typeof (err as { code?: unknown }).code !== "number") {
+          reject(new LabError(`could not run ${file} ${args.join(" ")}: ${err.message}`, { cause: err }));
+          return;
+        }
+        resolve({ code: err ? Number((err as { code: number }).code) : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+function checkCount(field: string, value: number, max: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new LabError(`startLab: ${field} must be a whole number from 0 to ${max}, got ${String(value)}`);
+  }
+}
+
+/** Labs of this process not yet torn down; torn down synchronously if the process exits. */
+const liveLabs = new Set<string>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const id of liveLabs) spawnSync("bash", [LAB_SH, "down", id], { stdio: "ignore" });
+  });
+}
+
+/** Brings up a lab as described in {@link StartLabOptions}. Needs root. */
+export async function startLab(options: StartLabOptions): Promise<Lab> {
+  checkCount("docker", options.docker, 190);
+  checkCount("light", options.light, 190);
+  checkCount("clients", options.clients, 50);
+  if (options.docker + options.light < 1) {
+    throw new LabError("startLab: a lab needs at least one host; set docker or light to 1 or more");
+  }
+  if (options.lightLayout !== undefined && !["docker20", "docker28"].includes(options.lightLayout)) {
+    throw new LabError(
+      `startLab: lightLayout must be "docker20" or "docker28", got ${JSON.stringify(options.lightLayout)}`,
+    );
+  }
+  const args = [
+    LAB_SH,
+    "up",
+    "--docker",
+    String(options.docker),
+    "--light",
+    String(options.light),
+    "--clients",
+    String(options.clients),
+    "--light-layout",
+    options.lightLayout ?? "docker20",
+    "--owner-pid",
+    String(process.pid),
+  ];
+  if (options.ipv6) args.push("--ipv6");
+  const res = await run("bash", args, { env: { ...process.env, DPA_LAB_QUIET: "1" } });
+  if (res.code !== 0) {
+    throw new LabError(
+      `startLab failed: bash ${args.join(" ")} exited with ${res.code}\n${res.stderr.trim()}`,
+    );
+  }
+  const jsonPath = res.stdout.trim().split("\n").pop() ?? "";
+  let data: LabData;
+  let privateKey: string;
+  try {
+    data = JSON.parse(readFileSync(jsonPath, "utf8")) as LabData;
+    privateKey = readFileSync(data.clientKey.privateKeyPath, "utf8");
+  } catch (e) {
+    throw new LabError(`startLab: could not read the lab description '${jsonPath}' written by lab.sh`, {
+      cause: e,
+    });
+  }
+  liveLabs.add(data.id);
+  installExitHook();
+  return makeLab(data, privateKey);
+}
+
+function makeLab(data: LabData, privateKey: string): Lab {
+  const host = (h: LabHost | string): LabHost => {
+    const name = typeof h === "string" ? h : h.name;
+    const found = data.hosts.find((x) => x.name === name);
+    if (!found) {
+      throw new LabError(
+        `lab ${data.id}: no host '${name}'; hosts are ${data.hosts.map((x) => x.name).join(", ")}`,
+      );
+    }
+    return found;
+  };
+  const client = (c: LabClient | string): LabClient => {
+    const name = typeof c === "string" ? c : c.name;
+    const found = data.clients.find((x) => x.name === name);
+    if (!found) {
+      throw new LabError(
+        `lab ${data.id}: no client '${name}'; clients are ${data.clients.map((x) => x.name).join(", ") || "none"}`,
+      );
+    }
+    return found;
+  };
+  const address = (what: string, x: { ipv4: string; ipv6?: string }, family: Family): string => {
+    if (family === 4) return x.ipv4;
+    if (!x.ipv6)
+      throw new LabError(`lab ${data.id}: ${what} has no IPv6 address; start the lab with ipv6: true`);
+    return x.ipv6;
+  };
+  const checkPort = (port: number) => {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new LabError(`lab ${data.id}: port must be a whole number from 1 to 65535, got ${String(port)}`);
+    }
+  };
+  let isDown = false;
+
+  return {
+    id: data.id,
+    dir: data.dir,
+    hosts: data.hosts,
+    clients: data.clients,
+    outside: data.outside,
+    clientKey: {
+      privateKey,
+      privateKeyPath: data.clientKey.privateKeyPath,
+      publicKey: data.clientKey.publicKey,
+    },
+    knownHostsPath: data.knownHostsPath,
+    users: data.users,
+
+    async probe(c, h, port, proto, family = 4) {
+      const cl = client(c);
+      const target = address(`host ${host(h).name}`, host(h), family);
+      checkPort(port);
+      return socatProbe(["nsenter", `--net=/run/netns/${cl.netns}`, "--"], target, port, proto, family);
+    },
+
+    async containerProbe(h, port, proto, family = 4) {
+      const hh = host(h);
+      if (hh.kind !== "docker" || !hh.dockerHost) {
+        throw new LabError(
+          `lab ${data.id}: containerProbe needs a docker host; ${hh.name} is a ${hh.kind} host`,
+        );
+      }
+      checkPort(port);
+      const target = address("the outside namespace", data.outside, family);
+      // The "udp" container has the machine's /usr mounted, hence socat.
+      return socatProbe(
+        [DOCKER_CLI, "-H", hh.dockerHost, "exec", "-i", "udp"],
+        target,
+        port,
+        proto,
+        family,
+        "/usr/bin/socat",
+      );
+    },
+
+    async hostExec(h, cmd) {
+      const hh = host(h);
+      const env = { ...process.env, ...(hh.dockerHost ? { DOCKER_HOST: hh.dockerHost } : {}) };
+      return run("nsenter", ["-t", String(hh.sshdPid), "-n", "-m", "--", "sh", "-c", cmd], { env });
+    },
+
+    sshArgv(h, user, remoteCmd) {
+      const hh = host(h);
+      return [
+        "-i",
+        data.clientKey.privateKeyPath,
+        "-o",
+        `UserKnownHostsFile=${data.knownHostsPath}`,
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-F",
+        "/dev/null",
+        "-p",
+        String(hh.sshPort),
+        `${user}@${hh.ipv4}`,
+        remoteCmd,
+      ];
+    },
+
+    async down() {
+      if (isDown) return;
+      const res = await run("bash", [LAB_SH, "down", data.id]);
+      if (res.code !== 0) {
+        throw new LabError(
+          `lab ${data.id}: down failed (exit ${res.code}); retry with: bash lab/lab.sh down ${data.id}\n${res.stderr.trim()}`,
+        );
+      }
+      isDown = true;
+      liveLabs.delete(data.id);
+    },
+  };
+}
+
+/**
+ * TCP: socat connects and closes; exit 0 = a connection was accepted. UDP: one datagram; the
+ * first byte of a reply means open (the child is then stopped early instead of idling 2 s).
+ */
+function socatProbe(
+  prefix: readonly string[],
+  addr: string,
+  port: number,
+  proto: Proto,
+  family: Family,
+  socat = "socat",
+): Promise<boolean> {
+  const target = family === 6 ? `[${addr}]` : addr;
+  const argv =
+    proto === "tcp"
+      ? [
+          ...prefix,
+          socat,
+          "-u",
+          "OPEN:/dev/null",
+          `TCP${family}:${target}:${port},connect-timeout=${PROBE_TIMEOUT_S}`,
+        ]
+      : [...prefix, socat, "-t", String(PROBE_TIMEOUT_S), "-", `UDP${family}:${target}:${port}`];
+  return new Promise<boolean>((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "ignore"] });
+    let settled = false;
+    const finish = (value: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (child.exitCode === null && child.pid !== undefined) child.kill("SIGKILL");
+      resolve(value);
+    };
+    // Backstop only: socat itself gives up after PROBE_TIMEOUT_S.
+    const timer = setTimeout(() => finish(false), (PROBE_TIMEOUT_S + 8) * 1000);
+    child.on("error", (e) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(new LabError(`probe: could not run ${argv.join(" ")}`, { cause: e }));
+    });
+    if (proto === "udp") {
+      child.stdout.once("data", () => finish(true));
+      child.stdin.end("dpa-probe\n");
+    } else {
+      child.stdout.resume();
+      child.stdin.end();
+    }
+    // "close", not "exit": a UDP reply may still sit in the stdout pipe when socat exits.
+    child.on("close", (code) => finish(proto === "tcp" && code === 0));
+  });
+}

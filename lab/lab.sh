@@ -1,0 +1,607 @@
+#!/usr/bin/env bash
+# A lab of real Docker hosts on one machine, each host a network namespace reached over real
+# SSH. Used by the tests (through lab/index.ts) and by humans and the demo:
+#
+#   bash lab/lab.sh up [--docker N] [--light N] [--clients N] [--ipv6]
+#                      [--light-layout docker20|docker28] [--owner-pid PID]
+#       prints the path of the lab's lab.json (the LabData of lab/index.ts) on stdout.
+#   bash lab/lab.sh down ID          tear one lab down (namespaces, daemons, mounts, files)
+#   bash lab/lab.sh down-all [--stale] tear down every lab (or only those whose owner died)
+#   bash lab/lab.sh status           list labs
+#   bash lab/lab.sh probe ID CLIENT HOST PORT tcp|udp [4|6]   real traffic, prints open|closed
+#
+# Layout of one lab (ID = dpaNNN, NNN = its slot):
+#   root ns --veth ID"r"/up-- ID-sw (bridge br0) --veth-- ID-hK (hosts), ID-cK (clients), ID-out
+#   IPv4 198.(18+NNN/256).(NNN%256).0/24: root .1, outside .2, hosts .10-.199, clients .200-.249
+#   IPv6 2001:db8:0:NNN(hex)::/64 with the same host numbers.
+# Every lab has its own slot, switch namespace and addresses, so labs of parallel jest workers
+# never collide. Everything the lab makes is written to its registry BEFORE it is made, so
+# `down`/`down-all` remove it even after a crash, and never touch what the lab did not make.
+set -euo pipefail
+shopt -s nullglob
+
+LAB_ROOT=${DPA_LAB_ROOT:-/run/dpa-lab}
+LABS="$LAB_ROOT/labs"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MAX_SLOTS=512 # 198.18.0.0/15 holds 512 /24s
+MAX_HOSTS=190
+MAX_CLIENTS=50
+# The daemon's own client; the newer client on PATH also works but the matching one avoids
+# API-version negotiation noise in the logs.
+DOCKER_CLI=/usr/bin/docker
+[[ -x $DOCKER_CLI ]] || DOCKER_CLI=docker
+
+die() {
+  echo "lab: $*" >&2
+  exit 1
+}
+log() { [[ -z ${DPA_LAB_QUIET:-} ]] && echo "lab: $*" >&2 || true; }
+
+# ---------------------------------------------------------------- process identity helpers
+# A pid is only "ours" while its start time matches what we recorded, so a recycled pid of
+# an unrelated process is never signalled.
+starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
+alive_as() { [[ -e /proc/$1 && "$(starttime "$1")" == "$2" ]]; }
+
+# Children of a pid (one level), from /proc/<pid>/task/*/children.
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$' || true; }
+
+kill_tree() { # SIGKILL a pid and everything below it, deepest first
+  local pid=$1 c
+  for c in $(children_of "$pid"); do kill_tree "$c"; done
+  kill -KILL "$pid" 2>/dev/null || true
+  KILLED+=("$pid")
+}
+KILLED=()
+
+# Waits (up to 3 s) until every killed pid is gone or a zombie waiting for init to reap it.
+wait_killed() {
+  local p t
+  for p in "${KILLED[@]}"; do
+    for ((t = 0; t < 60; t++)); do
+      [[ -e /proc/$p && $(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) != Z ]] || break
+      sleep 0.05
+    done
+  done
+  KILLED=()
+}
+
+# ------------------------------------------------------------------------------ addresses
+slot_prefix4() { echo "198.$((18 + $1 / 256)).$(($1 % 256))"; }
+slot_prefix6() { printf '2001:db8:0:%x' "$1"; }
+
+# ----------------------------------------------------------------------------- registry
+reg() { echo "$*" >>"$DIR/registry"; } # kinds: netns NAME | link NAME | pid PID START WHAT
+
+# ======================================================================================= UP
+check_binaries() {
+  local need=(ip nsenter unshare setsid flock /usr/sbin/sshd ssh-keygen socat iptables-restore
+    ip6tables-restore useradd chpasswd sudo timeout awk)
+  if ((N_DOCKER > 0)); then need+=(dockerd containerd runc "$DOCKER_CLI" tar); fi
+  local b missing=()
+  for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
+  if ((${#missing[@]})); then
+    die "missing ${missing[*]} on PATH; install the lab's packages with: sudo bash lab/setup.sh"
+  fi
+  [[ $(id -u) -eq 0 ]] || die "the lab needs root (network namespaces, dockerd, sshd); run as root"
+  if [[ -S /run/containerd/containerd.sock ]] && ((N_DOCKER > 0)); then
+    # dockerd would attach to this shared containerd instead of starting its own, mixing
+    # every lab's containers in one containerd namespace.
+    die "a system containerd is running (/run/containerd/containerd.sock); stop it so each lab dockerd runs its own"
+  fi
+}
+
+# Idempotent: the users live in the machine's /etc/passwd, shared by every lab, so they are
+# made under a lock and only when missing. Both get a known password because sshd (UsePAM no)
+# refuses even key logins into locked accounts, and dpapwsudo's sudo needs one.
+ensure_users() {
+  exec 8>"$LAB_ROOT/users.lock"
+  flock 8
+  local u
+  for u in dpasudo dpapwsudo; do
+    id -u "$u" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$u"
+  done
+  printf 'dpasudo:%s\ndpapwsudo:%s\n' "$LAB_PASSWORD" "$LAB_PASSWORD" | chpasswd
+  local sudoers=/etc/sudoers.d/dpa-lab
+  local want='# docker-port-allowlist lab users (lab/lab.sh)
+dpasudo ALL=(ALL:ALL) NOPASSWD: ALL
+dpapwsudo ALL=(ALL:ALL) ALL'
+  if [[ ! -f $sudoers || "$(cat "$sudoers")" != "$want" ]]; then
+    printf '%s\n' "$want" >"$sudoers.tmp"
+    chmod 0440 "$sudoers.tmp"
+    mv "$sudoers.tmp" "$sudoers"
+  fi
+  [[ -d /etc/iptables ]] || mkdir -p /etc/iptables # bind-mount target inside each host
+  mkdir -p /run/sshd                                # sshd's privilege-separation dir
+  flock -u 8
+}
+
+# Picks the lowest free slot under a lock: free means no lab dir, no namespace with its
+# prefix and no route in the root namespace into its /24 (something else may use it).
+alloc_slot() {
+  exec 9>"$LAB_ROOT/slots.lock"
+  flock 9
+  local s id p4
+  for ((s = 0; s < MAX_SLOTS; s++)); do
+    id=$(printf 'dpa%03d' "$s")
+    [[ -e $LABS/$id ]] && continue
+    ip netns list | grep -q "^$id-" && continue
+    p4=$(slot_prefix4 "$s")
+    ip -4 route show to match "$p4.1" | grep -qv '^default' && continue
+    ip link show "${id}r" >/dev/null 2>&1 && continue
+    mkdir -p "$LABS/$id"
+    flock -u 9
+    SLOT=$s
+    ID=$id
+    return 0
+  done
+  flock -u 9
+  die "no free lab slot among $MAX_SLOTS; run: bash lab/lab.sh down-all --stale"
+}
+
+# veth from the switch into namespace $1 (inside it is eth0), addresses $2 (v4) $3 (v6|"").
+wire() {
+  local ns=$1 ip4=$2 ip6=$3 port=$4
+  ip link add eth0 netns "$ns" type veth peer name "$port" netns "$SW"
+  ip -n "$SW" link set "$port" master br0 up
+  ip -n "$ns" addr add "$ip4/24" dev eth0
+  if [[ -n $ip6 ]]; then ip -n "$ns" addr add "$ip6/64" dev eth0 nodad; fi
+  ip -n "$ns" link set eth0 up
+}
+
+new_ns() {
+  reg netns "$1"
+  ip netns add "$1"
+  ip -n "$1" link set lo up
+}
+
+start_sshd() { # $1 host name, $2 netns, $3 host dir, $4 ipv4, $5 ipv6|""
+  local name=$1 ns=$2 hd=$3 ip4=$4 ip6=$5
+  mkdir -p "$hd/etc-iptables"
+  ssh-keygen -q -t ed25519 -N '' -C "dpa-lab-$name" -f "$hd/ssh_host_ed25519_key"
+  {
+    echo "# Generated by lab/lab.sh for lab host $name; reads nothing of the machine's own sshd setup."
+    echo "ListenAddress $ip4:22"
+    if [[ -n $ip6 ]]; then echo "ListenAddress [$ip6]:22"; fi
+    echo "HostKey $hd/ssh_host_ed25519_key"
+    echo "PidFile $hd/sshd.pid"
+    echo "AuthorizedKeysFile $DIR/authorized_keys"
+    echo "AuthorizedPrincipalsFile none"
+    echo "AllowUsers root dpasudo dpapwsudo"
+    echo "PermitRootLogin prohibit-password"
+    echo "PubkeyAuthentication yes"
+    echo "PasswordAuthentication yes"
+    echo "KbdInteractiveAuthentication no"
+    echo "UsePAM no"
+    echo "UseDNS no"
+    echo "PrintMotd no"
+    echo "StrictModes yes"
+    # Parallel tests open many connections at once; the default 10:30:100 drops some.
+    echo "MaxStartups 200:30:400"
+    echo "MaxSessions 100"
+    echo "Subsystem sftp internal-sftp"
+    echo "LogLevel VERBOSE"
+    if [[ $HOST_KIND == docker ]]; then echo "SetEnv DOCKER_HOST=unix://$hd/docker.sock"; fi
+  } >"$hd/sshd_config"
+  # ip netns exec gives a new mount ns with /sys for this netns; unshare gives sshd its own
+  # mount ns in which /etc/iptables is this host's directory. Slave propagation keeps
+  # receiving unmounts from the root ns (e.g. `ip netns del` of other labs).
+  setsid ip netns exec "$ns" unshare --mount --propagation slave sh -c \
+    'mount --bind "$1" /etc/iptables && exec /usr/sbin/sshd -D -f "$2" -E "$3"' \
+    sh "$hd/etc-iptables" "$hd/sshd_config" "$hd/sshd.log" </dev/null >>"$hd/sshd.log" 2>&1 &
+  local pid=$!
+  reg pid "$pid" "$(starttime "$pid")" "sshd-$name"
+  echo "$pid" >"$hd/sshd.launch-pid"
+}
+
+wait_tcp() { # $1 addr, $2 port, $3 what, $4 log: wait up to 10 s
+  local i
+  for ((i = 0; i < 200; i++)); do
+    timeout 1 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  die "$3 did not listen on $1:$2 within 10 s; see $4"
+}
+
+start_dockerd() { # $1 host name, $2 netns, $3 host dir, $4 host index
+  local name=$1 ns=$2 hd=$3 idx=$4
+  if [[ -n $IPV6 ]]; then
+    printf '{"ipv6": true, "fixed-cidr-v6": "2001:db8:%x:%x::/64", "ip6tables": true, "experimental": true}\n' \
+      $((0x1000 + SLOT)) "$idx" >"$hd/daemon.json"
+  else
+    echo '{}' >"$hd/daemon.json"
+  fi
+  # nsenter, not ip netns exec: the latter remounts /sys and dockerd then finds no cgroups.
+  # Own data/exec root, pidfile and socket: several daemons run side by side.
+  setsid nsenter --net="/run/netns/$ns" dockerd --config-file "$hd/daemon.json" \
+    --data-root "$hd/data" --exec-root "$hd/exec" --pidfile "$hd/docker.pid" \
+    -H "unix://$hd/docker.sock" </dev/null >"$hd/dockerd.log" 2>&1 &
+  local pid=$!
+  reg pid "$pid" "$(starttime "$pid")" "dockerd-$name"
+  echo "$pid" >"$hd/dockerd.launch-pid"
+}
+
+# Runs in the background per docker host: image import and the two published containers.
+docker_host_containers() { # $1 host name, $2 host dir
+  local name=$1 hd=$2 i pid
+  local dk=("$DOCKER_CLI" -H "unix://$hd/docker.sock")
+  pid=$(cat "$hd/dockerd.launch-pid")
+  for ((i = 0; i < 300; i++)); do
+    "${dk[@]}" version >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || die "dockerd of $name exited during start; see $hd/dockerd.log"
+    sleep 0.1
+  done
+  "${dk[@]}" version >/dev/null 2>&1 || die "dockerd of $name not ready within 30 s; see $hd/dockerd.log"
+  "${dk[@]}" import "$IMAGE_TAR" dpa-lab/busybox:1 >/dev/null
+  # --init: tini as PID 1 reaps and forwards signals, so the containers stop at once.
+  "${dk[@]}" run -d --init --pull never --name web -p 8080:80 dpa-lab/busybox:1 \
+    /bin/httpd -f -p 80 -h /www >/dev/null
+  # Debian's busybox nc has no UDP mode: borrow the machine's /usr (node for the server,
+  # socat for containerProbe) and the lab dir (the server script).
+  "${dk[@]}" run -d --init --pull never --name udp -p 5353:53/udp -v /usr:/usr:ro -v "$HERE:/lab:ro" \
+    dpa-lab/busybox:1 /usr/bin/node /lab/echo-server.js --udp 53 --reply dpa-udp >/dev/null
+  # Ready = the UDP server answers inside the container (node takes a moment to start).
+  for ((i = 0; i < 100; i++)); do
+    "${dk[@]}" exec -i udp /usr/bin/socat -t 0.2 - UDP4:127.0.0.1:53 <<<ping 2>/dev/null | grep -q dpa-udp && break
+    sleep 0.1
+  done
+  ((i < 100)) || die "the UDP server in $name's container did not answer within 10 s; see: docker logs udp"
+  touch "$hd/ready"
+}
+
+lay_light_layout() { # $1 netns, $2 layout
+  local ns=$1 layout=$2
+  ip netns exec "$ns" iptables-restore <"$HERE/layouts/$layout.v4.rules"
+  if [[ -n $IPV6 ]]; then ip netns exec "$ns" ip6tables-restore <"$HERE/layouts/$layout.v6.rules"; fi
+  # A docker0 to match the layout's rules (nothing runs behind it).
+  ip -n "$ns" link add docker0 type bridge
+  ip -n "$ns" addr add 172.17.0.1/16 dev docker0
+  ip -n "$ns" link set docker0 up
+  return 0
+}
+
+# The outside namespace answers on EVERY port: NAT redirects all TCP to one socat listener
+# and all UDP to another, so containerProbe can test any destination port.
+start_outside() {
+  local ns=$OUT
+  ip netns exec "$ns" iptables -t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 7000
+  ip netns exec "$ns" iptables -t nat -A PREROUTING -p udp -j REDIRECT --to-ports 7001
+  if [[ -n $IPV6 ]]; then
+    ip netns exec "$ns" ip6tables -t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 7000
+    ip netns exec "$ns" ip6tables -t nat -A PREROUTING -p udp -j REDIRECT --to-ports 7001
+  fi
+  setsid ip netns exec "$ns" node "$HERE/echo-server.js" --tcp 7000 --udp 7001 --reply dpa-outside \
+    </dev/null >>"$DIR/outside.log" 2>&1 &
+  local pid=$!
+  reg pid "$pid" "$(starttime "$pid")" "outside-echo"
+  wait_tcp "$OUTSIDE_IP" 7000 "the outside echo server" "$DIR/outside.log"
+}
+
+json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
+
+write_json() {
+  local p4=$1 p6=$2 i first=1 hosts="" clients=""
+  for ((i = 0; i < N_HOSTS; i++)); do
+    local name=h$i hd="$DIR/h$i" kind=docker layout=docker20
+    ((i >= N_DOCKER)) && kind=light && layout=$LIGHT_LAYOUT
+    local key fp v6=""
+    key=$(awk '{print $1" "$2}' "$hd/ssh_host_ed25519_key.pub")
+    fp=$(ssh-keygen -l -E sha256 -f "$hd/ssh_host_ed25519_key.pub" | awk '{print $2}')
+    [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::$((10 + i))")"
+    local extra=""
+    [[ $kind == docker ]] && extra=", \"dockerHost\": $(json_str "unix://$hd/docker.sock"), \"dockerPid\": $(cat "$hd/docker.pid")"
+    ((first)) || hosts+=","
+    first=0
+    hosts+="
+    {\"name\": \"$name\", \"kind\": \"$kind\", \"netns\": \"$ID-$name\", \"ipv4\": \"$p4.$((10 + i))\"$v6,
+     \"sshPort\": 22, \"hostKey\": $(json_str "$key"), \"hostKeyFingerprint\": $(json_str "$fp"),
+     \"etcIptablesDir\": $(json_str "$hd/etc-iptables"), \"published\": {\"tcp\": 8080, \"udp\": 5353},
+     \"layout\": \"$layout\", \"dockerIpv6\": $([[ -n $IPV6 ]] && echo true || echo false),
+     \"sshdPid\": $(cat "$hd/sshd.launch-pid")$extra}"
+  done
+  first=1
+  for ((i = 0; i < N_CLIENTS; i++)); do
+    v6=""
+    [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::$((200 + i))")"
+    ((first)) || clients+=","
+    first=0
+    clients+="
+    {\"name\": \"c$i\", \"netns\": \"$ID-c$i\", \"ipv4\": \"$p4.$((200 + i))\"$v6}"
+  done
+  v6=""
+  [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::2")"
+  cat >"$DIR/lab.json.tmp" <<EOF
+{
+  "id": "$ID",
+  "dir": $(json_str "$DIR"),
+  "slot": $SLOT,
+  "ipv6": $([[ -n $IPV6 ]] && echo true || echo false),
+  "rootIpv4": "$p4.1",
+  "hosts": [$hosts
+  ],
+  "clients": [$clients
+  ],
+  "outside": {"netns": "$OUT", "ipv4": "$p4.2"$v6},
+  "clientKey": {"privateKeyPath": $(json_str "$DIR/client_ed25519"), "publicKey": $(json_str "$(cat "$DIR/client_ed25519.pub")")},
+  "knownHostsPath": $(json_str "$DIR/known_hosts"),
+  "users": {"root": "root", "sudo": "dpasudo", "sudoPassword": "dpapwsudo", "password": $(json_str "$LAB_PASSWORD")}
+}
+EOF
+  mv "$DIR/lab.json.tmp" "$DIR/lab.json"
+}
+
+# Keeps the logs of a failed bring-up (the lab dir itself goes) and tears the lab down.
+up_failed() {
+  local keep="$LAB_ROOT/failed/$ID-$(date +%H%M%S)" f rel
+  mkdir -p "$keep"
+  for f in "$DIR"/*.log "$DIR"/h*/*.log "$DIR"/h*/*_config "$DIR"/h*/daemon.json "$DIR/registry"; do
+    rel=${f#"$DIR"/}
+    cp "$f" "$keep/${rel//\//_}" 2>/dev/null || true
+  done
+  echo "lab: up failed (exit $1); logs kept in $keep; tearing $ID down" >&2
+  teardown "$ID" >&2 || true
+}
+
+cmd_up() {
+  N_DOCKER=1 N_LIGHT=0 N_CLIENTS=2 IPV6="" LIGHT_LAYOUT=docker20 OWNER=""
+  while (($#)); do
+    case $1 in
+    --docker) N_DOCKER=$2 && shift ;;
+    --light) N_LIGHT=$2 && shift ;;
+    --clients) N_CLIENTS=$2 && shift ;;
+    --ipv6) IPV6=1 ;;
+    --light-layout) LIGHT_LAYOUT=$2 && shift ;;
+    --owner-pid) OWNER=$2 && shift ;;
+    *) die "up: unknown option '$1'; allowed: --docker N --light N --clients N --ipv6 --light-layout docker20|docker28 --owner-pid PID" ;;
+    esac
+    shift
+  done
+  local n
+  for n in "$N_DOCKER" "$N_LIGHT" "$N_CLIENTS"; do
+    [[ $n =~ ^[0-9]+$ ]] || die "up: host and client counts must be whole numbers >= 0, got '$n'"
+  done
+  [[ $LIGHT_LAYOUT == docker20 || $LIGHT_LAYOUT == docker28 ]] ||
+    die "up: --light-layout must be docker20 or docker28, got '$LIGHT_LAYOUT'"
+  N_HOSTS=$((N_DOCKER + N_LIGHT))
+  ((N_HOSTS <= MAX_HOSTS)) || die "up: at most $MAX_HOSTS hosts per lab (docker + light), got $N_HOSTS"
+  ((N_CLIENTS <= MAX_CLIENTS)) || die "up: at most $MAX_CLIENTS clients per lab, got $N_CLIENTS"
+  check_binaries
+  LAB_PASSWORD=dpa-lab-pw
+  mkdir -p "$LABS"
+  chmod 0755 "$LAB_ROOT" "$LABS" # sshd StrictModes checks every dir above authorized_keys
+  # A test run that was killed leaves its labs behind; reclaim those first.
+  reap_stale
+  ensure_users
+  ((N_DOCKER > 0)) && IMAGE_TAR=$(bash "$HERE/image.sh")
+
+  alloc_slot
+  DIR="$LABS/$ID"
+  SW="$ID-sw"
+  OUT="$ID-out"
+  if [[ -n $OWNER ]]; then echo "$OWNER $(starttime "$OWNER")" >"$DIR/owner"; else echo manual >"$DIR/owner"; fi
+  : >"$DIR/registry"
+  # Any failure from here on (set -e or die) takes the half-built lab down again.
+  UP_DONE=""
+  trap 'rc=$?; if [[ -z $UP_DONE ]]; then up_failed "$rc"; fi' EXIT
+
+  local p4 p6 i j
+  p4=$(slot_prefix4 "$SLOT")
+  p6=$(slot_prefix6 "$SLOT")
+  local t0=$SECONDS
+  log "bringing up $ID ($N_DOCKER docker, $N_LIGHT light, $N_CLIENTS clients${IPV6:+, ipv6}) in $DIR"
+
+  ssh-keygen -q -t ed25519 -N '' -C "dpa-lab-client-$ID" -f "$DIR/client_ed25519"
+  cp "$DIR/client_ed25519.pub" "$DIR/authorized_keys"
+  chmod 0644 "$DIR/authorized_keys"
+
+  # Switch namespace and its one link to the root namespace.
+  new_ns "$SW"
+  ip -n "$SW" link add br0 type bridge forward_delay 0 stp_state 0
+  ip -n "$SW" link set br0 up
+  reg link "${ID}r"
+  ip link add "${ID}r" type veth peer name uplink netns "$SW"
+  ip -n "$SW" link set uplink master br0 up
+  ip addr add "$p4.1/24" dev "${ID}r"
+  if [[ -n $IPV6 ]]; then
+    sysctl -qw "net.ipv6.conf.${ID}r.accept_ra=0" || true
+    ip addr add "$p6::1/64" dev "${ID}r" nodad
+  fi
+  ip link set "${ID}r" up
+
+  new_ns "$OUT"
+  wire "$OUT" "$p4.2" "${IPV6:+$p6::2}" out
+  OUTSIDE_IP=$p4.2
+  start_outside
+
+  for ((j = 0; j < N_CLIENTS; j++)); do
+    new_ns "$ID-c$j"
+    wire "$ID-c$j" "$p4.$((200 + j))" "${IPV6:+$p6::$((200 + j))}" "c$j"
+  done
+
+  for ((i = 0; i < N_HOSTS; i++)); do
+    local ns="$ID-h$i" hd="$DIR/h$i"
+    mkdir -p "$hd"
+    new_ns "$ns"
+    wire "$ns" "$p4.$((10 + i))" "${IPV6:+$p6::$((10 + i))}" "h$i"
+    if ((i < N_DOCKER)); then
+      HOST_KIND=docker
+      start_dockerd "h$i" "$ns" "$hd" "$i"
+    else
+      HOST_KIND=light
+      lay_light_layout "$ns" "$LIGHT_LAYOUT"
+    fi
+    start_sshd "h$i" "$ns" "$hd" "$p4.$((10 + i))" "${IPV6:+$p6::$((10 + i))}"
+  done
+
+  # Docker hosts finish in parallel: each waits for its daemon, imports, runs containers.
+  local pids=()
+  for ((i = 0; i < N_DOCKER; i++)); do
+    docker_host_containers "h$i" "$DIR/h$i" &
+    pids+=($!)
+  done
+  local failed=0
+  for j in "${pids[@]}"; do wait "$j" || failed=1; done
+  ((failed == 0)) || die "a docker host failed to start; logs in $DIR/h*/dockerd.log"
+
+  : >"$DIR/known_hosts"
+  for ((i = 0; i < N_HOSTS; i++)); do
+    wait_tcp "$p4.$((10 + i))" 22 "sshd of h$i" "$DIR/h$i/sshd.log"
+    local key
+    key=$(awk '{print $1" "$2}' "$DIR/h$i/ssh_host_ed25519_key.pub")
+    echo "$p4.$((10 + i)) $key" >>"$DIR/known_hosts"
+    if [[ -n $IPV6 ]]; then echo "$p6::$((10 + i)) $key" >>"$DIR/known_hosts"; fi
+  done
+
+  write_json "$p4" "$p6"
+  UP_DONE=1
+  log "$ID up in $((SECONDS - t0)) s"
+  echo "$DIR/lab.json"
+}
+
+# ===================================================================================== DOWN
+teardown() { # $1 lab id; idempotent, safe after a crash at any point of `up`
+  local id=$1 dir="$LABS/$1"
+  [[ $id =~ ^dpa[0-9]{3}$ ]] || die "down: '$id' is not a lab id (dpaNNN); see: bash lab/lab.sh status"
+  [[ -d $dir ]] || return 0
+  exec 7>"$LAB_ROOT/lock.$id"
+  flock 7
+  [[ -d $dir ]] || return 0
+  local registry="$dir/registry" kind a b c
+  [[ -f $registry ]] || : >"$registry"
+
+  # 1. Docker daemons stop cleanly first (they stop containerd and the shims themselves);
+  #    containers are removed first so shutdown does not wait for PID-1 httpd to die.
+  local dpids=()
+  while read -r kind a b c; do
+    [[ $kind == pid && $c == dockerd-* ]] || continue
+    alive_as "$a" "$b" || continue
+    local hd="$dir/${c#dockerd-}"
+    local ids
+    ids=$(timeout 10 "$DOCKER_CLI" -H "unix://$hd/docker.sock" ps -aq 2>/dev/null || true)
+    [[ -n $ids ]] && timeout 20 "$DOCKER_CLI" -H "unix://$hd/docker.sock" rm -f $ids >/dev/null 2>&1 || true
+    kill -TERM "$a" 2>/dev/null || true
+    dpids+=("$a:$b")
+  done <"$registry"
+  local p t
+  for p in "${dpids[@]}"; do
+    for ((t = 0; t < 150; t++)); do alive_as "${p%%:*}" "${p#*:}" || break; sleep 0.1; done
+    alive_as "${p%%:*}" "${p#*:}" && kill_tree "${p%%:*}"
+  done
+
+  # 2. Every other recorded process (sshd, outside servers).
+  while read -r kind a b c; do
+    [[ $kind == pid ]] || continue
+    alive_as "$a" "$b" && kill_tree "$a"
+  done <"$registry"
+
+  # 3. Whatever still runs inside the lab's namespaces is the lab's (sshd sessions,
+  #    docker-proxy, a half-started daemon): the namespaces are ours, so are they.
+  while read -r kind a b c; do
+    [[ $kind == netns && -e /run/netns/$a ]] || continue
+    for p in $(ip netns pids "$a" 2>/dev/null); do kill_tree "$p"; done
+  done <"$registry"
+
+  # 4. Processes started by the daemons with the lab dir on their command line (containerd,
+  #    shims whose containers live in their own namespaces): they and their children.
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$dir/" && kill_tree "$p"
+  done
+
+  wait_killed
+
+  # 5. Mounts under the lab dir (overlays, netns binds) deepest first, then namespaces.
+  local m
+  for m in $(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+  while read -r kind a b c; do
+    if [[ $kind == netns && -e /run/netns/$a ]]; then ip netns del "$a" 2>/dev/null || true; fi
+  done <"$registry"
+  while read -r kind a b c; do
+    if [[ $kind == link ]] && ip link show "$a" >/dev/null 2>&1; then ip link del "$a" 2>/dev/null || true; fi
+  done <"$registry"
+  rm -rf "$dir"
+  rm -f "$LAB_ROOT/lock.$id"
+  flock -u 7
+}
+
+cmd_down() {
+  [[ $# -eq 1 ]] || die "usage: bash lab/lab.sh down ID (see: bash lab/lab.sh status)"
+  teardown "$1"
+}
+
+owner_dead() { # owner file: "PID STARTTIME" or "manual"
+  local o
+  o=$(cat "$1/owner" 2>/dev/null || echo "")
+  [[ $o == manual ]] && return 1
+  [[ -z $o ]] && return 0 # crashed before writing the owner
+  local pid=${o%% *} st=${o#* }
+  ! alive_as "$pid" "$st"
+}
+
+reap_stale() {
+  local d
+  for d in "$LABS"/dpa*; do
+    if owner_dead "$d"; then
+      log "reaping stale lab ${d##*/} (its owner process is gone)"
+      teardown "${d##*/}" || true
+    fi
+  done
+}
+
+cmd_down_all() {
+  mkdir -p "$LABS"
+  if [[ ${1:-} == --stale ]]; then
+    reap_stale
+    return 0
+  fi
+  local d
+  for d in "$LABS"/dpa*; do teardown "${d##*/}"; done
+}
+
+cmd_status() {
+  local d
+  for d in "$LABS"/dpa*; do
+    local id=${d##*/} state=up
+    [[ -f $d/lab.json ]] || state=incomplete
+    owner_dead "$d" && state="$state,stale"
+    echo "$id $state owner=$(cat "$d/owner" 2>/dev/null) netns=$(grep -c '^netns' "$d/registry" 2>/dev/null || echo 0) dir=$d"
+  done
+}
+
+# A human-sized probe; lab/index.ts has its own with the same semantics.
+cmd_probe() {
+  [[ $# -ge 5 ]] || die "usage: bash lab/lab.sh probe ID CLIENT HOST PORT tcp|udp [4|6]"
+  local id=$1 client=$2 host=$3 port=$4 proto=$5 fam=${6:-4}
+  local json="$LABS/$id/lab.json"
+  [[ -f $json ]] || die "probe: no lab '$id'"
+  local addr
+  addr=$(jq -r --arg h "$host" --arg f "$fam" '.hosts[] | select(.name == $h) | if $f == "6" then .ipv6 else .ipv4 end' "$json")
+  [[ -n $addr && $addr != null ]] || die "probe: host '$host' has no IPv$fam address in $id"
+  [[ $fam == 6 ]] && addr="[$addr]"
+  local ok=1
+  if [[ $proto == tcp ]]; then
+    ip netns exec "$id-$client" socat -u OPEN:/dev/null "TCP$fam:$addr:$port,connect-timeout=2" 2>/dev/null || ok=0
+  else
+    local out
+    out=$(echo ping | ip netns exec "$id-$client" socat -t 2 - "UDP$fam:$addr:$port" 2>/dev/null || true)
+    [[ -n $out ]] || ok=0
+  fi
+  ((ok)) && echo open || echo closed
+}
+
+main() {
+  mkdir -p "$LAB_ROOT"
+  local cmd=${1:-}
+  shift || true
+  case $cmd in
+  up) cmd_up "$@" ;;
+  down) cmd_down "$@" ;;
+  down-all) cmd_down_all "$@" ;;
+  status) cmd_status ;;
+  probe) cmd_probe "$@" ;;
+  *) die "usage: bash lab/lab.sh up|down ID|down-all [--stale]|status|probe ..." ;;
+  esac
+}
+main "$@"

@@ -1,0 +1,218 @@
+/**
+ * The lab itself, with real parts only: real dockerd in namespaces, real sshd, real iptables
+ * and real traffic. If these fail, every other lab and engine test is meaningless.
+ */
+import { execFile } from "child_process";
+import { existsSync, readFileSync } from "fs";
+import { startLab, Lab, LabHost } from "../../lab";
+
+function sh(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: 30000 }, (err, stdout, stderr) => {
+      const code = err
+        ? typeof (err as { code?: unknown }).code === "number"
+          ? Number((err as { code: number }).code)
+          : -1
+        : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A pid counts as alive unless gone or a zombie (killed, waiting for init to reap it). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+async function netnsList(): Promise<string[]> {
+  const r = await sh("ip", ["netns", "list"]);
+  return r.stdout
+    .split("\n")
+    .map((l) => l.split(" ")[0])
+    .filter((n) => n !== "");
+}
+
+jest.setTimeout(300000);
+
+describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
+  let lab: Lab;
+  let v4: LabHost;
+  let v6: LabHost;
+  let lab4: Lab;
+
+  beforeAll(async () => {
+    // Two labs at once, as parallel jest workers would make them: they must not collide.
+    [lab, lab4] = await Promise.all([
+      startLab({ docker: 1, light: 1, clients: 2, ipv6: true }),
+      startLab({ docker: 1, light: 0, clients: 2 }),
+    ]);
+    v6 = lab.hosts[0];
+    v4 = lab4.hosts[0];
+  });
+
+  afterAll(async () => {
+    await lab?.down();
+    await lab4?.down();
+  });
+
+  test("the two labs got distinct ids, namespaces and address blocks", () => {
+    expect(lab.id).not.toBe(lab4.id);
+    expect(lab.hosts[0].netns).not.toBe(lab4.hosts[0].netns);
+    expect(lab.hosts[0].ipv4.split(".").slice(0, 3)).not.toEqual(lab4.hosts[0].ipv4.split(".").slice(0, 3));
+    for (const l of [lab, lab4]) {
+      for (const x of [...l.hosts, ...l.clients, l.outside]) {
+        expect(x.ipv4).toMatch(/^198\.1[89]\./);
+        if (x.ipv6 !== undefined) expect(x.ipv6.startsWith("2001:db8:")).toBe(true);
+      }
+    }
+    expect(v6.dockerIpv6).toBe(true);
+    expect(v4.dockerIpv6).toBe(false);
+    expect(v4.ipv6).toBeUndefined();
+    expect(lab.hosts[1]).toMatchObject({ kind: "light", layout: "docker20" });
+  });
+
+  test("(a) with no rules both clients reach the published TCP 8080 and UDP 5353 over IPv4 and IPv6", async () => {
+    const results = await Promise.all([
+      ...[lab.clients[0], lab.clients[1]].flatMap((c) => [
+        lab.probe(c, v6, 8080, "tcp"),
+        lab.probe(c, v6, 5353, "udp"),
+        lab.probe(c, v6, 8080, "tcp", 6),
+        lab.probe(c, v6, 5353, "udp", 6),
+      ]),
+      lab4.probe("c0", v4, 8080, "tcp"),
+      lab4.probe("c0", v4, 5353, "udp"),
+    ]);
+    expect(results).toEqual(results.map(() => true));
+  });
+
+  test("a port nothing is published on is closed (the probe can say no)", async () => {
+    expect(await lab.probe("c0", v6, 8081, "tcp")).toBe(false);
+    expect(await lab.probe("c0", v6, 5354, "udp")).toBe(false);
+  });
+
+  test("(b) a DROP for one client in DOCKER-USER blocks it and only it", async () => {
+    const c0 = lab4.clients[0];
+    const c1 = lab4.clients[1];
+    const ins = await lab4.hostExec(v4, `iptables -I DOCKER-USER 1 -s ${c0.ipv4}/32 -j DROP`);
+    expect(ins).toMatchObject({ code: 0 });
+    try {
+      const [t0, u0, t1, u1] = await Promise.all([
+        lab4.probe(c0, v4, 8080, "tcp"),
+        lab4.probe(c0, v4, 5353, "udp"),
+        lab4.probe(c1, v4, 8080, "tcp"),
+        lab4.probe(c1, v4, 5353, "udp"),
+      ]);
+      expect({ t0, u0, t1, u1 }).toEqual({ t0: false, u0: false, t1: true, u1: true });
+      // The rule lives only in that host's namespace: the other lab's host still lets c0 in.
+      expect(await lab.probe("c0", v6, 8080, "tcp")).toBe(true);
+    } finally {
+      await lab4.hostExec(v4, `iptables -D DOCKER-USER -s ${c0.ipv4}/32 -j DROP`);
+    }
+    expect(await lab4.probe(c0, v4, 8080, "tcp")).toBe(true);
+  });
+
+  test("(b6) on the IPv6 host, a DROP in an ip6tables DOCKER-USER made like newer Docker blocks the v6 client only", async () => {
+    const c0 = lab.clients[0];
+    // dockerd 20.10 makes no ip6tables DOCKER-USER: confirm the lab left that as it was.
+    const before = await lab.hostExec(v6, "ip6tables -S DOCKER-USER");
+    expect(before.code).not.toBe(0);
+    const setup = await lab.hostExec(
+      v6,
+      `ip6tables -N DOCKER-USER && ip6tables -I FORWARD 1 -j DOCKER-USER && ip6tables -A DOCKER-USER -s ${c0.ipv6}/128 -j DROP`,
+    );
+    expect(setup).toMatchObject({ code: 0 });
+    try {
+      expect(await lab.probe(c0, v6, 8080, "tcp", 6)).toBe(false);
+      expect(await lab.probe(lab.clients[1], v6, 8080, "tcp", 6)).toBe(true);
+      // IPv4 from the same client is untouched by an ip6tables rule.
+      expect(await lab.probe(c0, v6, 8080, "tcp", 4)).toBe(true);
+    } finally {
+      await lab.hostExec(
+        v6,
+        "ip6tables -D FORWARD -j DOCKER-USER; ip6tables -F DOCKER-USER; ip6tables -X DOCKER-USER",
+      );
+    }
+  });
+
+  test("(c) a container reaches the outside server on any port, TCP and UDP, and a DROP on that port stops it", async () => {
+    expect(await lab4.containerProbe(v4, 443, "tcp")).toBe(true);
+    expect(await lab4.containerProbe(v4, 53, "udp")).toBe(true);
+    expect(await lab.containerProbe(v6, 8443, "tcp", 6)).toBe(true);
+    const rule = `DOCKER-USER -p tcp -m conntrack --ctorigdstport 443 -j DROP`;
+    expect(await lab4.hostExec(v4, `iptables -I ${rule}`)).toMatchObject({ code: 0 });
+    try {
+      expect(await lab4.containerProbe(v4, 443, "tcp")).toBe(false);
+      expect(await lab4.containerProbe(v4, 444, "tcp")).toBe(true);
+    } finally {
+      await lab4.hostExec(v4, `iptables -D ${rule}`);
+    }
+  });
+
+  test("(d) sshd accepts the lab key for root and dpasudo with a pinned host key; dpapwsudo cannot sudo -n", async () => {
+    const root = await sh(
+      "ssh",
+      lab.sshArgv(v6, "root", "id -u && iptables -S DOCKER-USER && ls -d /etc/iptables"),
+    );
+    expect(root.stderr).toBe("");
+    expect(root.stdout).toContain("0\n-N DOCKER-USER\n");
+    const sudo = await sh(
+      "ssh",
+      lab.sshArgv(v6, lab.users.sudo, "id -un && sudo -n iptables -S DOCKER-USER"),
+    );
+    expect(sudo.stdout).toContain("dpasudo\n-N DOCKER-USER\n");
+    const pw = await sh("ssh", lab.sshArgv(v6, lab.users.sudoPassword, "id -un; sudo -n true"));
+    expect(pw.stdout).toBe("dpapwsudo\n");
+    expect(pw.code).not.toBe(0);
+    expect(pw.stderr).toContain("password is required");
+    // The light host answers too, with its own key: the pin is per host.
+    const light = await sh("ssh", lab.sshArgv(lab.hosts[1], "root", "iptables -S DOCKER-USER"));
+    expect(light).toMatchObject({ code: 0, stdout: "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n" });
+    expect(lab.hosts[1].hostKey).not.toBe(v6.hostKey);
+  });
+
+  test("(d) a host presenting another key than the pinned one is refused", async () => {
+    const argv = lab.sshArgv(v6, "root", "true");
+    // Point the pin for h0's address at h1's key.
+    const wrong = `${lab.dir}/wrong_known_hosts`;
+    await sh("sh", ["-c", `echo '${v6.ipv4} ${lab.hosts[1].hostKey}' > ${wrong}`]);
+    const i = argv.findIndex((a) => a.startsWith("UserKnownHostsFile="));
+    argv[i] = `UserKnownHostsFile=${wrong}`;
+    const r = await sh("ssh", argv);
+    expect(r.code).toBe(255);
+    expect(r.stderr).toMatch(/HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
+  });
+
+  test("hostExec and SSH sessions see the host's own /etc/iptables, not the machine's", async () => {
+    const w = await lab.hostExec(v6, `echo ${lab.id}-h0 > /etc/iptables/rules.v4`);
+    expect(w.code).toBe(0);
+    const viaSsh = await sh("ssh", lab.sshArgv(v6, "root", "cat /etc/iptables/rules.v4"));
+    expect(viaSsh.stdout).toBe(`${lab.id}-h0\n`);
+    expect(existsSync(`${v6.etcIptablesDir}/rules.v4`)).toBe(true);
+    expect(existsSync(`${lab.hosts[1].etcIptablesDir}/rules.v4`)).toBe(false);
+    const other = await lab.hostExec(lab.hosts[1], "cat /etc/iptables/rules.v4");
+    expect(other.code).not.toBe(0);
+  });
+
+  test("(e) after down() no namespace, process, mount or veth of the lab is left", async () => {
+    const id = lab4.id;
+    const dockerPid = await sh("cat", [`${lab4.dir}/h0/docker.pid`]);
+    const pids = [v4.sshdPid, Number(dockerPid.stdout.trim())];
+    expect(pids.every(alive)).toBe(true);
+    await lab4.down();
+    expect((await netnsList()).filter((n) => n.startsWith(`${id}-`))).toEqual([]);
+    expect(pids.filter(alive)).toEqual([]);
+    const ps = await sh("ps", ["-eo", "args"]);
+    expect(ps.stdout.split("\n").filter((l) => l.includes(`/labs/${id}/`))).toEqual([]);
+    const mounts = await sh("cat", ["/proc/mounts"]);
+    expect(mounts.stdout.split("\n").filter((l) => l.includes(`/labs/${id}/`))).toEqual([]);
+    expect((await sh("ip", ["link", "show", `${id}r`])).code).not.toBe(0);
+    expect(existsSync(lab4.dir)).toBe(false);
+    // The other lab is untouched.
+    expect(await lab.probe("c0", v6, 8080, "tcp")).toBe(true);
+  });
+});
