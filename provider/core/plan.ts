@@ -131,9 +131,12 @@ function sameSequence(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** The rule text after `-A CHAIN `, for `-I`/`-D` lines. */
+/** The rule text after `-A CHAIN ` (and after counters from `iptables-save -c`), for `-I`/`-D` lines. */
 function ruleSpec(canonicalOrLine: string): string {
-  return canonicalOrLine.replace(/^-A\s+\S+\s*/, "");
+  return canonicalOrLine
+    .trim()
+    .replace(/^\[\d+:\d+\]\s+/, "")
+    .replace(/^-A\s+\S+\s*/, "");
 }
 
 function planFamily(

@@ -1,0 +1,258 @@
+/**
+ * Properties of the planner, over real fixture states plus random foreign rules, random
+ * earlier versions of the allowlist and random specs (fast-check):
+ * - applying a plan (simulated iptables-restore) converges: planning again is empty;
+ * - foreign rules survive every plan, creation and deletion alike, in their order;
+ * - deleting after creating leaves DOCKER-USER and FORWARD as they were;
+ * - the order and duplication of declared sources do not change the plan;
+ * - rendered rules parse back to themselves.
+ * The real-iptables counterpart is restore.lab.test.ts.
+ */
+import fc from "fast-check";
+import {
+  applyPayload,
+  canonicalRule,
+  FORWARD_TAG,
+  parseFilterTable,
+  planAllowlist,
+  renderDesiredRules,
+  tagOf,
+  chainName,
+  validateAllowlist,
+  type AllowlistSpec,
+  type Family,
+  type Plan,
+} from "../../provider/core";
+import { loadCase } from "./support/fixtures";
+
+type Live = { ipv4: string | null; ipv6: string | null };
+
+const BASES = [
+  "docker20-fresh",
+  "docker20-foreign",
+  "docker28",
+  "fail-open-missing",
+  "fail-open-not-first",
+  "damaged-duplicated",
+  "foreign-precedes-jump",
+  "in-sync",
+  "hand-quirks",
+  "legacy-backend",
+].map((n) => loadCase(n).live);
+
+const v4 = fc
+  .tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 32 }))
+  .map(([a, b, p]) => `198.${18 + (a % 2)}.${b}.${a}/${p}`);
+const v6 = fc
+  .tuple(
+    fc.integer({ min: 0, max: 0xffff }),
+    fc.integer({ min: 0, max: 0xffff }),
+    fc.integer({ min: 0, max: 128 }),
+  )
+  .map(([a, b, p]) => `2001:db8:${a.toString(16)}::${b.toString(16)}/${p}`);
+
+const argsArb = fc.record({
+  port: fc.oneof(
+    fc.integer({ min: 1, max: 65535 }),
+    fc
+      .tuple(fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 0, max: 100 }))
+      .map(([a, d]) => `${a}-${Math.min(65535, a + d)}`),
+  ),
+  protocols: fc.subarray(["tcp", "udp"], { minLength: 1 }),
+  sources: fc.array(fc.oneof(v4, v6), { maxLength: 8 }),
+  action: fc.constantFrom("DROP", "REJECT"),
+  exemptDockerBridges: fc.boolean(),
+  ipv6: fc.constantFrom("auto", "off"),
+  ruleName: fc.constantFrom("web", "api", "x_1"),
+});
+
+function toSpec(args: object): AllowlistSpec {
+  const v = validateAllowlist(args, "prop");
+  if (!v.ok) throw new Error(JSON.stringify(v.failures));
+  return v.spec;
+}
+
+/** Foreign rules someone else added: at the top or bottom of DOCKER-USER, or in FORWARD. */
+const noiseArb = fc.array(
+  fc.tuple(
+    fc.constantFrom("-I DOCKER-USER 1", "-A DOCKER-USER", "-A FORWARD", "-I FORWARD 1"),
+    v4,
+    fc.constantFrom("DROP", "ACCEPT", "RETURN"),
+  ),
+  { maxLength: 4 },
+);
+
+function applyPlan(live: Live, plan: Plan): Live {
+  const out: Live = { ...live };
+  for (const f of ["ipv4", "ipv6"] as const) {
+    const fp = plan.families[f];
+    if (fp !== undefined && live[f] !== null) out[f] = applyPayload(live[f]!, fp.payload, f);
+  }
+  return out;
+}
+
+function addNoise(live: Live, noise: [string, string, string][]): Live {
+  if (live.ipv4 === null || noise.length === 0) return live;
+  const lines = noise.map(([where, src, target]) => `${where} -s ${src} -j ${target}`);
+  // Only where DOCKER-USER exists; a host without it has no place for such rules.
+  if (!live.ipv4.includes(":DOCKER-USER ")) return live;
+  return { ...live, ipv4: applyPayload(live.ipv4, ["*filter", ...lines, "COMMIT", ""].join("\n"), "ipv4") };
+}
+
+/** Rules that belong to nobody we know, per chain, canonical and in order. */
+function foreign(text: string | null, family: Family, ruleName: string): Record<string, string[]> {
+  if (text === null) return {};
+  const out: Record<string, string[]> = {};
+  for (const c of parseFilterTable(text, family).chains) {
+    if (c.name === chainName(ruleName)) continue;
+    out[c.name] = c.rules
+      .filter((r) => r.comment !== tagOf(ruleName) && r.comment !== FORWARD_TAG)
+      .map((r) => r.canonical);
+  }
+  return out;
+}
+
+const scenario = fc.record({
+  base: fc.constantFrom(...BASES),
+  noise: noiseArb,
+  earlier: fc.option(argsArb, { nil: undefined }),
+  args: argsArb,
+});
+
+function setUp(s: {
+  base: Live;
+  noise: [string, string, string][];
+  earlier?: object;
+  args: { ruleName: string };
+}): {
+  state: Live;
+  spec: AllowlistSpec;
+} {
+  const spec = toSpec(s.args);
+  let state = addNoise(s.base, s.noise);
+  if (s.earlier !== undefined) {
+    // An earlier version of the same allowlist is already on the host.
+    const earlier = toSpec({ ...s.earlier, ruleName: s.args.ruleName });
+    const plan = planAllowlist(state, earlier, earlier.ruleName);
+    if (!plan.blocked) state = applyPlan(state, plan);
+  }
+  return { state, spec };
+}
+
+describe("planner properties", () => {
+  it("converges: after applying a plan, planning again is empty", () => {
+    fc.assert(
+      fc.property(scenario, (s) => {
+        const { state, spec } = setUp(s);
+        const plan = planAllowlist(state, spec, spec.ruleName);
+        fc.pre(!plan.blocked);
+        const after = applyPlan(state, plan);
+        const again = planAllowlist(after, spec, spec.ruleName);
+        expect(again.changes).toEqual([]);
+        expect(again.inSync).toBe(true);
+        expect(again.families).toEqual({});
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("never touches foreign rules, on create, update or delete", () => {
+    fc.assert(
+      fc.property(scenario, (s) => {
+        const { state, spec } = setUp(s);
+        const plan = planAllowlist(state, spec, spec.ruleName);
+        fc.pre(!plan.blocked);
+        const after = applyPlan(state, plan);
+        const gone = applyPlan(after, planAllowlist(after, null, spec.ruleName));
+        for (const f of ["ipv4", "ipv6"] as const) {
+          const before = foreign(state[f], f, spec.ruleName);
+          for (const next of [foreign(after[f], f, spec.ruleName), foreign(gone[f], f, spec.ruleName)]) {
+            for (const [chain, rules] of Object.entries(before))
+              expect([chain, next[chain] ?? []]).toEqual([chain, rules]);
+          }
+          expect(gone[f] ?? "").not.toContain(`"${tagOf(spec.ruleName)}"`);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("deleting after creating leaves DOCKER-USER and FORWARD exactly as they were", () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...BASES), noiseArb, argsArb, (base, noise, args) => {
+        const spec = toSpec(args);
+        const state = addNoise(base, noise);
+        for (const f of ["ipv4", "ipv6"] as const) {
+          // Only from states where this allowlist is absent and FORWARD already reaches DOCKER-USER.
+          fc.pre(
+            state[f] === null ||
+              !parseFilterTable(state[f]!, f).chains.some((c) =>
+                c.rules.some((r) => r.comment === tagOf(spec.ruleName)),
+              ),
+          );
+        }
+        const plan = planAllowlist(state, spec, spec.ruleName);
+        fc.pre(!plan.blocked && !plan.changes.some((c) => c.includes("-I FORWARD 1")));
+        const after = applyPlan(state, plan);
+        const gone = applyPlan(after, planAllowlist(after, null, spec.ruleName));
+        for (const f of ["ipv4", "ipv6"] as const) {
+          if (state[f] === null) continue;
+          const pick = (text: string) =>
+            parseFilterTable(text, f)
+              .chains.filter((c) => c.name === "DOCKER-USER" || c.name === "FORWARD")
+              .map((c) => [c.name, c.rules.map((r) => r.canonical)]);
+          expect(pick(gone[f]!)).toEqual(pick(state[f]!));
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("gives the same plan whatever the order and duplication of sources", () => {
+    fc.assert(
+      fc.property(scenario, fc.array(fc.nat()), (s, shuffleKeys) => {
+        const { state, spec } = setUp(s);
+        const sources = [...s.args.sources];
+        const shuffled = sources
+          .map((src, i) => [shuffleKeys[i] ?? i, src] as const)
+          .sort((a, b) => a[0] - b[0])
+          .map(([, src]) => src);
+        const other = toSpec({ ...s.args, sources: [...shuffled, ...sources.slice(0, 3)] });
+        expect(planAllowlist(state, other, other.ruleName)).toEqual(
+          planAllowlist(state, spec, spec.ruleName),
+        );
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("renders lines that parse back to themselves", () => {
+    fc.assert(
+      fc.property(argsArb, fc.constantFrom<Family>("ipv4", "ipv6"), (args, family) => {
+        const spec = toSpec(args);
+        const lines = renderDesiredRules(spec, family);
+        for (const line of lines) expect(canonicalRule(line, family)).toBe(line);
+        const text = [
+          "*filter",
+          ":DOCKER-USER - [0:0]",
+          `:${chainName(spec.ruleName)} - [0:0]`,
+          ...lines,
+          "COMMIT",
+          "",
+        ].join("\n");
+        const parsed = parseFilterTable(text, family);
+        const rules = parsed.chains.flatMap((c) => c.rules);
+        expect(rules.map((r) => r.canonical)).toEqual(
+          [...lines].sort(
+            (a, b) => (a.startsWith("-A DOCKER-USER") ? 0 : 1) - (b.startsWith("-A DOCKER-USER") ? 0 : 1),
+          ),
+        );
+        expect(new Set(rules.map((r) => r.comment))).toEqual(
+          new Set(lines.length > 0 ? [tagOf(spec.ruleName)] : []),
+        );
+        expect(parsed.unparsed).toEqual([]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
