@@ -16,6 +16,10 @@
 import * as pulumi from "@pulumi/pulumi";
 
 import type { AllowlistArgs, ConnectionArgs, PersistenceArgs } from "./args";
+import { DockerPortAllowlist } from "./resource";
+
+/** Connection fields as the fleet takes them: each may be a Pulumi Input (e.g. `pulumi.secret(key)`). */
+export type FleetConnectionArgs = { readonly [K in keyof ConnectionArgs]?: pulumi.Input<ConnectionArgs[K]> };
 
 /** A named allowlist policy. Its name is also the rule name on every host (chain `DPA-<name>`). */
 export interface FleetPolicyArgs extends Omit<AllowlistArgs, "ruleName"> {
@@ -37,7 +41,7 @@ export interface FleetHostArgs {
    * How to reach this host. Merged field by field over the fleet's {@link
    * DockerPortAllowlistFleetArgs.connection}, so a host only states what differs (at least `host`).
    */
-  readonly connection: Partial<ConnectionArgs> & { readonly host: string };
+  readonly connection: FleetConnectionArgs & { readonly host: pulumi.Input<string> };
   /**
    * Names of the fleet policies that apply to this host.
    * @default - every policy of the fleet
@@ -77,7 +81,7 @@ export interface DockerPortAllowlistFleetArgs {
    * A host's own `connection` fields win.
    * @default - each host's `connection` must be complete on its own
    */
-  readonly connection?: Partial<Omit<ConnectionArgs, "host">>;
+  readonly connection?: Omit<FleetConnectionArgs, "host">;
   /** @default - no canaries, all hosts in one batch */
   readonly rollout?: RolloutArgs;
   /** Persistence settings for every host. @default - persist to /etc/iptables/rules.v4 and rules.v6 */
@@ -170,5 +174,115 @@ function canarySet(
   return set;
 }
 
-// Keep the pulumi import referenced until the component lands in this file.
-export type FleetOptions = pulumi.ComponentResourceOptions;
+const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+const POLICY_NAME = /^[A-Za-z0-9_-]{1,24}$/;
+
+/**
+ * Checks what the fleet itself relies on (names and references); each allowlist's own fields are
+ * validated by its resource, before anything reaches a host.
+ */
+function checkFleet(args: DockerPortAllowlistFleetArgs): void {
+  if (args.policies.length === 0) {
+    throw new FleetError("policies is empty; a fleet needs at least one policy ({ name, port, sources }).");
+  }
+  const policyNames = args.policies.map((p) => p.name);
+  args.policies.forEach((p, i) => {
+    if (!POLICY_NAME.test(p.name)) {
+      throw new FleetError(
+        `policies[${i}].name is ${JSON.stringify(p.name)}; a policy name becomes the chain DPA-<name> on every host, ` +
+          "so it must be 1-24 letters, digits, `_` or `-`. Pick a shorter or simpler name.",
+      );
+    }
+    if (policyNames.indexOf(p.name) !== i) {
+      throw new FleetError(
+        `policies[${i}].name ${JSON.stringify(p.name)} is already used by policies[${policyNames.indexOf(p.name)}]; ` +
+          "each policy owns its own chain, so names must be unique. Rename one, or merge their sources.",
+      );
+    }
+  });
+  const known = `known policies: ${policyNames.join(", ")}`;
+  args.hosts.forEach((h, i) => {
+    if (!HOST_NAME.test(h.name)) {
+      throw new FleetError(
+        `hosts[${i}].name is ${JSON.stringify(h.name)}; it must be 1-63 letters, digits, ".", "_" or "-", ` +
+          "starting with a letter or digit (it is part of resource names).",
+      );
+    }
+    h.policies?.forEach((p, j) => {
+      if (!policyNames.includes(p)) {
+        throw new FleetError(
+          `hosts[${i}].policies[${j}] is ${JSON.stringify(p)}, not a policy of this fleet; ${known}.`,
+        );
+      }
+    });
+    for (const p of Object.keys(h.extraSources ?? {})) {
+      if (!(h.policies ?? policyNames).includes(p)) {
+        throw new FleetError(
+          `hosts[${i}].extraSources names ${JSON.stringify(p)}, which is not applied to host ${JSON.stringify(h.name)}; ` +
+            `${known}${h.policies ? `; this host applies: ${h.policies.join(", ")}` : ""}. Fix the name or apply the policy.`,
+        );
+      }
+    }
+  });
+}
+
+/**
+ * Applies named allowlist policies to many Docker hosts, canary first and then in batches.
+ *
+ * Creates one {@link DockerPortAllowlist} per (host, policy), named `<fleet>-<host>-<policy>`, with
+ * `ruleName` = the policy name. Every resource of a batch depends on every resource of the batch
+ * before it.
+ */
+export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
+  /** Host names per batch, in rollout order (the canary batch first). */
+  public readonly batches: readonly (readonly string[])[];
+  /** The allowlists, by host name and policy name. */
+  public readonly allowlists: Readonly<Record<string, Readonly<Record<string, DockerPortAllowlist>>>>;
+
+  constructor(name: string, args: DockerPortAllowlistFleetArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("docker-port-allowlist:index:Fleet", name, {}, opts);
+    checkFleet(args);
+    const batches = planRollout(
+      args.hosts.map((h) => h.name),
+      args.rollout,
+    );
+    const byName = new Map(args.hosts.map((h) => [h.name, h]));
+    const allowlists: Record<string, Record<string, DockerPortAllowlist>> = {};
+
+    let previous: DockerPortAllowlist[] = [];
+    for (const batch of batches) {
+      const current: DockerPortAllowlist[] = [];
+      for (const hostName of batch) {
+        const host = byName.get(hostName)!;
+        // Field by field, so a host that only states `host` inherits user, keys, pinning, proxy.
+        const connection = { ...args.connection, ...host.connection };
+        allowlists[hostName] = {};
+        for (const policy of args.policies) {
+          if (host.policies && !host.policies.includes(policy.name)) continue;
+          const { name: policyName, ...allowlist } = policy;
+          const resource = new DockerPortAllowlist(
+            `${name}-${hostName}-${policyName}`,
+            {
+              ...allowlist,
+              ...args.persistence,
+              sources: [...policy.sources, ...(host.extraSources?.[policyName] ?? [])],
+              ruleName: policyName,
+              connection,
+            },
+            // dependsOn the whole previous batch: the engine starts this batch only when that one
+            // succeeded, and starts nothing after a failure.
+            { parent: this, dependsOn: previous },
+          );
+          allowlists[hostName][policyName] = resource;
+          current.push(resource);
+        }
+      }
+      // A batch whose hosts apply no policy adds nothing to wait for; keep the previous barrier.
+      if (current.length > 0) previous = current;
+    }
+
+    this.batches = batches;
+    this.allowlists = allowlists;
+    this.registerOutputs({ batches });
+  }
+}

@@ -17,3 +17,13 @@ export type {
 export { dockerPortAllowlistProvider } from "./dynamic";
 export { HostError, type HostErrorKind } from "./host/errors";
 export type { OperationReport, RuleLines } from "./host/lifecycle";
+export {
+  DockerPortAllowlistFleet,
+  FleetError,
+  planRollout,
+  type DockerPortAllowlistFleetArgs,
+  type FleetConnectionArgs,
+  type FleetHostArgs,
+  type FleetPolicyArgs,
+  type RolloutArgs,
+} from "./fleet";
