@@ -40,8 +40,24 @@ log() { [[ -z ${DPA_LAB_QUIET:-} ]] && echo "lab: $*" >&2 || true; }
 # ---------------------------------------------------------------- process identity helpers
 # A pid is only "ours" while its start time matches what we recorded, so a recycled pid of
 # an unrelated process is never signalled.
-starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
-alive_as() { [[ -e /proc/$1 && "$(starttime "$1")" == "$2" ]]; }
+# Fields after the ")" closing the command name (which may hold spaces): state is the 1st,
+# start time the 20th (fields 3 and 22 of proc(5)).
+proc_fields() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  echo "$stat"
+}
+starttime() {
+  local f
+  f=($(proc_fields "$1")) || return 0
+  echo "${f[19]:-}"
+}
+alive_as() { # a zombie counts as dead: it is only waiting for its parent to reap it
+  local f
+  f=($(proc_fields "$1")) || return 1
+  [[ ${f[0]} != Z && ${f[19]} == "$2" ]]
+}
 
 # Children of a pid (one level), from /proc/<pid>/task/*/children.
 children_of() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$' || true; }
@@ -59,7 +75,9 @@ wait_killed() {
   local p t
   for p in "${KILLED[@]}"; do
     for ((t = 0; t < 60; t++)); do
-      [[ -e /proc/$p && $(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) != Z ]] || break
+      local f
+      f=($(proc_fields "$p")) || break
+      [[ ${f[0]} != Z ]] || break
       sleep 0.05
     done
   done
@@ -246,7 +264,7 @@ docker_host_containers() { # $1 host name, $2 host dir
     sleep 0.1
   done
   ((i < 100)) || die "the UDP server in $name's container did not answer within 10 s; see: docker logs udp"
-  touch "$hd/ready"
+  return 0
 }
 
 lay_light_layout() { # $1 netns, $2 layout
@@ -328,6 +346,27 @@ write_json() {
 }
 EOF
   mv "$DIR/lab.json.tmp" "$DIR/lab.json"
+}
+
+# One host, run as a background job: namespace, wiring, dockerd or chain layout, sshd; for
+# docker hosts also the image and containers. Marks success with $hd/ready.
+setup_host() { # $1 index, $2 v4 prefix, $3 v6 prefix
+  local i=$1 p4=$2 p6=$3
+  local ns="$ID-h$i" hd="$DIR/h$i"
+  mkdir -p "$hd"
+  new_ns "$ns"
+  wire "$ns" "$p4.$((10 + i))" "${IPV6:+$p6::$((10 + i))}" "h$i"
+  if ((i < N_DOCKER)); then
+    HOST_KIND=docker
+    start_dockerd "h$i" "$ns" "$hd" "$i"
+  else
+    HOST_KIND=light
+    lay_light_layout "$ns" "$LIGHT_LAYOUT"
+  fi
+  start_sshd "h$i" "$ns" "$hd" "$p4.$((10 + i))" "${IPV6:+$p6::$((10 + i))}"
+  if ((i < N_DOCKER)); then docker_host_containers "h$i" "$hd"; fi
+  wait_tcp "$p4.$((10 + i))" 22 "sshd of h$i" "$hd/sshd.log"
+  touch "$hd/ready"
 }
 
 # Keeps the logs of a failed bring-up (the lab dir itself goes) and tears the lab down.
@@ -418,34 +457,21 @@ cmd_up() {
     wire "$ID-c$j" "$p4.$((200 + j))" "${IPV6:+$p6::$((200 + j))}" "c$j"
   done
 
+  # Hosts come up in parallel (bounded: each is a handful of processes and kernel calls).
+  # Only these jobs are waited for: the outside server is a background child too.
+  local max_jobs=${DPA_LAB_JOBS:-8} jobs_=() k
   for ((i = 0; i < N_HOSTS; i++)); do
-    local ns="$ID-h$i" hd="$DIR/h$i"
-    mkdir -p "$hd"
-    new_ns "$ns"
-    wire "$ns" "$p4.$((10 + i))" "${IPV6:+$p6::$((10 + i))}" "h$i"
-    if ((i < N_DOCKER)); then
-      HOST_KIND=docker
-      start_dockerd "h$i" "$ns" "$hd" "$i"
-    else
-      HOST_KIND=light
-      lay_light_layout "$ns" "$LIGHT_LAYOUT"
-    fi
-    start_sshd "h$i" "$ns" "$hd" "$p4.$((10 + i))" "${IPV6:+$p6::$((10 + i))}"
+    if ((i >= max_jobs)); then wait "${jobs_[i - max_jobs]}" || true; fi
+    setup_host "$i" "$p4" "$p6" &
+    jobs_+=($!)
   done
-
-  # Docker hosts finish in parallel: each waits for its daemon, imports, runs containers.
-  local pids=()
-  for ((i = 0; i < N_DOCKER; i++)); do
-    docker_host_containers "h$i" "$DIR/h$i" &
-    pids+=($!)
-  done
-  local failed=0
-  for j in "${pids[@]}"; do wait "$j" || failed=1; done
-  ((failed == 0)) || die "a docker host failed to start; logs in $DIR/h*/dockerd.log"
+  for k in "${jobs_[@]}"; do wait "$k" || true; done
+  local missing=()
+  for ((i = 0; i < N_HOSTS; i++)); do [[ -e $DIR/h$i/ready ]] || missing+=("h$i"); done
+  ((${#missing[@]} == 0)) || die "hosts ${missing[*]} failed to come up; logs in $DIR/<host>/"
 
   : >"$DIR/known_hosts"
   for ((i = 0; i < N_HOSTS; i++)); do
-    wait_tcp "$p4.$((10 + i))" 22 "sshd of h$i" "$DIR/h$i/sshd.log"
     local key
     key=$(awk '{print $1" "$2}' "$DIR/h$i/ssh_host_ed25519_key.pub")
     echo "$p4.$((10 + i)) $key" >>"$DIR/known_hosts"
@@ -459,6 +485,18 @@ cmd_up() {
 }
 
 # ===================================================================================== DOWN
+stop_dockerd() { # $1 pid, $2 its start time, $3 host dir; run in parallel per host
+  local pid=$1 st=$2 hd=$3 ids t
+  ids=$(timeout 10 "$DOCKER_CLI" -H "unix://$hd/docker.sock" ps -aq 2>/dev/null || true)
+  if [[ -n $ids ]]; then
+    # shellcheck disable=SC2086 # one argument per container id
+    timeout 20 "$DOCKER_CLI" -H "unix://$hd/docker.sock" rm -f $ids >/dev/null 2>&1 || true
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((t = 0; t < 150; t++)); do alive_as "$pid" "$st" || return 0; sleep 0.1; done
+  kill_tree "$pid"
+}
+
 teardown() { # $1 lab id; idempotent, safe after a crash at any point of `up`
   local id=$1 dir="$LABS/$1"
   [[ $id =~ ^dpa[0-9]{3}$ ]] || die "down: '$id' is not a lab id (dpaNNN); see: bash lab/lab.sh status"
@@ -475,18 +513,11 @@ teardown() { # $1 lab id; idempotent, safe after a crash at any point of `up`
   while read -r kind a b c; do
     [[ $kind == pid && $c == dockerd-* ]] || continue
     alive_as "$a" "$b" || continue
-    local hd="$dir/${c#dockerd-}"
-    local ids
-    ids=$(timeout 10 "$DOCKER_CLI" -H "unix://$hd/docker.sock" ps -aq 2>/dev/null || true)
-    [[ -n $ids ]] && timeout 20 "$DOCKER_CLI" -H "unix://$hd/docker.sock" rm -f $ids >/dev/null 2>&1 || true
-    kill -TERM "$a" 2>/dev/null || true
-    dpids+=("$a:$b")
+    stop_dockerd "$a" "$b" "$dir/${c#dockerd-}" &
+    dpids+=($!)
   done <"$registry"
   local p t
-  for p in "${dpids[@]}"; do
-    for ((t = 0; t < 150; t++)); do alive_as "${p%%:*}" "${p#*:}" || break; sleep 0.1; done
-    alive_as "${p%%:*}" "${p#*:}" && kill_tree "${p%%:*}"
-  done
+  for p in "${dpids[@]}"; do wait "$p" || true; done
 
   # 2. Every other recorded process (sshd, outside servers).
   while read -r kind a b c; do
