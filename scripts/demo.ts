@@ -306,7 +306,11 @@ export function renderMatrix(cells: readonly ReachCell[], clientAddresses: Recor
   const first = 30;
   lines.push(
     "".padEnd(first) +
-      ports.map((p) => `${p.port}/${p.proto} (${p.policy})`.padEnd(w * hosts.length)).join(" "),
+      ports
+        .map((p) =>
+          `${p.port}/${p.proto}${p.policy === "-" ? "" : ` (policy ${p.policy})`}`.padEnd(w * hosts.length),
+        )
+        .join(" "),
   );
   lines.push("client".padEnd(first) + ports.map(() => hosts.map((h) => h.padEnd(w)).join("")).join(" "));
   for (const cl of clients) {
