@@ -288,6 +288,10 @@ function makeLab(data: LabData, privateKey: string): Lab {
     }
   };
   let isDown = false;
+  // After down() the recorded pids and namespaces may belong to someone else.
+  const live = (what: string) => {
+    if (isDown) throw new LabError(`lab ${data.id}: ${what} after down(); start a new lab`);
+  };
 
   return {
     id: data.id,
@@ -304,6 +308,7 @@ function makeLab(data: LabData, privateKey: string): Lab {
     users: data.users,
 
     async probe(c, h, port, proto, family = 4) {
+      live("probe");
       const cl = client(c);
       const target = address(`host ${host(h).name}`, host(h), family);
       checkPort(port);
@@ -311,6 +316,7 @@ function makeLab(data: LabData, privateKey: string): Lab {
     },
 
     async containerProbe(h, port, proto, family = 4) {
+      live("containerProbe");
       const hh = host(h);
       if (hh.kind !== "docker" || !hh.dockerHost) {
         throw new LabError(
@@ -331,6 +337,7 @@ function makeLab(data: LabData, privateKey: string): Lab {
     },
 
     async hostExec(h, cmd) {
+      live("hostExec");
       const hh = host(h);
       const env = { ...process.env, ...(hh.dockerHost ? { DOCKER_HOST: hh.dockerHost } : {}) };
       return run("nsenter", ["-t", String(hh.sshdPid), "-n", "-m", "--", "sh", "-c", cmd], { env });

@@ -147,7 +147,13 @@ alloc_slot() {
     p4=$(slot_prefix4 "$s")
     ip -4 route show to match "$p4.1" | grep -qv '^default' && continue
     ip link show "${id}r" >/dev/null 2>&1 && continue
-    mkdir -p "$LABS/$id"
+    # The lab dir appears complete with its owner (rename), so a concurrent reaper never
+    # sees an ownerless lab that is still being made.
+    rm -rf "$LABS/.$id.new"
+    mkdir -p "$LABS/.$id.new"
+    if [[ -n $OWNER ]]; then echo "$OWNER $(starttime "$OWNER")" >"$LABS/.$id.new/owner"; else echo manual >"$LABS/.$id.new/owner"; fi
+    : >"$LABS/.$id.new/registry"
+    mv "$LABS/.$id.new" "$LABS/$id"
     flock -u 9
     SLOT=$s
     ID=$id
@@ -399,6 +405,7 @@ cmd_up() {
   for n in "$N_DOCKER" "$N_LIGHT" "$N_CLIENTS"; do
     [[ $n =~ ^[0-9]+$ ]] || die "up: host and client counts must be whole numbers >= 0, got '$n'"
   done
+  [[ -z $OWNER || $OWNER =~ ^[0-9]+$ ]] || die "up: --owner-pid must be a process id, got '$OWNER'"
   [[ $LIGHT_LAYOUT == docker20 || $LIGHT_LAYOUT == docker28 ]] ||
     die "up: --light-layout must be docker20 or docker28, got '$LIGHT_LAYOUT'"
   N_HOSTS=$((N_DOCKER + N_LIGHT))
@@ -417,11 +424,13 @@ cmd_up() {
   DIR="$LABS/$ID"
   SW="$ID-sw"
   OUT="$ID-out"
-  if [[ -n $OWNER ]]; then echo "$OWNER $(starttime "$OWNER")" >"$DIR/owner"; else echo manual >"$DIR/owner"; fi
-  : >"$DIR/registry"
   # Any failure from here on (set -e or die) takes the half-built lab down again.
   UP_DONE=""
   trap 'rc=$?; if [[ -z $UP_DONE ]]; then up_failed "$rc"; fi' EXIT
+  # A signal ends the script through exit, so the EXIT trap above still cleans up.
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  trap 'exit 129' HUP
 
   local p4 p6 i j
   p4=$(slot_prefix4 "$SLOT")

@@ -2,13 +2,16 @@
  * The lab itself, with real parts only: real dockerd in namespaces, real sshd, real iptables
  * and real traffic. If these fail, every other lab and engine test is meaningless.
  */
-import { execFile } from "child_process";
+import { execFile, spawn } from "child_process";
+import * as path from "path";
 import { existsSync, readFileSync } from "fs";
 import { startLab, Lab, LabHost } from "../../lab";
 
+const LAB_SH = path.join(__dirname, "../../lab/lab.sh");
+
 function sh(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { timeout: 30000 }, (err, stdout, stderr) => {
+    execFile(file, args, { timeout: 120000 }, (err, stdout, stderr) => {
       const code = err
         ? typeof (err as { code?: unknown }).code === "number"
           ? Number((err as { code: number }).code)
@@ -44,24 +47,25 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
   let v4: LabHost;
   let v6: LabHost;
   let lab4: Lab;
+  let lab28: Lab;
 
   beforeAll(async () => {
-    // Two labs at once, as parallel jest workers would make them: they must not collide.
-    [lab, lab4] = await Promise.all([
+    // Three labs at once, as parallel jest workers would make them: they must not collide.
+    [lab, lab4, lab28] = await Promise.all([
       startLab({ docker: 1, light: 1, clients: 2, ipv6: true }),
       startLab({ docker: 1, light: 0, clients: 2 }),
+      startLab({ docker: 0, light: 2, clients: 0, ipv6: true, lightLayout: "docker28" }),
     ]);
     v6 = lab.hosts[0];
     v4 = lab4.hosts[0];
   });
 
   afterAll(async () => {
-    await lab?.down();
-    await lab4?.down();
+    await Promise.all([lab?.down(), lab4?.down(), lab28?.down()]);
   });
 
   test("the two labs got distinct ids, namespaces and address blocks", () => {
-    expect(lab.id).not.toBe(lab4.id);
+    expect(new Set([lab.id, lab4.id, lab28.id]).size).toBe(3);
     expect(lab.hosts[0].netns).not.toBe(lab4.hosts[0].netns);
     expect(lab.hosts[0].ipv4.split(".").slice(0, 3)).not.toEqual(lab4.hosts[0].ipv4.split(".").slice(0, 3));
     for (const l of [lab, lab4]) {
@@ -185,6 +189,85 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     const r = await sh("ssh", argv);
     expect(r.code).toBe(255);
     expect(r.stderr).toMatch(/HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
+  });
+
+  test("light hosts carry the chosen Docker layout: 20.10 with RETURN and no v6 DOCKER-USER, 28.x without RETURN and with one", async () => {
+    const l20 = await lab.hostExec(
+      lab.hosts[1],
+      "iptables -S FORWARD; iptables -S DOCKER-USER; ip6tables -S DOCKER-USER",
+    );
+    expect(l20.stdout).toContain("-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n");
+    expect(l20.stdout).toContain("-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n");
+    expect(l20.code).not.toBe(0); // no ip6tables DOCKER-USER, like the real 20.10 daemon
+    const h28 = lab28.hosts[1];
+    expect(h28).toMatchObject({ kind: "light", layout: "docker28", dockerIpv6: true });
+    const l28 = await lab28.hostExec(
+      h28,
+      "iptables -S FORWARD; iptables -S DOCKER-USER; ip6tables -S DOCKER-USER; iptables -S DOCKER-CT",
+    );
+    expect(l28).toMatchObject({ code: 0 });
+    expect(l28.stdout).toBe(
+      [
+        "-P FORWARD DROP",
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -j DOCKER-FORWARD",
+        "-N DOCKER-USER",
+        "-N DOCKER-USER",
+        "-N DOCKER-CT",
+        "-A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "",
+      ].join("\n"),
+    );
+    // Every light host of the 20-host kind answers SSH with its own pinned key.
+    const r = await sh("ssh", lab28.sshArgv(lab28.hosts[0], "root", "hostname -I"));
+    expect(r).toMatchObject({ code: 0 });
+    expect(r.stdout).toContain(lab28.hosts[0].ipv4);
+  });
+
+  test("bad options are refused before anything is made, naming the field and what is allowed", async () => {
+    await expect(startLab({ docker: -1, light: 0, clients: 0 })).rejects.toThrow(
+      "startLab: docker must be a whole number from 0 to 190, got -1",
+    );
+    await expect(startLab({ docker: 0, light: 0, clients: 1 })).rejects.toThrow(
+      "a lab needs at least one host",
+    );
+    const r = await sh("bash", [LAB_SH, "up", "--light-layout", "docker99"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("lab: up: --light-layout must be docker20 or docker28, got 'docker99'\n");
+    await expect(lab.hostExec("h9", "true")).rejects.toThrow("no host 'h9'; hosts are h0, h1");
+  });
+
+  test("a lab whose owner process died is reaped by down-all --stale, and a lab with a live owner is not", async () => {
+    // The owner is a process of ours that we then kill, as a crashed jest worker would be.
+    const owner = spawn("sleep", ["600"], { stdio: "ignore" });
+    const up = await sh("bash", [
+      LAB_SH,
+      "up",
+      "--docker",
+      "1",
+      "--light",
+      "1",
+      "--clients",
+      "1",
+      "--owner-pid",
+      String(owner.pid),
+    ]);
+    expect(up.code).toBe(0);
+    const dir = path.dirname(up.stdout.trim());
+    const id = path.basename(dir);
+    const dockerPid = Number(readFileSync(`${dir}/h0/docker.pid`, "utf8"));
+    expect(alive(dockerPid)).toBe(true);
+    expect((await sh("bash", [LAB_SH, "down-all", "--stale"])).code).toBe(0);
+    expect(existsSync(dir)).toBe(true); // owner still alive: kept
+    owner.kill("SIGKILL");
+    await new Promise((r) => owner.once("exit", r));
+    const reap = await sh("bash", [LAB_SH, "down-all", "--stale"]);
+    expect(reap.code).toBe(0);
+    expect(existsSync(dir)).toBe(false);
+    expect(alive(dockerPid)).toBe(false);
+    expect((await netnsList()).filter((n) => n.startsWith(`${id}-`))).toEqual([]);
+    // Our own labs (live owner: this process) survived the sweep.
+    expect(await lab.probe("c0", v6, 8080, "tcp")).toBe(true);
   });
 
   test("hostExec and SSH sessions see the host's own /etc/iptables, not the machine's", async () => {
