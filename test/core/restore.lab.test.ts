@@ -156,8 +156,10 @@ describe("allowlists on a real Docker host, checked with real traffic", () => {
     }
     // --ctorigdstport has no direction: the bridge exemption keeps containers' own outbound
     // connections to the same port numbers working.
-    expect(await lab.containerProbe(host, 8080, "tcp")).toBe(true);
-    expect(await lab.containerProbe(host, 5353, "udp")).toBe(true);
+    for (const family of [4, 6] as const) {
+      expect(await lab.containerProbe(host, 8080, "tcp", family)).toBe(true);
+      expect(await lab.containerProbe(host, 5353, "udp", family)).toBe(true);
+    }
 
     for (const s of [web, dns]) await apply(planAllowlist(await read(), null, s.ruleName));
     const gone = await read();
