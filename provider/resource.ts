@@ -44,19 +44,19 @@ function carriesSecret(c: Record<string, unknown> | undefined): boolean {
 
 export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   /** The chain this allowlist owns on the host: `DPA-<ruleName>`. */
-  public readonly chain!: pulumi.Output<string>;
+  declare public readonly chain: pulumi.Output<string>;
   /** The owned name (the given `ruleName`, or one derived from the resource name). */
-  public readonly ruleName!: pulumi.Output<string>;
+  declare public readonly ruleName: pulumi.Output<string>;
   /** Our rules per family, exactly as `iptables-save` prints them. */
-  public readonly rules!: pulumi.Output<RuleLines>;
+  declare public readonly rules: pulumi.Output<RuleLines>;
   /** Warnings about the host (fail-open FORWARD chain, foreign rules above ours...). */
-  public readonly hostFindings!: pulumi.Output<string[]>;
+  declare public readonly hostFindings: pulumi.Output<string[]>;
   /** False when the live rules are not saved for reboots (the next `up` saves them). */
-  public readonly persisted!: pulumi.Output<boolean>;
+  declare public readonly persisted: pulumi.Output<boolean>;
   /** Families policed on the host ("ipv4", "ipv6"). */
-  public readonly families!: pulumi.Output<string[]>;
+  declare public readonly families: pulumi.Output<string[]>;
   /** SSH connections, command round trips and time of the last create/update. */
-  public readonly lastOperation!: pulumi.Output<OperationReport>;
+  declare public readonly lastOperation: pulumi.Output<OperationReport>;
 
   constructor(name: string, args: DockerPortAllowlistArgs, opts?: pulumi.CustomResourceOptions) {
     // The whole connection becomes a secret when it carries a credential: the provider process

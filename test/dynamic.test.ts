@@ -1,0 +1,131 @@
+/**
+ * The dynamic provider's pure decisions: what `check` adds and refuses, what `diff` updates or
+ * replaces, and that the serialized provider captures nothing but the implementation's path.
+ */
+import { dockerPortAllowlistProvider } from "../provider/dynamic";
+import { UNKNOWN, check, diff, ownedLines } from "../provider/host/lifecycle";
+
+const connection = {
+  host: "198.18.0.10",
+  privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+};
+const base = { connection, resourceName: "web", port: 8080, sources: ["198.18.1.0/24"] };
+
+function checked(news: Record<string, unknown>): Record<string, unknown> {
+  const r = check({}, news);
+  if (r.inputs === undefined) throw new Error(JSON.stringify(r.failures));
+  return r.inputs;
+}
+
+describe("check", () => {
+  test("adds the derived ruleName and the exact rule lines per family for preview", () => {
+    const inputs = checked(base);
+    expect(inputs.ruleName).toBe("web");
+    expect(inputs.rules).toEqual({
+      ipv4: [
+        '-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 -m comment --comment "dpa:web" -j DPA-web',
+        '-A DPA-web -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "dpa:web" -j RETURN',
+        '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
+        '-A DPA-web -i br-+ -m comment --comment "dpa:web" -j RETURN',
+        '-A DPA-web -s 198.18.1.0/24 -m comment --comment "dpa:web" -j RETURN',
+        '-A DPA-web -m comment --comment "dpa:web" -j DROP',
+      ],
+      ipv6: [
+        '-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 -m comment --comment "dpa:web" -j DPA-web',
+        '-A DPA-web -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "dpa:web" -j RETURN',
+        '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
+        '-A DPA-web -i br-+ -m comment --comment "dpa:web" -j RETURN',
+        '-A DPA-web -m comment --comment "dpa:web" -j DROP',
+      ],
+    });
+  });
+
+  test.each([
+    ["sources[0]", { sources: ["198.18.1.0/33"] }],
+    ["port", { port: 0 }],
+    ["connection.host", { connection: { ...connection, host: "h; reboot" } }],
+    ["connection.user", { connection: { ...connection, user: "root$(id)" } }],
+    ["ruleName", { ruleName: "x y" }],
+    ["rulesV4Path", { rulesV4Path: "/etc/iptables/rules.v4; rm -rf /" }],
+  ])("refuses a bad %s with a failure on that property", (property, bad) => {
+    const r = check({}, { ...base, ...bad });
+    expect(r.inputs).toBeUndefined();
+    expect(r.failures?.map((f) => f.property)).toContain(property);
+  });
+
+  test("never echoes a secret in a failure", () => {
+    const r = check({}, { ...base, connection: { host: "198.18.0.10", password: 12345678 } });
+    expect(JSON.stringify(r.failures)).not.toContain("12345678");
+  });
+
+  test("passes unknown values of a preview through without rendering rules", () => {
+    const r = check({}, { ...base, sources: UNKNOWN, connection: { host: UNKNOWN } });
+    expect(r.failures).toBeUndefined();
+    expect(r.inputs?.rules).toBeUndefined();
+  });
+});
+
+describe("diff", () => {
+  const olds = { ...checked(base), persisted: true };
+
+  test("no change for the same declaration", () => {
+    expect(diff(olds, checked(base))).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+  });
+
+  test("an edited source list is an update", () => {
+    expect(diff(olds, checked({ ...base, sources: ["198.18.2.0/24"] }))).toEqual({
+      changes: true,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
+  });
+
+  test("another host, SSH port or ruleName replaces (old one deleted first)", () => {
+    expect(
+      diff(olds, checked({ ...base, connection: { ...connection, host: "198.18.0.11" } })).replaces,
+    ).toEqual(["connection.host"]);
+    expect(diff(olds, checked({ ...base, connection: { ...connection, port: 2222 } })).replaces).toEqual([
+      "connection.port",
+    ]);
+    const renamed = diff(olds, checked({ ...base, ruleName: "web2" }));
+    expect(renamed).toEqual({ changes: true, replaces: ["ruleName"], deleteBeforeReplace: true });
+  });
+
+  test("rules that drifted on the host (refresh) make the next up update", () => {
+    const drifted = { ...olds, rules: { ipv4: [], ipv6: [] } };
+    expect(diff(drifted, checked(base)).changes).toBe(true);
+  });
+
+  test("an unsaved state (persist failed) makes the next up update", () => {
+    expect(diff({ ...olds, persisted: false }, checked(base)).changes).toBe(true);
+    expect(diff({ ...olds, persisted: false }, checked({ ...base, persist: false })).changes).toBe(true);
+  });
+});
+
+test("ownedLines picks our jumps then our chain from a save text, ignoring foreign and other allowlists' rules", () => {
+  const save = [
+    "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
+    '-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 -m comment --comment "dpa:web" -j DPA-web',
+    '-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 9090 -m comment --comment "dpa:api" -j DPA-api',
+    '-A DPA-api -m comment --comment "dpa:api" -j DROP',
+    '-A DPA-web -m comment --comment "dpa:web" -j DROP',
+  ].join("\n");
+  expect(ownedLines(save, "web")).toEqual([save.split("\n")[1], save.split("\n")[4]]);
+  expect(ownedLines(null, "web")).toEqual([]);
+});
+
+test("the provider object holds only methods that load the implementation at call time", () => {
+  expect(Object.keys(dockerPortAllowlistProvider).sort()).toEqual([
+    "check",
+    "create",
+    "delete",
+    "diff",
+    "read",
+    "update",
+  ]);
+  for (const fn of Object.values(dockerPortAllowlistProvider)) {
+    const src = String(fn);
+    expect(src).toContain("require(IMPLEMENTATION)");
+    expect(src).not.toMatch(/ssh2|privateKey|process\.env/);
+  }
+});
