@@ -76,8 +76,10 @@ export interface LabHost {
   readonly dockerIpv6: boolean;
   /** `unix://...` socket of this host's dockerd (docker hosts only); SSH sessions have it as DOCKER_HOST. */
   readonly dockerHost?: string;
-  /** @internal pid of the host's sshd; hostExec enters its namespaces. */
+  /** pid of the host's sshd (listener). */
   readonly sshdPid: number;
+  /** @internal pid of a process sharing sshd's network and mount ns; hostExec enters through it. */
+  readonly nsPid: number;
 }
 
 export interface LabClient {
@@ -153,10 +155,22 @@ export interface Lab {
   containerProbe(host: LabHost | string, port: number, proto: Proto, family?: Family): Promise<boolean>;
   /** Runs `sh -c cmd` in the host's network and mount namespace, as an SSH session would. */
   hostExec(host: LabHost | string, cmd: string): Promise<ExecResult>;
+  /**
+   * Reboots a docker host as far as its firewall can tell: dockerd stops, every iptables and
+   * ip6tables rule and conntrack entry is flushed, the host's persisted `rules.v4`/`rules.v6`
+   * are restored (as netfilter-persistent does at boot), dockerd starts again and rebuilds its
+   * chains around them; the containers come back. Resolves when they answer again.
+   */
+  reboot(host: LabHost | string, options?: RebootOptions): Promise<void>;
   /** argv for the system `ssh` client logging in as `user`, host key pinned, batch mode. */
   sshArgv(host: LabHost | string, user: string, remoteCmd: string): string[];
   /** Tears the lab down; idempotent. */
   down(): Promise<void>;
+}
+
+export interface RebootOptions {
+  /** Restore `/etc/iptables/rules.v4` and `rules.v6` before dockerd starts. @default true */
+  readonly restorePersisted?: boolean;
 }
 
 /** A lab could not be started, probed or torn down. `cause` keeps the underlying error. */
@@ -340,7 +354,23 @@ function makeLab(data: LabData, privateKey: string): Lab {
       live("hostExec");
       const hh = host(h);
       const env = { ...process.env, ...(hh.dockerHost ? { DOCKER_HOST: hh.dockerHost } : {}) };
-      return run("nsenter", ["-t", String(hh.sshdPid), "-n", "-m", "--", "sh", "-c", cmd], { env });
+      return run("nsenter", ["-t", String(hh.nsPid), "-n", "-m", "--", "sh", "-c", cmd], { env });
+    },
+
+    async reboot(h, options = {}) {
+      live("reboot");
+      const hh = host(h);
+      if (hh.kind !== "docker") {
+        throw new LabError(`lab ${data.id}: reboot needs a docker host; ${hh.name} is a ${hh.kind} host`);
+      }
+      const args = [LAB_SH, "reboot", data.id, hh.name];
+      if (options.restorePersisted === false) args.push("--no-restore");
+      const res = await run("bash", args);
+      if (res.code !== 0) {
+        throw new LabError(
+          `lab ${data.id}: reboot of ${hh.name} failed (exit ${res.code})\n${res.stderr.trim()}`,
+        );
+      }
     },
 
     sshArgv(h, user, remoteCmd) {

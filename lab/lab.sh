@@ -9,6 +9,7 @@
 #   bash lab/lab.sh down-all [--stale] tear down every lab (or only those whose owner died)
 #   bash lab/lab.sh status           list labs
 #   bash lab/lab.sh probe ID CLIENT HOST PORT tcp|udp [4|6]   real traffic, prints open|closed
+#   bash lab/lab.sh reboot ID HOST [--no-restore]   restart a docker host's firewall and dockerd
 #
 # Layout of one lab (ID = dpaNNN, NNN = its slot):
 #   root ns --veth ID"r"/up-- ID-sw (bridge br0) --veth-- ID-hK (hosts), ID-cK (clients), ID-out
@@ -132,6 +133,7 @@ dpapwsudo ALL=(ALL:ALL) ALL'
   [[ -d /etc/iptables ]] || mkdir -p /etc/iptables # bind-mount target inside each host
   mkdir -p /run/sshd                                # sshd's privilege-separation dir
   flock -u 8
+  exec 8>&-
 }
 
 # Picks the lowest free slot under a lock: free means no lab dir, no namespace with its
@@ -155,6 +157,7 @@ alloc_slot() {
     : >"$LABS/.$id.new/registry"
     mv "$LABS/.$id.new" "$LABS/$id"
     flock -u 9
+    exec 9>&-
     SLOT=$s
     ID=$id
     return 0
@@ -210,9 +213,14 @@ start_sshd() { # $1 host name, $2 netns, $3 host dir, $4 ipv4, $5 ipv6|""
   # ip netns exec gives a new mount ns with /sys for this netns; unshare gives sshd its own
   # mount ns in which /etc/iptables is this host's directory. Slave propagation keeps
   # receiving unmounts from the root ns (e.g. `ip netns del` of other labs).
+  # A sleeping anchor shares that mount ns: hostExec enters through it, so it keeps working
+  # even when a test kills or restarts sshd.
   setsid ip netns exec "$ns" unshare --mount --propagation slave sh -c \
-    'mount --bind "$1" /etc/iptables && exec /usr/sbin/sshd -D -f "$2" -E "$3"' \
-    sh "$hd/etc-iptables" "$hd/sshd_config" "$hd/sshd.log" </dev/null >>"$hd/sshd.log" 2>&1 &
+    'mount --bind "$1" /etc/iptables || exit 1
+     sleep 2147483647 </dev/null >/dev/null 2>&1 &
+     echo $! >"$4"
+     exec /usr/sbin/sshd -D -f "$2" -E "$3"' \
+    sh "$hd/etc-iptables" "$hd/sshd_config" "$hd/sshd.log" "$hd/ns-anchor.pid" </dev/null >>"$hd/sshd.log" 2>&1 7>&- 8>&- 9>&- &
   local pid=$!
   reg pid "$pid" "$(starttime "$pid")" "sshd-$name"
   echo "$pid" >"$hd/sshd.launch-pid"
@@ -239,38 +247,50 @@ start_dockerd() { # $1 host name, $2 netns, $3 host dir, $4 host index
   # Own data/exec root, pidfile and socket: several daemons run side by side.
   setsid nsenter --net="/run/netns/$ns" dockerd --config-file "$hd/daemon.json" \
     --data-root "$hd/data" --exec-root "$hd/exec" --pidfile "$hd/docker.pid" \
-    -H "unix://$hd/docker.sock" </dev/null >"$hd/dockerd.log" 2>&1 &
+    -H "unix://$hd/docker.sock" </dev/null >>"$hd/dockerd.log" 2>&1 7>&- 8>&- 9>&- &
   local pid=$!
   reg pid "$pid" "$(starttime "$pid")" "dockerd-$name"
   echo "$pid" >"$hd/dockerd.launch-pid"
 }
 
 # Runs in the background per docker host: image import and the two published containers.
-docker_host_containers() { # $1 host name, $2 host dir
+wait_dockerd() { # $1 host name, $2 host dir: until the API answers (30 s)
   local name=$1 hd=$2 i pid
-  local dk=("$DOCKER_CLI" -H "unix://$hd/docker.sock")
   pid=$(cat "$hd/dockerd.launch-pid")
   for ((i = 0; i < 300; i++)); do
-    "${dk[@]}" version >/dev/null 2>&1 && break
+    "$DOCKER_CLI" -H "unix://$hd/docker.sock" version >/dev/null 2>&1 && return 0
     kill -0 "$pid" 2>/dev/null || die "dockerd of $name exited during start; see $hd/dockerd.log"
     sleep 0.1
   done
-  "${dk[@]}" version >/dev/null 2>&1 || die "dockerd of $name not ready within 30 s; see $hd/dockerd.log"
+  die "dockerd of $name not ready within 30 s; see $hd/dockerd.log"
+}
+
+wait_containers() { # $1 host name, $2 host dir: httpd and the UDP echo answer (10 s)
+  local name=$1 hd=$2 i
+  local dk=("$DOCKER_CLI" -H "unix://$hd/docker.sock")
+  for ((i = 0; i < 100; i++)); do
+    # node takes a moment to start; httpd is up long before it.
+    "${dk[@]}" exec -i udp /usr/bin/socat -t 0.2 - UDP4:127.0.0.1:53 <<<ping 2>/dev/null | grep -q dpa-udp &&
+      "${dk[@]}" exec web nc -w 1 127.0.0.1 80 </dev/null >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "the containers on $name did not answer within 10 s; see: docker -H unix://$hd/docker.sock logs udp"
+}
+
+docker_host_containers() { # $1 host name, $2 host dir
+  local name=$1 hd=$2
+  local dk=("$DOCKER_CLI" -H "unix://$hd/docker.sock")
+  wait_dockerd "$name" "$hd"
   "${dk[@]}" import "$IMAGE_TAR" dpa-lab/busybox:1 >/dev/null
   # --init: tini as PID 1 reaps and forwards signals, so the containers stop at once.
-  "${dk[@]}" run -d --init --pull never --name web -p 8080:80 dpa-lab/busybox:1 \
+  # --restart always: they come back when `reboot` restarts the daemon.
+  "${dk[@]}" run -d --init --restart always --pull never --name web -p 8080:80 dpa-lab/busybox:1 \
     /bin/httpd -f -p 80 -h /www >/dev/null
   # Debian's busybox nc has no UDP mode: borrow the machine's /usr (node for the server,
   # socat for containerProbe) and the lab dir (the server script).
-  "${dk[@]}" run -d --init --pull never --name udp -p 5353:53/udp -v /usr:/usr:ro -v "$HERE:/lab:ro" \
-    dpa-lab/busybox:1 /usr/bin/node /lab/echo-server.js --udp 53 --reply dpa-udp >/dev/null
-  # Ready = the UDP server answers inside the container (node takes a moment to start).
-  for ((i = 0; i < 100; i++)); do
-    "${dk[@]}" exec -i udp /usr/bin/socat -t 0.2 - UDP4:127.0.0.1:53 <<<ping 2>/dev/null | grep -q dpa-udp && break
-    sleep 0.1
-  done
-  ((i < 100)) || die "the UDP server in $name's container did not answer within 10 s; see: docker logs udp"
-  return 0
+  "${dk[@]}" run -d --init --restart always --pull never --name udp -p 5353:53/udp -v /usr:/usr:ro \
+    -v "$HERE:/lab:ro" dpa-lab/busybox:1 /usr/bin/node /lab/echo-server.js --udp 53 --reply dpa-udp >/dev/null
+  wait_containers "$name" "$hd"
 }
 
 lay_light_layout() { # $1 netns, $2 layout
@@ -295,7 +315,7 @@ start_outside() {
     ip netns exec "$ns" ip6tables -t nat -A PREROUTING -p udp -j REDIRECT --to-ports 7001
   fi
   setsid ip netns exec "$ns" node "$HERE/echo-server.js" --tcp 7000 --udp 7001 --reply dpa-outside \
-    </dev/null >>"$DIR/outside.log" 2>&1 &
+    </dev/null >>"$DIR/outside.log" 2>&1 7>&- 8>&- 9>&- &
   local pid=$!
   reg pid "$pid" "$(starttime "$pid")" "outside-echo"
   wait_tcp "$OUTSIDE_IP" 7000 "the outside echo server" "$DIR/outside.log"
@@ -321,7 +341,7 @@ write_json() {
      \"sshPort\": 22, \"hostKey\": $(json_str "$key"), \"hostKeyFingerprint\": $(json_str "$fp"),
      \"etcIptablesDir\": $(json_str "$hd/etc-iptables"), \"published\": {\"tcp\": 8080, \"udp\": 5353},
      \"layout\": \"$layout\", \"dockerIpv6\": $([[ -n $IPV6 ]] && echo true || echo false),
-     \"sshdPid\": $(cat "$hd/sshd.launch-pid")$extra}"
+     \"sshdPid\": $(cat "$hd/sshd.launch-pid"), \"nsPid\": $(cat "$hd/ns-anchor.pid")$extra}"
   done
   first=1
   for ((i = 0; i < N_CLIENTS; i++)); do
@@ -610,6 +630,48 @@ cmd_status() {
   done
 }
 
+# A docker host's reboot, as far as the firewall sees it: dockerd stops, the kernel forgets
+# every rule and connection, the persisted rules.v4/rules.v6 come back (as netfilter-persistent
+# would restore them at boot, unless --no-restore), then dockerd starts and rebuilds its
+# chains around whatever is there. Containers come back (--restart always).
+cmd_reboot() {
+  [[ $# -ge 2 ]] || die "usage: bash lab/lab.sh reboot ID HOST [--no-restore]"
+  ID=$1
+  local host=$2 restore=1
+  [[ ${3:-} == --no-restore ]] && restore=""
+  DIR="$LABS/$ID"
+  [[ -f $DIR/lab.json ]] || die "reboot: no lab '$ID' (see: bash lab/lab.sh status)"
+  local hd="$DIR/$host" ns="$ID-$host"
+  [[ -f $hd/daemon.json ]] || die "reboot: '$host' is not a docker host of $ID; only docker hosts can reboot"
+  IPV6=$(grep -q '"ipv6": true' "$hd/daemon.json" && echo 1 || true)
+  SLOT=$((10#${ID#dpa}))
+  # Not while the lab is being torn down (the lock fd is closed for the daemons started here).
+  exec 7>"$LAB_ROOT/lock.$ID"
+  flock 7
+  [[ -f $DIR/lab.json ]] || die "reboot: lab '$ID' went down"
+  local pid st t
+  pid=$(cat "$hd/docker.pid" 2>/dev/null || echo 0)
+  st=$(starttime "$pid")
+  if [[ -n $st ]]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((t = 0; t < 200; t++)); do alive_as "$pid" "$st" || break; sleep 0.1; done
+    alive_as "$pid" "$st" && die "reboot: dockerd of $host (pid $pid) did not stop within 20 s"
+  fi
+  local fam
+  for fam in iptables ip6tables; do
+    ip netns exec "$ns" sh -c "for t in filter nat mangle raw; do $fam -t \$t -F; $fam -t \$t -X; done
+      for c in INPUT FORWARD OUTPUT; do $fam -P \$c ACCEPT; done"
+  done
+  ip netns exec "$ns" conntrack -F >/dev/null 2>&1 || true
+  if [[ -n $restore ]]; then
+    if [[ -s $hd/etc-iptables/rules.v4 ]]; then ip netns exec "$ns" iptables-restore <"$hd/etc-iptables/rules.v4"; fi
+    if [[ -s $hd/etc-iptables/rules.v6 ]]; then ip netns exec "$ns" ip6tables-restore <"$hd/etc-iptables/rules.v6"; fi
+  fi
+  start_dockerd "$host" "$ns" "$hd" "${host#h}"
+  wait_dockerd "$host" "$hd"
+  wait_containers "$host" "$hd"
+}
+
 # A human-sized probe; lab/index.ts has its own with the same semantics.
 cmd_probe() {
   [[ $# -ge 5 ]] || die "usage: bash lab/lab.sh probe ID CLIENT HOST PORT tcp|udp [4|6]"
@@ -641,7 +703,8 @@ main() {
   down-all) cmd_down_all "$@" ;;
   status) cmd_status ;;
   probe) cmd_probe "$@" ;;
-  *) die "usage: bash lab/lab.sh up|down ID|down-all [--stale]|status|probe ..." ;;
+  reboot) cmd_reboot "$@" ;;
+  *) die "usage: bash lab/lab.sh up|down ID|down-all [--stale]|status|probe ...|reboot ID HOST [--no-restore]" ;;
   esac
 }
 main "$@"

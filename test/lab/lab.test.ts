@@ -270,6 +270,34 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     expect(await lab.probe("c0", v6, 8080, "tcp")).toBe(true);
   });
 
+  test("reboot restores the persisted rules before dockerd starts, or starts clean with restorePersisted false", async () => {
+    const [c0, c1] = lab4.clients;
+    const save = await lab4.hostExec(
+      v4,
+      `iptables -I DOCKER-USER -s ${c0.ipv4}/32 -j DROP && iptables-save > /etc/iptables/rules.v4`,
+    );
+    expect(save).toMatchObject({ code: 0 });
+    await lab4.reboot(v4);
+    const after = await lab4.hostExec(v4, "iptables -S DOCKER-USER; iptables -S FORWARD 1");
+    expect(after.stdout).toBe(
+      `-N DOCKER-USER\n-A DOCKER-USER -s ${c0.ipv4}/32 -j DROP\n-A DOCKER-USER -j RETURN\n-A FORWARD -j DOCKER-USER\n`,
+    );
+    expect(await lab4.probe(c0, v4, 8080, "tcp")).toBe(false);
+    expect(await lab4.probe(c1, v4, 8080, "tcp")).toBe(true);
+    expect(await lab4.probe(c1, v4, 5353, "udp")).toBe(true);
+    // SSH survives a reboot (sshd is not restarted) and still sees the persisted file.
+    const ssh = await sh(
+      "ssh",
+      lab4.sshArgv(v4, "root", `grep -c -- '-s ${c0.ipv4}/32 -j DROP' /etc/iptables/rules.v4`),
+    );
+    expect(ssh).toMatchObject({ code: 0, stdout: "1\n" });
+    await lab4.reboot(v4, { restorePersisted: false });
+    const clean = await lab4.hostExec(v4, "iptables -S DOCKER-USER");
+    expect(clean.stdout).toBe("-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n");
+    expect(await lab4.probe(c0, v4, 8080, "tcp")).toBe(true);
+    await expect(lab.reboot(lab.hosts[1])).rejects.toThrow("reboot needs a docker host; h1 is a light host");
+  });
+
   test("hostExec and SSH sessions see the host's own /etc/iptables, not the machine's", async () => {
     const w = await lab.hostExec(v6, `echo ${lab.id}-h0 > /etc/iptables/rules.v4`);
     expect(w.code).toBe(0);
