@@ -55,6 +55,8 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   declare public readonly persisted: pulumi.Output<boolean>;
   /** Families policed on the host ("ipv4", "ipv6"). */
   declare public readonly families: pulumi.Output<string[]>;
+  /** False when the last refresh found the host off plan; the next `up` repairs it. */
+  declare public readonly inSync: pulumi.Output<boolean>;
   /** SSH connections, command round trips and time of the last create/update. */
   declare public readonly lastOperation: pulumi.Output<OperationReport>;
 
@@ -80,10 +82,16 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
         hostFindings: undefined,
         persisted: undefined,
         families: undefined,
+        inSync: undefined,
         lastOperation: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connection"] },
     );
+    // Findings about the host (fail-open FORWARD chain, foreign rules deciding before ours...)
+    // become warnings of this resource, so `pulumi up` shows them, not only the state.
+    this.hostFindings.apply((findings) => {
+      for (const f of findings ?? []) void pulumi.log.warn(f, this);
+    });
     hostKey.apply((k) => {
       if (k === undefined) {
         void pulumi.log.warn(

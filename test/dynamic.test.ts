@@ -96,6 +96,11 @@ describe("diff", () => {
     expect(diff(drifted, checked(base)).changes).toBe(true);
   });
 
+  test("a refresh that found the host off plan (e.g. fail-open FORWARD) makes the next up update", () => {
+    expect(diff({ ...olds, inSync: false }, checked(base)).changes).toBe(true);
+    expect(diff({ ...olds, inSync: true }, checked(base)).changes).toBe(false);
+  });
+
   test("an unsaved state (persist failed) makes the next up update", () => {
     expect(diff({ ...olds, persisted: false }, checked(base)).changes).toBe(true);
     expect(diff({ ...olds, persisted: false }, checked({ ...base, persist: false })).changes).toBe(true);

@@ -67,6 +67,11 @@ export interface Outputs extends CheckedInputs {
   readonly persisted: boolean;
   /** Which families the allowlist polices on this host. */
   readonly families: string[];
+  /**
+   * False when the last refresh found the host off plan (rules changed by hand, FORWARD no
+   * longer jumping to DOCKER-USER first...): the next `up` applies the plan again.
+   */
+  readonly inSync: boolean;
   readonly lastOperation: OperationReport;
 }
 
@@ -141,8 +146,11 @@ export function diff(
   const changed = INPUT_KEYS.filter((k) => !same(olds[k], news[k]));
   // A failed save leaves `persisted: false` in state; the next `up` must save again.
   const unsaved = olds.persisted === false && news.persist !== false;
+  // Drift outside our own lines (e.g. a fail-open FORWARD chain) shows in hostFindings only;
+  // read() records it as inSync: false so that the next `up` repairs it.
+  const offPlan = olds.inSync === false;
   return {
-    changes: changed.length > 0 || unsaved || replaces.length > 0,
+    changes: changed.length > 0 || unsaved || offPlan || replaces.length > 0,
     replaces,
     // The old and new resource may be the same host reached under two names: delete the old
     // chain first, or deleting it afterwards would remove what the create just made.
@@ -246,6 +254,7 @@ function outputs(
     hostFindings: messages(planAllowlist(o.live, spec, spec.ruleName).findings),
     persisted,
     families: policedFamilies(spec, o.live),
+    inSync: true,
     lastOperation: report(operation, o),
   };
 }
@@ -268,6 +277,7 @@ function partial(err: HostError, id: string, inputs: Record<string, unknown>, sp
     hostFindings: [],
     persisted: false,
     families: [],
+    inSync: true,
     lastOperation: {
       operation: "create",
       connections: 1,
@@ -358,7 +368,13 @@ export async function read(
     );
   const hostFindings = messages(plan.findings);
   const { __provider: _ignored, ...rest } = props;
-  const next: Outputs = { ...(rest as unknown as Outputs), rules, persisted, hostFindings };
+  const next: Outputs = {
+    ...(rest as unknown as Outputs),
+    rules,
+    persisted,
+    hostFindings,
+    inSync: plan.inSync,
+  };
   const inputs: Record<string, unknown> = {};
   for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];
   inputs.rules = rules;
