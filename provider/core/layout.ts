@@ -74,9 +74,17 @@ export function tagOf(ruleName: string): string {
   return `${TAG_PREFIX}${ruleName}`;
 }
 
-/** The comment match exactly as iptables-save prints it (always double-quoted). */
+/**
+ * The comment match exactly as iptables-save prints it. iptables quotes a string unless it is
+ * only letters, digits, `_` and `-`; our tags always hold a `:`, so they are always quoted.
+ */
 export function commentMatch(tag: string): string {
   return `-m comment --comment "${tag}"`;
+}
+
+/** `-s <cidr> ` as iptables-save prints it: nothing at all for a /0, which matches everyone. */
+function sourceMatch(source: Cidr): string {
+  return source.prefix === 0 ? "" : `-s ${formatCidr(source)} `;
 }
 
 function portText(spec: AllowlistSpec): string {
@@ -92,7 +100,7 @@ export function renderChainRules(spec: AllowlistSpec, family: Family): string[] 
     lines.push(`-A ${chain} -i docker0 ${tag} -j RETURN`, `-A ${chain} -i br-+ ${tag} -j RETURN`);
   }
   const sources = [...spec.sources[family]].sort(compareCidr);
-  for (const source of sources) lines.push(`-A ${chain} -s ${formatCidr(source)} ${tag} -j RETURN`);
+  for (const source of sources) lines.push(`-A ${chain} ${sourceMatch(source)}${tag} -j RETURN`);
   if (spec.action === "DROP") {
     lines.push(`-A ${chain} ${tag} -j DROP`);
   } else {

@@ -96,9 +96,13 @@ export function tokenize(line: string): string[] | undefined {
   return tokens;
 }
 
-/** Quotes a token the way iptables-save does when it needs quoting; comments are always quoted. */
-export function quote(token: string, always = false): string {
-  if (!always && token !== "" && /^[^\s"\\']+$/.test(token)) return token;
+/**
+ * Quotes a token for a rule line. With `strict`, exactly like iptables' `xtables_save_string`
+ * (used for comments): unquoted only when made of letters, digits, `_` and `-`.
+ */
+export function quote(token: string, strict = false): string {
+  const plain = strict ? /^[A-Za-z0-9_-]+$/ : /^[^\s"\\']+$/;
+  if (plain.test(token)) return token;
   return `"${token.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
 }
 
@@ -119,6 +123,11 @@ function canonicalize(
     const next = tokens[i + 1];
     if ((t === "-s" || t === "-d" || t === "--source" || t === "--destination") && next !== undefined) {
       const cidr = parseCidr(next);
+      // iptables-save leaves out an address match of /0 (it matches everything).
+      if (cidr !== undefined && cidr.family === family && cidr.prefix === 0 && out[out.length - 1] !== "!") {
+        i++;
+        continue;
+      }
       out.push(
         t.length === 2 ? t : t === "--source" ? "-s" : "-d",
         cidr && cidr.family === family ? formatCidr(cidr) : next,

@@ -34,6 +34,21 @@ describe("parseFilterTable", () => {
       "-A DOCKER-USER -s 198.18.0.1/32 -d 198.18.0.2/32 -j DROP",
     ],
     [
+      "a /0 address match, which iptables-save leaves out",
+      "-A DOCKER-USER -s 0.0.0.0/0 -d 0.0.0.0/0 -j DROP",
+      "-A DOCKER-USER -j DROP",
+    ],
+    [
+      "a negated /0, which it keeps",
+      "-A DOCKER-USER ! -s 0.0.0.0/0 -j DROP",
+      "-A DOCKER-USER ! -s 0.0.0.0/0 -j DROP",
+    ],
+    [
+      "a plain comment, unquoted like iptables prints it",
+      '-A DOCKER-USER -m comment --comment "A_b-9" -j DROP',
+      "-A DOCKER-USER -m comment --comment A_b-9 -j DROP",
+    ],
+    [
       "long options",
       "-A DOCKER-USER --source 198.18.0.0/16 -j DROP",
       "-A DOCKER-USER -s 198.18.0.0/16 -j DROP",
