@@ -95,12 +95,17 @@ reg() { echo "$*" >>"$DIR/registry"; } # kinds: netns NAME | link NAME | pid PID
 # ======================================================================================= UP
 check_binaries() {
   local need=(ip nsenter unshare setsid flock /usr/sbin/sshd ssh-keygen socat iptables-restore
-    ip6tables-restore useradd chpasswd sudo timeout awk)
+    ip6tables-restore useradd chpasswd sudo timeout awk node conntrack)
   if ((N_DOCKER > 0)); then need+=(dockerd containerd runc "$DOCKER_CLI" tar); fi
   local b missing=()
   for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
   if ((${#missing[@]})); then
     die "missing ${missing[*]} on PATH; install the lab's packages with: sudo bash lab/setup.sh"
+  fi
+  if ((N_DOCKER > 0)); then
+    # The containers run the machine's node through a read-only /usr mount.
+    NODE_BIN=$(readlink -f "$(command -v node)")
+    [[ $NODE_BIN == /usr/* ]] || die "node is at $NODE_BIN; the lab's containers need it under /usr (they mount the machine's /usr)"
   fi
   [[ $(id -u) -eq 0 ]] || die "the lab needs root (network namespaces, dockerd, sshd); run as root"
   if [[ -S /run/containerd/containerd.sock ]] && ((N_DOCKER > 0)); then
@@ -289,7 +294,7 @@ docker_host_containers() { # $1 host name, $2 host dir
   # Debian's busybox nc has no UDP mode: borrow the machine's /usr (node for the server,
   # socat for containerProbe) and the lab dir (the server script).
   "${dk[@]}" run -d --init --restart always --pull never --name udp -p 5353:53/udp -v /usr:/usr:ro \
-    -v "$HERE:/lab:ro" dpa-lab/busybox:1 /usr/bin/node /lab/echo-server.js --udp 53 --reply dpa-udp >/dev/null
+    -v "$HERE:/lab:ro" dpa-lab/busybox:1 "$NODE_BIN" /lab/echo-server.js --udp 53 --reply dpa-udp >/dev/null
   wait_containers "$name" "$hd"
 }
 
@@ -403,6 +408,8 @@ up_failed() {
     rel=${f#"$DIR"/}
     cp "$f" "$keep/${rel//\//_}" 2>/dev/null || true
   done
+  # Keep the 20 newest failures only.
+  ls -dt "$LAB_ROOT"/failed/*/ 2>/dev/null | tail -n +21 | xargs -r rm -rf
   echo "lab: up failed (exit $1); logs kept in $keep; tearing $ID down" >&2
   teardown "$ID" >&2 || true
 }
