@@ -11,6 +11,7 @@
  * Run: npx jest test/core/restore.lab.test.ts --selectProjects lab
  */
 import { execFileSync } from "child_process";
+import fc from "fast-check";
 import { startLab, type Lab, type LabHost } from "../../lab";
 import {
   planAllowlist,
@@ -83,6 +84,64 @@ describe("every fixture payload applies with real iptables", () => {
     const again = planAllowlist(after, c.desired, c.ruleName);
     expect(again.changes).toEqual([]);
     expect(again.inSync).toBe(true);
+  });
+});
+
+describe("random allowlists round-trip through real iptables", () => {
+  const ns = `dpacorefz${process.pid}`;
+  beforeAll(() => execFileSync("ip", ["netns", "add", ns]));
+  afterAll(() => execFileSync("ip", ["netns", "del", ns]));
+
+  const v4 = fc
+    .tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 32 }))
+    .map(([n, p]) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}/${p}`);
+  const group = fc.oneof(
+    fc.constant(0),
+    fc.constant(0),
+    fc.constant(0xffff),
+    fc.integer({ min: 0, max: 0xffff }),
+  );
+  const v6 = fc
+    .tuple(fc.array(group, { minLength: 8, maxLength: 8 }), fc.integer({ min: 0, max: 128 }))
+    .map(([g, p]) => `${g.map((x) => x.toString(16)).join(":")}/${p}`);
+  const args = fc.record({
+    port: fc.oneof(
+      fc.integer({ min: 1, max: 65535 }),
+      fc
+        .tuple(fc.integer({ min: 1, max: 65535 }), fc.integer({ min: 1, max: 65535 }))
+        .map(([a, b]) => `${Math.min(a, b)}-${Math.max(a, b)}`),
+    ),
+    protocols: fc.subarray(["tcp", "udp"] as const, { minLength: 1 }),
+    sources: fc.array(fc.oneof(v4, v6), { maxLength: 12 }),
+    action: fc.constantFrom("DROP", "REJECT"),
+    exemptDockerBridges: fc.boolean(),
+    ruleName: fc.stringMatching(/^[A-Za-z0-9_-]{1,24}$/),
+  });
+  const base = { ipv4: loadCase("docker28").live.ipv4!, ipv6: loadCase("docker28").live.ipv6! };
+
+  it("every rendered line comes back byte for byte, and planning again is empty", () => {
+    let run = 0;
+    fc.assert(
+      fc.property(args, fc.constantFrom("nft", "legacy"), (a, backend) => {
+        run++;
+        const v = validateAllowlist(a, "fuzz");
+        if (!v.ok) throw new Error(JSON.stringify(v.failures));
+        const plan = planAllowlist(base, v.spec, v.spec.ruleName);
+        const after: { ipv4: string | null; ipv6: string | null } = { ...base };
+        for (const family of ["ipv4", "ipv6"] as const) {
+          const fp = plan.families[family]!;
+          const tool = (t: string) => ["netns", "exec", ns, `${BIN[family]}-${backend}-${t}`];
+          execFileSync("ip", tool("restore"), { input: base[family] });
+          execFileSync("ip", [...tool("restore"), "--noflush"], { input: fp.payload });
+          const saved = execFileSync("ip", [...tool("save"), "-t", "filter"], { encoding: "utf8" });
+          after[family] = saved;
+          const lines = new Set(saved.split("\n"));
+          expect([run, fp.expected.filter((l) => !lines.has(l))]).toEqual([run, []]);
+        }
+        expect(planAllowlist(after, v.spec, v.spec.ruleName).changes).toEqual([]);
+      }),
+      { numRuns: 40 },
+    );
   });
 });
 
