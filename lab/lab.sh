@@ -323,7 +323,6 @@ start_outside() {
     </dev/null >>"$DIR/outside.log" 2>&1 7>&- 8>&- 9>&- &
   local pid=$!
   reg pid "$pid" "$(starttime "$pid")" "outside-echo"
-  wait_tcp "$OUTSIDE_IP" 7000 "the outside echo server" "$DIR/outside.log"
 }
 
 json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
@@ -495,7 +494,7 @@ cmd_up() {
 
   # Hosts come up in parallel (bounded: each is a handful of processes and kernel calls).
   # Only these jobs are waited for: the outside server is a background child too.
-  local max_jobs=${DPA_LAB_JOBS:-8} jobs_=() k
+  local max_jobs=${DPA_LAB_JOBS:-16} jobs_=() k
   for ((i = 0; i < N_HOSTS; i++)); do
     if ((i >= max_jobs)); then wait "${jobs_[i - max_jobs]}" || true; fi
     setup_host "$i" "$p4" "$p6" &
@@ -506,6 +505,8 @@ cmd_up() {
   for ((i = 0; i < N_HOSTS; i++)); do [[ -e $DIR/h$i/ready ]] || missing+=("h$i"); done
   ((${#missing[@]} == 0)) || die "hosts ${missing[*]} failed to come up; logs in $DIR/<host>/"
 
+  # Waited for only now: node's start overlaps the hosts' bring-up.
+  wait_tcp "$OUTSIDE_IP" 7000 "the outside echo server" "$DIR/outside.log"
   : >"$DIR/known_hosts"
   for ((i = 0; i < N_HOSTS; i++)); do
     local key
