@@ -13,7 +13,7 @@
 import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
 import { renderRollback, conntrackCuts } from "./rollback";
-import { APPLY_SCRIPT, READ_SCRIPT, parseSections, remoteCommand } from "./scripts";
+import { APPLY_SCRIPT, READ_SCRIPT, forwardFingerprint, parseSections, remoteCommand } from "./scripts";
 import { SshSession, type SessionOptions, type SessionStats } from "./ssh";
 
 export { HostError, type HostErrorKind } from "./errors";
@@ -303,6 +303,8 @@ async function runApply<P extends PlanLike>(
     snapshot.ipv6 === null ? "-" : p.v6,
     String(opts.lockWaitSeconds ?? 30),
     String(input.split("\n").length - 1),
+    forwardFingerprint(live.ipv4 ?? ""),
+    forwardFingerprint(live.ipv6 ?? ""),
   ];
   const command = remoteCommand(APPLY_SCRIPT, "dpa-apply", args, useSudo(session.conn));
   let problems: string[] = [];

@@ -8,6 +8,7 @@
  * Output protocol: lines starting with `@@DPA:` open a section; every other line belongs to the
  * section above it. iptables-save never prints a line starting with `@@`.
  */
+import { createHash } from "crypto";
 import { shellQuote } from "./ssh";
 
 /**
@@ -24,12 +25,26 @@ fp() {
     $1 == ":DOCKER-USER" || $1 == h { print $1; next }
     $1 == "-A" && ($2 == "DOCKER-USER" || $2 == c) { print }' | sha256sum | cut -d" " -f1
 }
+# FORWARD's rules: the plan may insert or remove our jump there, which the core's
+# fingerprint does not cover; two writers must not both do it.
+ffp() { awk '$1 == "-A" && $2 == "FORWARD" { print }' | sha256sum | cut -d" " -f1; }
 `;
 
 /**
  * argv: rule, rulesV4Path, rulesV6Path. Reports facts only and exits 0; the client decides
  * what is an error, so that all findings reach the user from one round trip.
  */
+/** What `ffp` computes on the host: sha256 hex of the `-A FORWARD` lines, each + "\\n". */
+export function forwardFingerprint(saveText: string): string {
+  const lines = saveText.split("\n").filter((l) => {
+    const f = l.split(/[ \t]+/).filter((x) => x !== "");
+    return f[0] === "-A" && f[1] === "FORWARD";
+  });
+  return createHash("sha256")
+    .update(lines.map((l) => l + "\n").join(""))
+    .digest("hex");
+}
+
 export const READ_SCRIPT =
   PRELUDE +
   String.raw`
@@ -83,7 +98,8 @@ echo "@@DPA:end"
 
 /**
  * argv: rule, fp4, fp6 ("-" = family untouched), commitTimeoutSeconds, persist (0/1),
- * rulesV4Path, rulesV6Path ("-" = do not save that family), lockWaitSeconds, stdinLines.
+ * rulesV4Path, rulesV6Path ("-" = do not save that family), lockWaitSeconds, stdinLines,
+ * forwardFp4, forwardFp6 (sha256 of the FORWARD rules the plan was made from).
  * stdin: sections payload4, rollback4, payload6, rollback6, conntrack, then `@@DPA:end`;
  * later one line `commit` (anything else, EOF or the timeout rolls back).
  *
@@ -96,6 +112,7 @@ export const APPLY_SCRIPT =
   PRELUDE +
   String.raw`
 rule="$1"; fp4="$2"; fp6="$3"; ctimeout="$4"; persist="$5"; v4path="$6"; v6path="$7"; lockwait="$8"; nlines="$9"
+ffp4="$${"{"}10}"; ffp6="$${"{"}11}"
 # A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
 trap '' HUP PIPE
 tmp=$(mktemp -d /tmp/dpa-apply.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit 20; }
@@ -113,9 +130,10 @@ bin4=iptables; bin6=ip6tables
 conflict=0
 for fam in 4 6; do
   [ -s "$tmp/payload$fam" ] || continue
-  eval "want=\$fp$fam; bin=\$bin$fam"
+  eval "want=\$fp$fam; wantf=\$ffp$fam; bin=\$bin$fam"
   "$bin-save" -t filter > "$tmp/snap$fam" 2>"$tmp/err" || { echo "@@DPA:error $bin-save failed"; cat "$tmp/err" >&2; exit 20; }
   [ "$(fp < "$tmp/snap$fam")" = "$want" ] || conflict=1
+  [ "$(ffp < "$tmp/snap$fam")" = "$wantf" ] || conflict=1
 done
 if [ "$conflict" = 1 ]; then
   # Someone changed DOCKER-USER or our chain since the plan was made: hand back the live state

@@ -222,6 +222,24 @@ describe("syncHost on a real host", () => {
     expect(normalize((await lab.hostExec(h, "cat /etc/iptables/rules.v4")).stdout)).toBe(await saved(h));
   });
 
+  test("a FORWARD change between read and apply (which the plan may touch) also forces a re-plan", async () => {
+    const h = lab.hosts[2];
+    const s = spec("fwd", ["198.18.200.3"]);
+    let calls = 0;
+    const r = await syncHost(conn(h), {
+      ...options(s),
+      plan: async (live) => {
+        // Only FORWARD changes here; DOCKER-USER and our chain stay as read.
+        if (calls++ === 0)
+          expect((await lab.hostExec(h, "iptables -A FORWARD -s 198.18.99.0/24 -j DROP")).code).toBe(0);
+        return planAllowlist(live, s, "fwd");
+      },
+    });
+    expect(r.replanned).toBe(true);
+    expect(calls).toBe(2);
+    expect(r.stats).toMatchObject({ connections: 1, roundTrips: 3 });
+  });
+
   test("a failed save after the commit is an error that says the rules are live but not saved", async () => {
     const h = lab.hosts[2];
     const s = spec("nosave", ["198.18.200.0/24"]);
