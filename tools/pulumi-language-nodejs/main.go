@@ -444,6 +444,13 @@ func (h *languageHost) InstallDependencies(
 		fmt.Fprintf(stdout, "Dependencies already installed (%s); not running npm install.\n", found)
 		return closer.Close()
 	}
+	// A linked node_modules (our test projects link the repository's) belongs to another
+	// package: npm would prune it down to THIS package.json and wreck it for its owner.
+	if link := filepath.Join(dir, "node_modules"); isSymlink(link) {
+		target, _ := filepath.EvalSymlinks(link)
+		return fmt.Errorf("not running npm install in %s: its node_modules is a link to %s, which npm would "+
+			"rewrite for this package.json; run npm ci in the package that owns %s instead", dir, target, target)
+	}
 	npm, err := exec.LookPath("npm")
 	if err != nil {
 		return fmt.Errorf("could not find `npm` on PATH to install the dependencies of %s: %w", dir, err)
@@ -518,4 +525,9 @@ func (h *languageHost) RuntimeOptionsPrompts(
 	context.Context, *pulumirpc.RuntimeOptionsRequest,
 ) (*pulumirpc.RuntimeOptionsResponse, error) {
 	return &pulumirpc.RuntimeOptionsResponse{}, nil
+}
+
+func isSymlink(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode()&os.ModeSymlink != 0
 }
