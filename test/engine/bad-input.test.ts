@@ -16,7 +16,7 @@ let noDockerUser: LabHost;
 async function hostState(h: LabHost): Promise<string> {
   const r = await lab.hostExec(
     h,
-    "iptables-save; ip6tables-save; ls -la /etc/iptables; cat /etc/iptables/* 2>/dev/null",
+    "iptables-save; ip6tables-save; ls -A /etc/iptables; cat /etc/iptables/* 2>/dev/null",
   );
   return r.stdout
     .split("\n")
@@ -89,27 +89,45 @@ describe("bad input never reaches a host", () => {
 
   test("shell injection in every string field is refused by check, field by field", async () => {
     const evil = "$(touch /tmp/dpa-pwned)";
-    const cases: Array<[string, unknown]> = [
-      ["connection.host", web(good, {}, { host: `${good.ipv4};${evil}` })],
-      ["connection.user", web(good, {}, { user: `root${evil}` })],
-      ["connection.hostKey", web(good, {}, { hostKey: `${good.hostKey}'${evil}` })],
-      ["connection.agentSocketPath", web(good, {}, { agentSocketPath: `/tmp/a;${evil}` })],
-      ["connection.proxy.host", web(good, {}, { proxy: { host: `x${evil}` } })],
-      ["ruleName", web(good, { ruleName: `w${evil}` })],
-      ["sources[0]", web(good, { sources: [`198.18.1.0/24;${evil}`] })],
-      ["originalDestination", web(good, { originalDestination: `198.18.0.10${evil}` })],
-      ["action", web(good, { action: `DROP${evil}` })],
-      ["ipv6", web(good, { ipv6: `on${evil}` })],
-      ["rulesV4Path", web(good, { rulesV4Path: `/etc/iptables/rules.v4;${evil}` })],
-      ["rulesV6Path", web(good, { rulesV6Path: `/etc/iptables/$(id)` })],
-      ["port", web(good, { port: `8080${evil}` })],
-      ["protocols[0]", web(good, { protocols: [`tcp${evil}`] })],
-    ];
-    const allowlists = cases.map(([, c], i) => ({ ...(c as { args: unknown }), name: `evil${i}` }));
-    const out = await failingUp(allowlists);
-    for (const [property] of cases) {
-      // The engine prints check failures as "<resource>: property <name> ...".
-      expect(out).toContain(property);
+    // One resource with every string field poisoned: check reports each field at once (the
+    // engine stops at the first resource that fails check, so one resource carries them all).
+    const evilArgs = {
+      connection: {
+        host: `${good.ipv4};${evil}`,
+        user: `root${evil}`,
+        hostKey: `${good.hostKey}'${evil}`,
+        agentSocketPath: `/tmp/a;${evil}`,
+        proxy: { host: `x${evil}` },
+      },
+      ruleName: `w${evil}`,
+      sources: [`198.18.1.0/24;${evil}`],
+      originalDestination: `198.18.0.10${evil}`,
+      action: `DROP${evil}`,
+      ipv6: `on${evil}`,
+      rulesV4Path: `/etc/iptables/rules.v4;${evil}`,
+      rulesV6Path: `/etc/iptables/$(id)`,
+      port: `8080${evil}`,
+      protocols: [`tcp${evil}`],
+    };
+    const out = await failingUp([{ name: "evil", args: evilArgs }]);
+    for (const property of [
+      "connection.host",
+      "connection.user",
+      "connection.hostKey",
+      "connection.agentSocketPath",
+      "connection.proxy.host",
+      "ruleName",
+      "sources[0]",
+      "originalDestination",
+      "action",
+      "ipv6",
+      "rulesV4Path",
+      "rulesV6Path",
+      "port",
+      "protocols[0]",
+    ]) {
+      // The engine prints each check failure as "property <name> value {...} has a problem: ...".
+      expect(out).toContain(`property ${property} value`);
     }
     expect(
       (await lab.hostExec(good, "test -e /tmp/dpa-pwned && echo PWNED || echo clean")).stdout.trim(),

@@ -325,6 +325,19 @@ describe("refusals before anything changes", () => {
     await lab.hostExec(h, "iptables-legacy -X DOCKER; iptables-legacy -X DOCKER-USER");
   });
 
+  test("Docker 29's nftables firewall backend (no DOCKER-USER at all) is named as the cause", async () => {
+    const h = lab.hosts[3];
+    // What dockerd with "firewall-backend": "nftables" leaves: its own nftables tables, no iptables chains.
+    expect((await lab.hostExec(h, "nft add table ip docker-bridges")).code).toBe(0);
+    const err = await hostError(syncHost(conn(h), options(spec("nft29", ["198.18.200.0/24"]))));
+    expect(err.kind).toBe("precondition");
+    expect(err.message).toContain(
+      'Docker runs its nftables firewall backend ("firewall-backend": "nftables"',
+    );
+    expect(err.message).toContain('Fix: set "firewall-backend": "iptables"');
+    await lab.hostExec(h, "nft delete table ip docker-bridges");
+  });
+
   test("an address where no host answers fails after the configured attempts, with backoff", async () => {
     const absent = lab.hosts[0].ipv4.replace(/\.\d+$/, ".190");
     const started = Date.now();
