@@ -475,6 +475,9 @@ export async function syncHost<P extends PlanLike>(
         stats: { ...session.stats, ms: Date.now() - started },
       };
     }
+  } catch (err) {
+    if (HostError.isInstance(err)) err.stats = { ...session.stats, ms: Date.now() - started };
+    throw err;
   } finally {
     session.close();
   }

@@ -263,7 +263,13 @@ function outputs(
  * A create/update whose rules went live but could not be saved: tell the engine the resource
  * exists (with `persisted: false`) instead of losing it, so the next `up` saves again.
  */
-function partial(err: HostError, id: string, inputs: Record<string, unknown>, spec: AllowlistSpec): Error {
+function partial(
+  err: HostError,
+  id: string,
+  inputs: Record<string, unknown>,
+  spec: AllowlistSpec,
+  operation: OperationReport["operation"],
+): Error {
   const e = new Error(err.message, { cause: err }) as Error & {
     id: string;
     properties: unknown;
@@ -279,11 +285,11 @@ function partial(err: HostError, id: string, inputs: Record<string, unknown>, sp
     families: [],
     inSync: true,
     lastOperation: {
-      operation: "create",
-      connections: 1,
-      proxyConnections: 0,
-      roundTrips: 2,
-      ms: 0,
+      operation,
+      connections: err.stats?.connections ?? 0,
+      proxyConnections: err.stats?.proxyConnections ?? 0,
+      roundTrips: err.stats?.roundTrips ?? 0,
+      ms: err.stats?.ms ?? 0,
       applied: true,
       replanned: false,
       conntrackDeleted: 0,
@@ -304,7 +310,7 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
     const o = await converge(conn, spec, spec.ruleName, spec);
     return { id, outs: outputs(inputs, spec, o, "create", true) };
   } catch (err) {
-    if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec);
+    if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
     throw err;
   }
 }
@@ -319,7 +325,7 @@ export async function update(
     const o = await converge(conn, spec, spec.ruleName, spec);
     return { outs: outputs(news, spec, o, "update", true) };
   } catch (err) {
-    if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec);
+    if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
     throw err;
   }
 }
