@@ -509,19 +509,23 @@ function printKeep(
   env: NodeJS.ProcessEnv,
   log: (line: string) => void,
 ): void {
+  // Owner "manual" (what `lab.sh up` writes for a lab a person started): no later startLab or
+  // `down-all --stale` reaps it once this process is gone. main() then exits without the lab's
+  // exit hook, which would tear it down.
+  fs.writeFileSync(path.join(lab.dir, "owner"), "manual\n");
   const c1 = lab.clients[0]!;
   const h1 = lab.hosts[0]!;
-  const exports = `export PATH=${env.PATH} PULUMI_HOME=${env.PULUMI_HOME} PULUMI_BACKEND_URL=file://${stateDir} PULUMI_CONFIG_PASSPHRASE=${env.PULUMI_CONFIG_PASSPHRASE}`;
   for (const line of [
     "",
-    `--keep: lab ${lab.id} and stack ${stack} stay up. Explore (from ${REPO}):`,
-    `  ${exports}`,
+    `--keep: lab ${lab.id} and stack ${stack} stay up. Explore:`,
+    `  cd ${REPO} && eval "$(bash scripts/engine.sh --env)"`,
+    `  export PULUMI_BACKEND_URL=file://${stateDir} PULUMI_CONFIG_PASSPHRASE=${env.PULUMI_CONFIG_PASSPHRASE}`,
     `  pulumi stack select ${stack} && pulumi preview --diff && pulumi refresh`,
-    `  ip netns exec ${h1.netns} iptables-save -t filter        # the host's rules (${hostName(0)})`,
+    `  ip netns exec ${h1.netns} iptables-save -t filter        # the rules on ${hostName(0)}`,
     `  ip netns exec ${c1.netns} curl -m 2 http://${h1.ipv4}:8080/  # traffic from ${clientName(0)}`,
     `  bash lab/lab.sh probe ${lab.id} ${c1.name} ${h1.name} 8080 tcp`,
-    "Tear down:",
-    `  pulumi destroy --yes -s ${stack} && pulumi stack rm --yes -s ${stack}; bash lab/lab.sh down ${lab.id}; rm -rf ${stateDir}`,
+    "Tear down (same shell):",
+    `  pulumi destroy --yes && pulumi stack rm --yes; bash lab/lab.sh down ${lab.id}; rm -rf ${stateDir}`,
   ]) {
     log(line);
   }
@@ -535,16 +539,24 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 2;
   }
   try {
-    const result = await runDemo({ keep: argv.includes("--keep") });
+    const keep = argv.includes("--keep");
+    const result = await runDemo({ keep });
+    let code = 0;
     if (result.problems.length > 0) {
       console.log(`\nDEMO FAILED: ${result.problems.length} problem(s):`);
       for (const p of result.problems) console.log(`  - ${p}`);
-      return 1;
+      code = 1;
+    } else {
+      console.log(
+        "\nDEMO PASSED: every client reached exactly what the policy allows; nothing foreign was touched.",
+      );
     }
-    console.log(
-      "\nDEMO PASSED: every client reached exactly what the policy allows; nothing foreign was touched.",
-    );
-    return 0;
+    if (keep) {
+      // Skip the 'exit' listeners: lab/index.ts tears down every lab of this process there.
+      // (stdout/stderr are synchronous on Linux, so nothing printed above is lost.)
+      (process as unknown as { reallyExit(code: number): never }).reallyExit(code);
+    }
+    return code;
   } catch (e) {
     console.error(`\nDEMO FAILED: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
