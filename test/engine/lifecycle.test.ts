@@ -143,6 +143,7 @@ describe("DockerPortAllowlist through the real engine on a real Docker host", ()
     >;
     for (const name of ["web", "dns"]) {
       expect(outputs[name].lastOperation).toMatchObject({ connections: 1, roundTrips: 2, applied: true });
+      process.stdout.write(`up on ${h.ipv4} for ${name}: ${JSON.stringify(outputs[name].lastOperation)}\n`);
     }
     expect(await reach()).toEqual({
       "c0 tcp4": true,
@@ -209,6 +210,33 @@ describe("DockerPortAllowlist through the real engine on a real Docker host", ()
       "container udp out": true,
     });
     await expectPersisted();
+  });
+
+  test("refresh reports a FORWARD chain that reaches DOCKER-USER too late (fail-open) and up repairs it", async () => {
+    const [c0] = lab.clients;
+    // As after a Docker restart with DOCKER-USER restored at boot: Docker's jump lands last,
+    // after Docker's own ACCEPT rules, and the allowlist silently stops filtering.
+    expect(
+      (await lab.hostExec(h, "iptables -D FORWARD -j DOCKER-USER && iptables -A FORWARD -j DOCKER-USER"))
+        .code,
+    ).toBe(0);
+    expect(await lab.probe(c0, h, 8080, "tcp", 4)).toBe(true);
+    const refresh = await proj.refresh(["--diff"]);
+    expect(refresh.stdout).toContain("fail-open");
+    expect(refresh.stdout).toMatch(/inSync\s*: true => false/);
+    const up = await proj.up();
+    expect(up.stdout).toMatch(/2 updated/);
+    expect(await lab.probe(c0, h, 8080, "tcp", 4)).toBe(false);
+    const forward = (await lab.hostExec(h, "iptables -S FORWARD")).stdout.split("\n");
+    expect(forward[1]).toBe('-A FORWARD -m comment --comment "dpa::forward" -j DOCKER-USER');
+    await expectPersisted();
+    await proj.refresh(["--expect-no-changes"]);
+    // Put Docker's own jump back in front (as a Docker restart would), so destroy can be
+    // compared with the original layout.
+    expect(
+      (await lab.hostExec(h, "iptables -D FORWARD -j DOCKER-USER && iptables -I FORWARD 2 -j DOCKER-USER"))
+        .code,
+    ).toBe(0);
   });
 
   test("destroy puts DOCKER-USER back as it was, foreign rule included, and saves that", async () => {
