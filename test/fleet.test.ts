@@ -1,6 +1,13 @@
+import * as pulumi from "@pulumi/pulumi";
 import * as fc from "fast-check";
 
-import { FleetError, planRollout, type RolloutArgs } from "../provider/fleet";
+import {
+  DockerPortAllowlistFleet,
+  FleetError,
+  planRollout,
+  type DockerPortAllowlistFleetArgs,
+  type RolloutArgs,
+} from "../provider/fleet";
 
 const hosts = (n: number) => Array.from({ length: n }, (_, i) => `h${i + 1}`);
 
@@ -134,5 +141,113 @@ describe("planRollout", () => {
         expect(planRollout([...names], { canaries, batchSize })).toEqual(batches);
       }),
     );
+  });
+});
+
+describe("DockerPortAllowlistFleet", () => {
+  // Mocks record what the fleet registers; ordering between batches is proven with the real engine
+  // in test/engine/examples.test.ts (mocks do not see dependsOn).
+  const registered: { type: string; name: string; inputs: Record<string, unknown> }[] = [];
+  beforeAll(() => {
+    pulumi.runtime.setMocks(
+      {
+        newResource: (args) => {
+          registered.push({ type: args.type, name: args.name, inputs: args.inputs });
+          return { id: `${args.name}-id`, state: args.inputs };
+        },
+        call: (args) => args.inputs,
+      },
+      "project",
+      "stack",
+      false,
+    );
+  });
+
+  const fleetArgs = (): DockerPortAllowlistFleetArgs => ({
+    connection: { user: "deploy", privateKey: "KEY", hostKey: "SHA256:shared" },
+    policies: [
+      { name: "web", port: 8080, sources: ["198.18.1.0/24"] },
+      { name: "dns", port: 5353, protocols: ["udp"], sources: ["198.18.2.2"] },
+    ],
+    hosts: [
+      { name: "a", connection: { host: "198.18.0.10" } },
+      { name: "b", connection: { host: "198.18.0.11", user: "root" }, extraSources: { web: ["198.18.9.9"] } },
+      { name: "c", connection: { host: "198.18.0.12" }, policies: ["web"] },
+    ],
+    rollout: { canaries: ["b"], batchSize: 1 },
+    persistence: { rulesV4Path: "/etc/sysconfig/iptables" },
+  });
+
+  it("makes one allowlist per host and policy with merged connection, extra sources and persistence", async () => {
+    registered.length = 0;
+    const fleet = new DockerPortAllowlistFleet("edge", fleetArgs());
+    expect(fleet.batches).toEqual([["b"], ["a"], ["c"]]);
+    expect(Object.fromEntries(Object.entries(fleet.allowlists).map(([h, p]) => [h, Object.keys(p)]))).toEqual(
+      {
+        b: ["web", "dns"],
+        a: ["web", "dns"],
+        c: ["web"],
+      },
+    );
+    // Let the mocks see every registration.
+    await new Promise((r) => setTimeout(r, 100));
+    const allowlists = registered.filter((r) => r.type === "pulumi-nodejs:dynamic:Resource");
+    expect(allowlists.map((r) => r.name)).toEqual([
+      "edge-b-web",
+      "edge-b-dns",
+      "edge-a-web",
+      "edge-a-dns",
+      "edge-c-web",
+    ]);
+    const bWeb = allowlists.find((r) => r.name === "edge-b-web")!.inputs;
+    expect(bWeb).toMatchObject({
+      ruleName: "web",
+      port: 8080,
+      sources: ["198.18.1.0/24", "198.18.9.9"],
+      rulesV4Path: "/etc/sysconfig/iptables",
+    });
+    // The host's fields win over the fleet's; the whole connection travels as a secret (it has a key).
+    expect(bWeb.connection).toEqual({
+      [pulumi.runtime.specialSigKey]: pulumi.runtime.specialSecretSig,
+      value: { host: "198.18.0.11", user: "root", privateKey: "KEY", hostKey: "SHA256:shared" },
+    });
+    expect(allowlists.find((r) => r.name === "edge-a-dns")!.inputs).toMatchObject({
+      ruleName: "dns",
+      protocols: ["udp"],
+      sources: ["198.18.2.2"],
+      connection: { value: { host: "198.18.0.10", user: "deploy" } },
+    });
+    expect(registered.some((r) => r.type === "docker-port-allowlist:index:Fleet" && r.name === "edge")).toBe(
+      true,
+    );
+  });
+
+  it.each<[string, (a: DockerPortAllowlistFleetArgs) => DockerPortAllowlistFleetArgs, string]>([
+    [
+      "an unknown policy on a host",
+      (a) => ({ ...a, hosts: [{ name: "a", connection: { host: "x" }, policies: ["ssh"] }] }),
+      'hosts[0].policies[0] is "ssh", not a policy of this fleet; known policies: web, dns.',
+    ],
+    [
+      "extra sources for a policy the host does not apply",
+      (a) => ({
+        ...a,
+        hosts: [{ name: "a", connection: { host: "x" }, policies: ["dns"], extraSources: { web: [] } }],
+      }),
+      'hosts[0].extraSources names "web", which is not applied to host "a"; known policies: web, dns; this host applies: dns. Fix the name or apply the policy.',
+    ],
+    [
+      "a policy name too long for a chain",
+      (a) => ({ ...a, policies: [{ name: "x".repeat(25), port: 1, sources: [] }] }),
+      `policies[0].name is "${"x".repeat(25)}"; a policy name becomes the chain DPA-<name> on every host, so it must be 1-24 letters, digits, \`_\` or \`-\`. Pick a shorter or simpler name.`,
+    ],
+    [
+      "no policies",
+      (a) => ({ ...a, policies: [] }),
+      "policies is empty; a fleet needs at least one policy ({ name, port, sources }).",
+    ],
+  ])("refuses %s before creating anything", (_what, change, message) => {
+    registered.length = 0;
+    expect(() => new DockerPortAllowlistFleet("bad", change(fleetArgs()))).toThrow(new FleetError(message));
   });
 });
