@@ -3,6 +3,8 @@
 //   lab    - real sshd, dockerd, iptables and traffic in network namespaces (root)
 //   engine - the real Pulumi CLI and engine against the lab (root, built engine)
 // Type errors fail the run: ts-jest type-checks every test file (isolatedModules off).
+// Jest 29 ignores testTimeout inside a project, so lab and engine test files call
+// jest.setTimeout themselves, sized to what they do.
 const base = {
   preset: "ts-jest",
   testEnvironment: "node",
@@ -20,13 +22,11 @@ module.exports = {
       ...base,
       displayName: "lab",
       testMatch: ["<rootDir>/test/**/*.lab.test.ts", "<rootDir>/test/lab/**/*.test.ts"],
-      testTimeout: 300000,
     },
     {
       ...base,
       displayName: "engine",
       testMatch: ["<rootDir>/test/engine/**/*.test.ts"],
-      testTimeout: 900000,
     },
   ],
 };
