@@ -29,8 +29,9 @@ if [ "$only" = all ]; then
   step "install: the Pulumi engine (cached)"
   bash scripts/engine.sh || { echo "scripts/engine.sh failed"; exit 1; }
   eval "$(bash scripts/engine.sh --env)"
-  # A previous run that was killed may have left a lab behind; remove only what a lab made.
-  bash lab/lab.sh down-all >/dev/null 2>&1 || true
+  # A previous run that was killed may have left a lab behind: remove the labs whose owner
+  # process is gone (never a live lab: another run on this machine may own it).
+  bash lab/lab.sh down-all --stale >/dev/null 2>&1 || true
 fi
 
 step "lint and format"
@@ -49,10 +50,14 @@ if [ "$only" = all ]; then
   # Labs are isolated from each other, but dockerd and the engine are heavy on 2 cores.
   run_jest lab --maxWorkers=2
   run_jest engine --runInBand
+  # Every test tears its lab down; whatever is left now is a leak. In CI nothing else runs on the
+  # machine, so any lab namespace left is ours and fails the run.
   step "lab tear-down check"
-  bash lab/lab.sh down-all || fail "lab down-all"
+  bash lab/lab.sh down-all --stale || fail "lab down-all --stale"
   left=$(ip netns list | grep -c '^dpa' || true)
-  [ "$left" = 0 ] || fail "$left lab namespaces left behind"
+  if [ "$left" != 0 ]; then
+    if [ "${CI:-}" = true ]; then fail "$left lab namespaces left behind"; else echo "note: $left lab namespaces of other live runs"; fi
+  fi
 fi
 
 node -e '
