@@ -1,10 +1,12 @@
 /**
  * The SSH edge: read a host's firewall state and apply a plan to it.
  *
- * One operation on one host = one SSH connection and at most two exec round trips: `dpa-read`
- * (facts + `iptables-save -t filter` per family) and `dpa-apply` (lock, fingerprint check,
- * test, apply, verify handshake, persist). A third round trip happens only when another writer
- * changed the rules between the two (the apply step hands back the new state, we re-plan once).
+ * One write operation on one host = one SSH connection and ONE exec (`dpa-sync`) that holds the
+ * host lock (/run/docker-port-allowlist.lock) from the read to the commit. So allowlists applied
+ * in parallel to the same host (a fleet with several policies per host) queue on the lock and
+ * never see each other's changes as conflicts. The fingerprint check stays: it catches writers
+ * that do not take our lock (Docker, people), and then the state is re-read and re-planned in
+ * the same exec, up to `maxAttempts` times. See {@link syncHost} for what a round trip is.
  *
  * This module knows nothing about what an allowlist means: planning and verification are
  * callbacks (the core's `planAllowlist` / `verifyApplied`), so the edge can be tested with
@@ -13,8 +15,8 @@
 import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
 import { renderRollback, conntrackCuts } from "./rollback";
-import { APPLY_SCRIPT, READ_SCRIPT, forwardFingerprint, parseSections, remoteCommand } from "./scripts";
-import { SshSession, type SessionOptions, type SessionStats } from "./ssh";
+import { READ_SCRIPT, SYNC_SCRIPT, forwardFingerprint, parseSections, remoteCommand } from "./scripts";
+import { SshSession, type ExecChannel, type ExecResult, type SessionOptions, type SessionStats } from "./ssh";
 
 export { HostError, type HostErrorKind } from "./errors";
 export {
@@ -79,8 +81,31 @@ export interface HostTarget {
   readonly rulesV6Path?: string;
 }
 
-export interface ApplyOptions<P extends PlanLike> extends HostTarget {
-  /** Builds the plan from the live rules (called again once if the rules changed meanwhile). */
+/** Bounds of the host dialogue: every wait under the host lock has one. */
+export interface ApplyLimits {
+  /**
+   * Seconds the host waits for our "commit" before it rolls back by itself.
+   * @default 30
+   */
+  readonly commitTimeoutSeconds?: number;
+  /** Seconds to wait for another writer's host lock. @default 30 */
+  readonly lockWaitSeconds?: number;
+  /**
+   * Seconds the host (holding the lock) waits for our plan after printing its state; then it
+   * releases the lock and changes nothing.
+   * @default 30
+   */
+  readonly planTimeoutSeconds?: number;
+  /**
+   * Plans sent per operation: a plan the host refuses because a writer that ignores our lock
+   * changed the rules is re-made from the fresh state, up to this many plans in all.
+   * @default 3
+   */
+  readonly maxAttempts?: number;
+}
+
+export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimits {
+  /** Builds the plan from the live rules (called again when a foreign writer changed them). */
   readonly plan: (
     live: { ipv4: string | null; ipv6: string | null },
     snapshot: HostSnapshot,
@@ -91,13 +116,12 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget {
    */
   readonly verify: (family: FamilyName, saveText: string, plan: P) => readonly string[];
   /**
-   * Seconds the host waits for our "commit" before it rolls back by itself.
-   * @default 30
+   * Delete the conntrack entries of sources that lost access, so their live flows stop at once
+   * (the ESTABLISHED fast path would let them go on for days). Needs `conntrack` on the host.
+   * @default true
    */
-  readonly commitTimeoutSeconds?: number;
-  /** Seconds to wait for another writer's host lock. @default 30 */
-  readonly lockWaitSeconds?: number;
-  /** Test hook: runs after verification, before "commit" is sent. */
+  readonly cutConntrack?: boolean;
+  /** Test hook: runs after verification, before "commit" is sent (the host lock is held). */
   readonly beforeCommit?: (session: SshSession) => void | Promise<void>;
   /** Transport options (timeouts, retry pacing, warnings). */
   readonly session?: SessionOptions;
@@ -114,7 +138,10 @@ export interface HostOutcome<P extends PlanLike> {
   /** Live `iptables-save -t filter` per family after the operation. */
   readonly live: { readonly ipv4: string | null; readonly ipv6: string | null };
   readonly conntrackDeleted: number;
+  /** True when a foreign writer's change made us plan more than once. */
   readonly replanned: boolean;
+  /** Plans made (1 unless a writer that ignores our lock changed the rules meanwhile). */
+  readonly attempts: number;
   readonly stats: SessionStats & { readonly ms: number };
 }
 
@@ -158,7 +185,7 @@ function kv(body: string | undefined): Map<string, string> {
   return map;
 }
 
-/** Round trip 1: reads the host's facts and filter tables. */
+/** Read-only: the host's facts and filter tables, in one exec, without the lock. */
 export async function readHost(session: SshSession, target: HostTarget): Promise<HostSnapshot> {
   const p = paths(target);
   const command = remoteCommand(
@@ -179,6 +206,11 @@ export async function readHost(session: SshSession, target: HostTarget): Promise
       )
     );
   }
+  return parseSnapshot(session.host, sections);
+}
+
+/** The snapshot in the sections `report_state` prints (scripts.ts). */
+function parseSnapshot(host: string, sections: Map<string, { header: string; body: string }>): HostSnapshot {
   const meta = kv(sections.get("meta")?.body);
   const other = kv(sections.get("other")?.body);
   const persisted = kv(sections.get("persisted")?.body);
@@ -195,7 +227,7 @@ export async function readHost(session: SshSession, target: HostTarget): Promise
   const version = meta.get("iptables") ?? "";
   const uid = Number(meta.get("uid"));
   return {
-    host: session.host,
+    host,
     uid: Number.isInteger(uid) ? uid : undefined,
     backend: /nf_tables/.test(version) ? "nf_tables" : /legacy/.test(version) ? "legacy" : "unknown",
     iptablesVersion: version,
@@ -262,83 +294,127 @@ export function assertChangeable(snapshot: HostSnapshot): void {
   );
 }
 
-interface ApplyRun {
-  readonly code: number | null;
-  readonly sections: Map<string, { header: string; body: string }>;
-  readonly stderr: string;
-  readonly problems: readonly string[];
+/** What the host's reply to one message was: its output up to the next question, or to the end. */
+interface Reply {
+  readonly text: string;
+  /** The question that ended it, or "closed" when the script ended (then `result` is set). */
+  readonly until: "await-plan" | "await-commit" | "closed";
+  readonly result?: ExecResult;
 }
 
-async function runApply<P extends PlanLike>(
-  session: SshSession,
-  snapshot: HostSnapshot,
-  plan: P | undefined,
-  opts: ApplyOptions<P>,
-): Promise<ApplyRun> {
-  const p = paths(opts);
-  const rule = opts.ruleName;
-  const fps: Record<FamilyName, string> = { ipv4: "-", ipv6: "-" };
-  const stdin: string[] = [];
-  const cuts: string[] = [];
-  const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
-  for (const fam of FAMILIES) {
-    const fp = plan?.families[fam];
-    if (plan === undefined || fp === undefined || plan.inSync) continue;
-    const before = live[fam] ?? "";
-    fps[fam] = fp.fingerprint;
-    stdin.push(`@@DPA:payload${NUM[fam]}`, fp.payload.replace(/\n$/, ""));
-    stdin.push(`@@DPA:rollback${NUM[fam]}`, renderRollback(before, fp.payload, rule).replace(/\n$/, ""));
-    cuts.push(...conntrackCuts(before, fp.payload.split("\n").map(stripInsert).join("\n"), rule, fam));
+/**
+ * One exec channel kept open for the dialogue with {@link SYNC_SCRIPT}. Every wait is bounded:
+ * by the exec's timeout here, and on the host by the script's own read timeouts.
+ */
+class Dialogue {
+  private stdout = "";
+  private offset = 0;
+  private channel?: ExecChannel;
+  private result?: ExecResult;
+  private error?: unknown;
+  private wake?: () => void;
+
+  constructor(session: SshSession, name: string, command: string, timeoutMs: number) {
+    void session
+      .exec(name, command, {
+        endStdin: false,
+        timeoutMs,
+        onStdout: (soFar, channel) => {
+          this.stdout = soFar;
+          this.channel = channel;
+          this.wake?.();
+        },
+      })
+      .then(
+        (r) => {
+          this.result = r;
+          this.wake?.();
+        },
+        (err: unknown) => {
+          this.error = err;
+          this.wake?.();
+        },
+      );
   }
-  if (cuts.length > 0) stdin.push("@@DPA:conntrack", ...cuts);
-  stdin.push("@@DPA:end");
-  const input = stdin.join("\n") + "\n";
-  const args = [
-    rule,
+
+  /** Waits for the host's next question (or the end of the script). */
+  public async next(): Promise<Reply> {
+    for (;;) {
+      const rest = this.stdout.slice(this.offset);
+      const m = /(^|\n)@@DPA:(await-plan|await-commit)[^\n]*\n/.exec(rest);
+      if (m !== null) {
+        const end = m.index + m[0].length;
+        this.offset += end;
+        return { text: rest.slice(0, end), until: m[2] as "await-plan" | "await-commit" };
+      }
+      if (this.error !== undefined) throw this.error;
+      if (this.result !== undefined) {
+        const text = this.result.stdout.slice(this.offset);
+        this.offset = this.result.stdout.length;
+        return { text, until: "closed", result: this.result };
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  public send(text: string): void {
+    try {
+      this.channel?.write(text);
+    } catch {
+      // The script already ended (e.g. its plan timeout); next() reports how it ended.
+    }
+  }
+
+  public end(): void {
+    try {
+      this.channel?.end();
+    } catch {
+      // As above: nothing left to close.
+    }
+  }
+
+  /** Tells the host there is nothing to do: it exits at once, releasing the lock. */
+  public async release(): Promise<void> {
+    this.send("none\n");
+    this.end();
+    try {
+      await this.next();
+    } catch {
+      // The caller reports its own, more useful error.
+    }
+  }
+}
+
+/**
+ * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6> <ffp4> <ffp6>`, then
+ * payload/rollback sections per changed family, the conntrack cuts and `@@DPA:end`.
+ */
+function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: boolean): string {
+  const fps: Record<FamilyName, string> = { ipv4: "-", ipv6: "-" };
+  const body: string[] = [];
+  const cuts: string[] = [];
+  for (const fam of FAMILIES) {
+    const fp = plan.families[fam];
+    if (fp === undefined || plan.inSync) continue;
+    const before = snapshot[fam] ?? "";
+    fps[fam] = fp.fingerprint;
+    body.push(`@@DPA:payload${NUM[fam]}`, fp.payload.replace(/\n$/, ""));
+    body.push(`@@DPA:rollback${NUM[fam]}`, renderRollback(before, fp.payload, rule).replace(/\n$/, ""));
+    if (cut)
+      cuts.push(...conntrackCuts(before, fp.payload.split("\n").map(stripInsert).join("\n"), rule, fam));
+  }
+  if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
+  body.push("@@DPA:end");
+  const text = body.join("\n") + "\n";
+  const header = [
+    "plan",
+    String(text.split("\n").length - 1),
     fps.ipv4,
     fps.ipv6,
-    String(opts.commitTimeoutSeconds ?? 30),
-    (opts.persist ?? true) ? "1" : "0",
-    snapshot.ipv4 === null ? "-" : p.v4,
-    snapshot.ipv6 === null ? "-" : p.v6,
-    String(opts.lockWaitSeconds ?? 30),
-    String(input.split("\n").length - 1),
-    forwardFingerprint(live.ipv4 ?? ""),
-    forwardFingerprint(live.ipv6 ?? ""),
-  ];
-  const command = remoteCommand(APPLY_SCRIPT, "dpa-apply", args, useSudo(session.conn));
-  let problems: string[] = [];
-  let answered = false;
-  const res = await session.exec("dpa-apply", command, {
-    stdin: input,
-    endStdin: false,
-    timeoutMs: ((opts.commitTimeoutSeconds ?? 30) + (opts.lockWaitSeconds ?? 30) + 60) * 1000,
-    onStdout: (soFar, channel) => {
-      if (answered) return;
-      if (/(^|\n)@@DPA:await-commit\n/.test(soFar)) {
-        answered = true;
-        const sections = parseSections(soFar);
-        for (const fam of FAMILIES) {
-          const s = sections.get(`new${NUM[fam]}`);
-          if (s === undefined || plan === undefined) continue;
-          try {
-            problems.push(...opts.verify(fam, s.body, plan).map((m) => `${fam}: ${m}`));
-          } catch (err) {
-            problems.push(`${fam}: verification threw: ${(err as Error).message}`);
-          }
-        }
-        void Promise.resolve(problems.length === 0 ? opts.beforeCommit?.(session) : undefined).then(() => {
-          channel.write(problems.length === 0 ? "commit\n" : "rollback\n");
-          channel.end();
-        });
-      } else if (/(^|\n)@@DPA:(conflict|done|test-failed|apply-failed|lock-timeout|error)/.test(soFar)) {
-        answered = true;
-        channel.end();
-      }
-    },
-  });
-  problems = [...problems];
-  return { code: res.code, sections: parseSections(res.stdout), stderr: res.stderr, problems };
+    forwardFingerprint(snapshot.ipv4 ?? ""),
+    forwardFingerprint(snapshot.ipv6 ?? ""),
+  ].join(" ");
+  return header + "\n" + text;
 }
 
 /** A payload line `-I CHAIN 1 rule` as it will read in iptables-save: `-A CHAIN rule`. */
@@ -346,11 +422,27 @@ function stripInsert(line: string): string {
   return line.replace(/^-I (\S+) \d+ /, "-A $1 ").replace(/^-I (\S+) /, "-A $1 ");
 }
 
-function failure(session: SshSession, run: ApplyRun): HostError {
+interface Ending {
+  readonly code: number | null;
+  readonly sections: Map<string, { header: string; body: string }>;
+  readonly stderr: string;
+  readonly problems: readonly string[];
+}
+
+function failure(session: SshSession, run: Ending, opts: HostTarget & ApplyLimits): HostError {
   const host = session.host;
-  const base = { host, command: "dpa-apply", exitCode: run.code, stderr: run.stderr };
+  const base = { host, command: "dpa-sync", exitCode: run.code, stderr: run.stderr };
   const header = (k: string) => run.sections.get(k)?.header ?? "";
+  const lock = "/run/docker-port-allowlist.lock";
   switch (run.code) {
+    case 10:
+      return new HostError(
+        `the rules in DOCKER-USER / FORWARD / DPA-${opts.ruleName} changed between our read and our apply ` +
+          `on each of ${opts.maxAttempts ?? 3} attempts, although we held ${lock}: a writer that does not take ` +
+          `that lock (Docker restarting, a person, another tool) is busy. Nothing was changed by us. Fix: retry ` +
+          `when the other change is done.`,
+        { ...base, kind: "conflict" },
+      );
     case 11:
       return new HostError(
         `iptables-restore --test rejected the planned rules (${header("test-failed")}); nothing was changed. ` +
@@ -360,10 +452,7 @@ function failure(session: SshSession, run: ApplyRun): HostError {
     case 12:
       return new HostError(
         `applying the rules failed (${header("apply-failed")}); every family was restored to its snapshot, nothing changed.`,
-        {
-          ...base,
-          kind: "rolled-back",
-        },
+        { ...base, kind: "rolled-back" },
       );
     case 13:
       return new HostError(
@@ -381,7 +470,8 @@ function failure(session: SshSession, run: ApplyRun): HostError {
       );
     case 15:
       return new HostError(
-        `another writer held /run/docker-port-allowlist.lock for too long; nothing was changed. Fix: retry.`,
+        `another writer held ${lock} for more than lockWaitSeconds=${opts.lockWaitSeconds ?? 30}; nothing was ` +
+          `changed. Fix: retry, or look for a stuck process holding the lock (fuser ${lock}).`,
         { ...base, kind: "conflict" },
       );
     case 16:
@@ -390,11 +480,26 @@ function failure(session: SshSession, run: ApplyRun): HostError {
           `Fix: inspect \`iptables-save -t filter\` on the host and run \`pulumi refresh\` then \`pulumi up\`.`,
         { ...base, kind: "rollback-failed" },
       );
+    case 17:
+      return new HostError(
+        `the host got no plan within planTimeoutSeconds=${opts.planTimeoutSeconds ?? 30} (${header("no-plan")}), ` +
+          `so it released ${lock} without changing anything. Fix: retry; if planning is this slow, raise ` +
+          `planTimeoutSeconds.`,
+        { ...base, kind: "timeout" },
+      );
+    case 21:
+      return new HostError(
+        `flock is not installed, so changes cannot be serialized. Fix: install util-linux.`,
+        {
+          ...base,
+          kind: "precondition",
+        },
+      );
     default:
       return (
-        sudoError(session, "dpa-apply", run.code, run.stderr) ??
+        sudoError(session, "dpa-sync", run.code, run.stderr) ??
         new HostError(
-          `the apply step failed (${header("error") || "unexpected exit"}); nothing was changed.`,
+          `the sync step failed (${header("error") || "unexpected exit"}); nothing was changed.`,
           {
             ...base,
             kind: "command",
@@ -405,8 +510,16 @@ function failure(session: SshSession, run: ApplyRun): HostError {
 }
 
 /**
- * One operation on one host: connect, read, plan, and (when needed) apply + persist, over one
- * SSH connection. Throws HostError; on success tells what happened and what it cost.
+ * One operation on one host over ONE SSH connection and ONE exec: lock, read, plan, and (when
+ * needed) apply + verify + commit + persist, all under the host lock. Throws HostError; on
+ * success tells what happened and what it cost.
+ *
+ * Round trips (`stats.roundTrips`) count request/response exchanges on the channel in which the
+ * client waits for the host's answer before it can go on: opening the exec (answer: the state,
+ * read under the lock) and each plan sent (answer: the applied state, or a conflict with the
+ * fresh state). In sync = 1; a change = 2; each re-plan after a foreign writer's change adds 1.
+ * The `commit` line that confirms a verified apply closes the second exchange; it is counted in
+ * `stats.commits` (0 or 1), so nothing the operation sends is left uncounted.
  */
 export async function syncHost<P extends PlanLike>(
   conn: ConnectionArgs,
@@ -414,64 +527,121 @@ export async function syncHost<P extends PlanLike>(
 ): Promise<HostOutcome<P>> {
   const started = Date.now();
   const session = await SshSession.open(conn, opts.session);
+  const p = paths(opts);
+  const lockWait = opts.lockWaitSeconds ?? 30;
+  const planTimeout = opts.planTimeoutSeconds ?? 30;
+  const commitTimeout = opts.commitTimeoutSeconds ?? 30;
+  const maxAttempts = Math.max(1, Math.floor(opts.maxAttempts ?? 3));
+  const persistOn = opts.persist ?? true;
+  const needsPersist = (s: HostSnapshot) =>
+    persistOn && FAMILIES.some((f) => s[f] !== null && s.persisted[f] !== s.liveFingerprint[f]);
+  let snapshot: HostSnapshot | undefined;
+  let plan: P | undefined;
+  let attempts = 0;
   try {
-    let snapshot = await readHost(session, opts);
-    if (opts.requireDockerUser) assertChangeable(snapshot);
-    let plan = await opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
-    const persistOn = opts.persist ?? true;
-    const needsPersist = (s: HostSnapshot) =>
-      persistOn && FAMILIES.some((f) => s[f] !== null && s.persisted[f] !== s.liveFingerprint[f]);
-    if (plan.blocked === true) {
-      // Nothing applicable (e.g. no DOCKER-USER while deleting): leave the host alone.
-      return done(false, !needsPersist(snapshot), { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0, false);
-    }
-    if (plan.inSync && !needsPersist(snapshot)) {
-      return done(false, true, { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0, false);
-    }
-    let run = await runApply(session, snapshot, plan, opts);
-    let replanned = false;
-    if (run.code === 10) {
-      // Someone changed the rules since our read. The script handed back the new state: plan
-      // again from it (no extra read) and try once more; a second conflict is reported.
-      replanned = true;
-      const s4 = run.sections.get("save4")?.body ?? null;
-      const s6 = run.sections.get("save6")?.body;
-      snapshot = { ...snapshot, ipv4: s4, ipv6: snapshot.ipv6 === null ? null : (s6 ?? null) };
-      if (opts.requireDockerUser) assertChangeable(snapshot);
-      plan = await opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
-      run = await runApply(session, snapshot, plan, opts);
-      if (run.code === 10) {
-        throw new HostError(
-          `the rules in DOCKER-USER / DPA-${opts.ruleName} changed twice while we were applying; another ` +
-            `writer is busy. Nothing was changed by us. Fix: retry when the other change is done.`,
-          { host: session.host, kind: "conflict", command: "dpa-apply", exitCode: 10 },
-        );
+    const command = remoteCommand(
+      SYNC_SCRIPT,
+      "dpa-sync",
+      [
+        opts.ruleName,
+        p.v4,
+        p.v6,
+        String(lockWait),
+        String(planTimeout),
+        String(commitTimeout),
+        persistOn ? "1" : "0",
+        String(maxAttempts),
+      ],
+      useSudo(conn),
+    );
+    const timeoutMs = (lockWait + maxAttempts * planTimeout + commitTimeout + 60) * 1000;
+    const d = new Dialogue(session, "dpa-sync", command, timeoutMs);
+    const ended = (r: Reply, text: string, problems: readonly string[] = []): HostError =>
+      failure(
+        session,
+        {
+          code: r.result?.code ?? null,
+          sections: parseSections(text),
+          stderr: r.result?.stderr ?? "",
+          problems,
+        },
+        { ...opts, maxAttempts },
+      );
+
+    // Exchange 1: the host takes the lock and answers with the state.
+    let reply = await d.next();
+    for (;;) {
+      if (reply.until !== "await-plan") throw ended(reply, reply.text);
+      attempts++;
+      snapshot = parseSnapshot(session.host, parseSections(reply.text));
+      try {
+        if (opts.requireDockerUser) assertChangeable(snapshot);
+        plan = await opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
+      } catch (err) {
+        await d.release();
+        throw err;
       }
+      if (plan.blocked === true) {
+        // Nothing applicable (e.g. no DOCKER-USER while deleting): leave the host alone.
+        await d.release();
+        return done(false, !needsPersist(snapshot), { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0);
+      }
+      if (plan.inSync && !needsPersist(snapshot)) {
+        await d.release();
+        return done(false, true, { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0);
+      }
+      // Exchange 2 (and one more per re-plan): the plan; the answer is the applied state, or a
+      // conflict with the fresh state when a writer that ignores our lock changed the rules.
+      session.countRoundTrip();
+      d.send(planMessage(snapshot, plan, opts.ruleName, opts.cutConntrack ?? true));
+      reply = await d.next();
+      if (reply.until !== "await-plan") break;
     }
-    if (run.code !== 0) throw failure(session, run);
-    const applied = run.sections.has("committed");
+
+    let tail = reply.text;
+    const problems: string[] = [];
+    if (reply.until === "await-commit") {
+      const sections = parseSections(reply.text);
+      for (const fam of FAMILIES) {
+        const s = sections.get(`new${NUM[fam]}`);
+        if (s === undefined) continue;
+        try {
+          problems.push(...opts.verify(fam, s.body, plan!).map((m) => `${fam}: ${m}`));
+        } catch (err) {
+          problems.push(`${fam}: verification threw: ${(err as Error).message}`);
+        }
+      }
+      if (problems.length === 0) await opts.beforeCommit?.(session);
+      d.send(problems.length === 0 ? "commit\n" : "rollback\n");
+      session.countCommit();
+      d.end();
+      reply = await d.next();
+      tail += reply.text;
+    }
+    if (reply.result?.code !== 0) throw ended(reply, tail, problems);
+    const sections = parseSections(tail);
     const live = {
-      ipv4: run.sections.get("new4")?.body ?? snapshot.ipv4,
-      ipv6: run.sections.get("new6")?.body ?? snapshot.ipv6,
+      ipv4: sections.get("new4")?.body ?? snapshot.ipv4,
+      ipv6: sections.get("new6")?.body ?? snapshot.ipv6,
     };
-    const deleted = Number((run.sections.get("conntrack-deleted")?.header ?? "x 0").split(" ")[1]);
-    return done(applied, true, live, deleted, replanned);
+    const deleted = Number((sections.get("conntrack-deleted")?.header ?? "x 0").split(" ")[1]);
+    return done(sections.has("committed"), true, live, deleted);
 
     function done(
       applied: boolean,
       persisted: boolean,
       live: { ipv4: string | null; ipv6: string | null },
       conntrackDeleted: number,
-      replanned: boolean,
     ): HostOutcome<P> {
       return {
-        snapshot,
-        plan,
+        snapshot: snapshot!,
+        plan: plan!,
         applied,
         persisted,
         live,
         conntrackDeleted,
-        replanned,
+        replanned: attempts > 1,
+        attempts,
         stats: { ...session.stats, ms: Date.now() - started },
       };
     }

@@ -1,5 +1,6 @@
 /**
- * The two bash programs that run on a host: one to read, one to apply.
+ * The two bash programs that run on a host: one to read (refresh), one to read+apply under the
+ * host lock (create/update/delete).
  *
  * They travel as the argument of `bash -c` (quoted with {@link shellQuote}); variable values go
  * as further argv words (also quoted, and already validated by the core), and rule payloads go
@@ -30,10 +31,6 @@ fp() {
 ffp() { awk '$1 == "-A" && $2 == "FORWARD" { print }' | sha256sum | cut -d" " -f1; }
 `;
 
-/**
- * argv: rule, rulesV4Path, rulesV6Path. Reports facts only and exits 0; the client decides
- * what is an error, so that all findings reach the user from one round trip.
- */
 /** What `ffp` computes on the host: sha256 hex of the `-A FORWARD` lines, each + "\\n". */
 export function forwardFingerprint(saveText: string): string {
   const lines = saveText.split("\n").filter((l) => {
@@ -45,10 +42,13 @@ export function forwardFingerprint(saveText: string): string {
     .digest("hex");
 }
 
-export const READ_SCRIPT =
-  PRELUDE +
-  String.raw`
-rule="$1"; v4path="$2"; v6path="$3"
+/**
+ * `report_state`: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
+ * save6, save6err, other, persisted, end. Reads `$rule`, `$v4path`, `$v6path`. Reports facts
+ * only; the client decides what is an error, so all findings reach the user from one exchange.
+ */
+const REPORT_STATE = String.raw`
+report_state() {
 echo "@@DPA:meta"
 echo "uid=$(id -u)"
 echo "iptables=$(iptables -V 2>&1 | head -n 1)"
@@ -94,55 +94,96 @@ done
 [ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | fp)"
 [ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | fp)"
 echo "@@DPA:end"
+}
+`;
+
+/** argv: rule, rulesV4Path, rulesV6Path. Read-only (refresh): takes no lock. */
+export const READ_SCRIPT =
+  PRELUDE +
+  REPORT_STATE +
+  String.raw`
+rule="$1"; v4path="$2"; v6path="$3"
+report_state
 `;
 
 /**
- * argv: rule, fp4, fp6 ("-" = family untouched), commitTimeoutSeconds, persist (0/1),
- * rulesV4Path, rulesV6Path ("-" = do not save that family), lockWaitSeconds, stdinLines,
- * forwardFp4, forwardFp6 (sha256 of the FORWARD rules the plan was made from).
- * stdin: sections payload4, rollback4, payload6, rollback6, conntrack, then `@@DPA:end`;
- * later one line `commit` (anything else, EOF or the timeout rolls back).
+ * The whole write operation in ONE exec, under the host lock from the read to the commit, so
+ * writers that use the lock (other allowlists of this provider, other `pulumi up`s) never
+ * interleave and never conflict.
  *
- * Exit codes: 0 done, 10 live state changed (conflict; current state printed), 11 payload
- * rejected by `iptables-restore --test`, 12 restore failed (host unchanged), 13 rolled back
- * (no commit), 14 committed but persisting failed, 15 lock timeout, 16 rollback failed,
- * 20 setup failed.
+ * argv: rule, rulesV4Path, rulesV6Path ("-" = persistence off for that family), lockWaitSeconds,
+ * planTimeoutSeconds, commitTimeoutSeconds, persist (0/1), maxAttempts.
+ *
+ * Dialogue on the channel (every wait on the client is bounded, so the lock is never held for
+ * longer than lockwait is spent elsewhere):
+ * 1. host: takes the lock, prints the state (report_state) and `@@DPA:await-plan <attempt>`.
+ * 2. client -> one line `none` (nothing to do: the host exits at once, releasing the lock) or
+ *    `plan <nlines> <fp4> <fp6> <ffp4> <ffp6>` followed by <nlines> lines: sections payload4,
+ *    rollback4, payload6, rollback6, conntrack, then `@@DPA:end`. fp = core fingerprint of the
+ *    state the plan was made from ("-" = family untouched), ffp = fingerprint of FORWARD.
+ *    Nothing within planTimeoutSeconds (or EOF) = exit 17, nothing changed.
+ * 3. host: if a family's fingerprint differs (a writer that does not take our lock: Docker, a
+ *    person), prints `@@DPA:conflict`, the fresh state and a new await-plan (back to 2) until
+ *    maxAttempts plans were refused (exit 10). Otherwise: test, apply, print the new state and
+ *    `@@DPA:await-commit`.
+ * 4. client -> `commit` (anything else, EOF or commitTimeoutSeconds rolls back); host: conntrack
+ *    cuts, persist, `@@DPA:done`.
+ *
+ * Exit codes: 0 done, 10 live state changed on every attempt, 11 payload rejected by
+ * `iptables-restore --test`, 12 restore failed (host unchanged), 13 rolled back (no commit),
+ * 14 committed but persisting failed, 15 lock timeout, 16 rollback failed, 17 no plan in time,
+ * 20 setup failed, 21 flock missing.
  */
-export const APPLY_SCRIPT =
+export const SYNC_SCRIPT =
   PRELUDE +
+  REPORT_STATE +
   String.raw`
-rule="$1"; fp4="$2"; fp6="$3"; ctimeout="$4"; persist="$5"; v4path="$6"; v6path="$7"; lockwait="$8"; nlines="$9"
-ffp4="$${"{"}10}"; ffp6="$${"{"}11}"
+rule="$1"; v4path="$2"; v6path="$3"; lockwait="$4"; ptimeout="$5"; ctimeout="$6"; persist="$7"; attempts="$8"
 # A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
 trap '' HUP PIPE
-tmp=$(mktemp -d /tmp/dpa-apply.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit 20; }
+tmp=$(mktemp -d /tmp/dpa-sync.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit 20; }
 trap 'rm -rf "$tmp"' EXIT
-# Read exactly the announced number of lines; the commit line comes later on the same stdin.
-# (head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.)
-head -n "$nlines" > "$tmp/input" || { echo "@@DPA:error reading stdin failed"; exit 20; }
-tail -n 1 "$tmp/input" | grep -qx '@@DPA:end' || { echo "@@DPA:error stdin was cut short"; exit 20; }
-awk -v d="$tmp" '/^@@DPA:end$/ { exit } /^@@DPA:/ { f = d "/" substr($0, 7); printf "" > f; next } f != "" { print > f }' "$tmp/input"
-command -v flock >/dev/null 2>&1 || { echo "@@DPA:error flock is not installed"; exit 20; }
+command -v flock >/dev/null 2>&1 || { echo "@@DPA:no-flock"; exit 21; }
 exec 9>/run/docker-port-allowlist.lock || { echo "@@DPA:error cannot open /run/docker-port-allowlist.lock"; exit 20; }
 flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit 15; }
 
 bin4=iptables; bin6=ip6tables
-conflict=0
-for fam in 4 6; do
-  [ -s "$tmp/payload$fam" ] || continue
-  eval "want=\$fp$fam; wantf=\$ffp$fam; bin=\$bin$fam"
-  "$bin-save" -t filter > "$tmp/snap$fam" 2>"$tmp/err" || { echo "@@DPA:error $bin-save failed"; cat "$tmp/err" >&2; exit 20; }
-  [ "$(fp < "$tmp/snap$fam")" = "$want" ] || conflict=1
-  [ "$(ffp < "$tmp/snap$fam")" = "$wantf" ] || conflict=1
+attempt=0
+while :; do
+  attempt=$((attempt + 1))
+  report_state
+  echo "@@DPA:await-plan $attempt"
+  # bash's read takes one byte at a time from a pipe, so it never eats the lines after it.
+  header=""
+  IFS= read -r -t "$ptimeout" header
+  case "$header" in
+    none) echo "@@DPA:done"; exit 0 ;;
+    "plan "*) ;;
+    *) echo "@@DPA:no-plan $${"{"}header:-none within $${"{"}ptimeout}s}"; exit 17 ;;
+  esac
+  set -- $header
+  nlines="$2"; fp4="$3"; fp6="$4"; ffp4="$5"; ffp6="$6"
+  case "$nlines" in ''|*[!0-9]*) echo "@@DPA:error bad plan header"; exit 20 ;; esac
+  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp/conntrack"
+  # head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.
+  # The client sends nothing more before await-commit, so head cannot read past the plan.
+  timeout "$ptimeout" head -n "$nlines" > "$tmp/input" || { echo "@@DPA:no-plan cut short"; exit 17; }
+  tail -n 1 "$tmp/input" | grep -qx '@@DPA:end' || { echo "@@DPA:no-plan cut short"; exit 17; }
+  awk -v d="$tmp" '/^@@DPA:end$/ { exit } /^@@DPA:/ { f = d "/" substr($0, 7); printf "" > f; next } f != "" { print > f }' "$tmp/input"
+  conflict=0
+  for fam in 4 6; do
+    [ -s "$tmp/payload$fam" ] || continue
+    eval "want=\$fp$fam; wantf=\$ffp$fam; bin=\$bin$fam"
+    "$bin-save" -t filter > "$tmp/snap$fam" 2>"$tmp/err" || { echo "@@DPA:error $bin-save failed"; cat "$tmp/err" >&2; exit 20; }
+    [ "$(fp < "$tmp/snap$fam")" = "$want" ] || conflict=1
+    [ "$(ffp < "$tmp/snap$fam")" = "$wantf" ] || conflict=1
+  done
+  [ "$conflict" = 0 ] && break
+  # Changed since our read by a writer that ignores our lock. Hand back the fresh state (the
+  # loop prints it) so the client re-plans without another exec.
+  if [ "$attempt" -ge "$attempts" ]; then echo "@@DPA:conflict final $attempt"; exit 10; fi
+  echo "@@DPA:conflict $attempt"
 done
-if [ "$conflict" = 1 ]; then
-  # Someone changed DOCKER-USER or our chain since the plan was made: hand back the live state
-  # so the client can re-plan without another read.
-  echo "@@DPA:conflict"
-  echo "@@DPA:save4 rc=0"; iptables-save -t filter 2>/dev/null
-  echo "@@DPA:save6 rc=0"; ip6tables-save -t filter 2>/dev/null
-  exit 10
-fi
 
 for fam in 4 6; do
   [ -s "$tmp/payload$fam" ] || continue
@@ -153,10 +194,11 @@ for fam in 4 6; do
 done
 
 rollback() { # rolls back every family already applied, newest first; 0 = host back to snapshot
+  # Own loop variables: the caller's $fam names the family that failed, for its message.
   ok=0
-  for fam in $applied; do
-    eval "bin=\$bin$fam"
-    "$bin-restore" -w 10 --noflush < "$tmp/rollback$fam" 2>>"$tmp/rberr" || ok=1
+  for rf in $applied; do
+    eval "rbin=\$bin$rf"
+    "$rbin-restore" -w 10 --noflush < "$tmp/rollback$rf" 2>>"$tmp/rberr" || ok=1
   done
   return $ok
 }
@@ -203,7 +245,9 @@ if [ "$persist" = 1 ]; then
   for f in "4:$v4path" "6:$v6path"; do
     fam=$${"{"}f%%:*}; path=$${"{"}f#*:}
     [ "$path" = "-" ] && continue
-    eval "bin=\$bin$fam"
+    # A family whose save failed in the read (no ip6tables, IPv6 off) has nothing to save.
+    eval "bin=\$bin$fam; rc=\$rc$fam"
+    [ "$rc" = 0 ] || continue
     dir=$(dirname "$path")
     if [ ! -d "$dir" ]; then
       echo "@@DPA:persist-failed $fam directory $dir does not exist"; exit 14

@@ -8,8 +8,8 @@
  *   mismatch is final, because retrying cannot fix it and may lock the account.
  * - Every exec has a timeout. Nothing secret (password, key, passphrase) is ever put in an error
  *   message or a log line: errors carry host, user, command name, exit code and stderr only.
- * - `stats` counts connections and exec round trips so callers can prove "one connection, at
- *   most two round trips" per operation.
+ * - `stats` counts connections and round trips (request/response exchanges, see SessionStats) so
+ *   callers can prove "one connection, at most two round trips" per operation.
  */
 import { createHash } from "crypto";
 import type { Duplex } from "stream";
@@ -46,8 +46,14 @@ export interface SessionStats {
   proxyConnections: number;
   /** Dial attempts to the target, including failed ones. */
   dialAttempts: number;
-  /** Exec channels run on the target: command round trips (the bar is 2 per operation). */
+  /**
+   * Request/response exchanges with the target in which the client waits for the host's answer
+   * before it can go on: starting an exec (answer: its output) and, inside the one exec of a
+   * write, each plan sent (answer: the applied state). The bar is 2 per operation.
+   */
   roundTrips: number;
+  /** `commit` lines sent to confirm a verified apply (0 or 1); they close the plan's exchange. */
+  commits: number;
 }
 
 /** What came back from one exec. A non-zero exit is not an error at this level. */
@@ -122,6 +128,7 @@ export class SshSession {
     proxyConnections: 0,
     dialAttempts: 0,
     roundTrips: 0,
+    commits: 0,
   };
   /** `user@host:port` of the target, for messages. */
   public readonly target: string;
@@ -421,6 +428,16 @@ export class SshSession {
         if (opts.endStdin ?? true) ch.end();
       });
     });
+  }
+
+  /** Counts one more exchange on an open exec channel (a plan sent, whose answer we wait for). */
+  public countRoundTrip(): void {
+    this.stats.roundTrips++;
+  }
+
+  /** Counts the `commit` confirmation of an apply. */
+  public countCommit(): void {
+    this.stats.commits++;
   }
 
   /** Cuts the TCP connection at once, without a clean SSH goodbye (tests use it to simulate a crash). */

@@ -135,7 +135,7 @@ describe("syncHost on a real host", () => {
       ),
     );
     expect(sawApplied).toBe(true);
-    expect(err.message).toMatch(/SSH connection was lost while "dpa-apply" ran/);
+    expect(err.message).toMatch(/SSH connection was lost while "dpa-sync" ran/);
     expect(await eventually(async () => (await filterTable(h)) === before, 10_000)).toBe(true);
     expect((await lab.hostExec(h, "cat /etc/iptables/rules.v4 2>&1")).stdout).toBe(fileBefore);
   });
@@ -182,44 +182,115 @@ describe("syncHost on a real host", () => {
     expect(await filterTable(h)).toBe(before);
   });
 
-  test("two writers at once are serialized by the host lock; the one that lost re-plans from the new state", async () => {
+  test("two writers at once queue on the host lock from read to commit: the second reads the first's result, nobody re-plans", async () => {
     const h = lab.hosts[2];
-    let readA!: () => void;
-    let readB!: () => void;
-    const aRead = new Promise<void>((r) => (readA = r));
-    const bRead = new Promise<void>((r) => (readB = r));
     const sa = spec("wa", ["198.18.200.1"]);
     const sb = spec("wb", ["198.18.200.2"]);
-    let plansA = 0;
-    let plansB = 0;
-    // Both plan only after both have read, so both plans start from the same state.
+    let aHoldsLock!: () => void;
+    const aPlanning = new Promise<void>((r) => (aHoldsLock = r));
+    let bSawA: boolean | undefined;
     const a = syncHost(conn(h), {
       ...options(sa),
       plan: async (live) => {
-        plansA++;
-        readA();
-        await bRead;
+        aHoldsLock();
+        // B starts now and must wait: A holds the lock from its read until its commit.
+        await new Promise((r) => setTimeout(r, 1500));
         return planAllowlist(live, sa, "wa");
       },
     });
+    await aPlanning;
     const b = syncHost(conn(h), {
       ...options(sb),
-      plan: async (live) => {
-        plansB++;
-        readB();
-        await aRead;
+      plan: (live) => {
+        bSawA = (live.ipv4 ?? "").includes(":DPA-wa ");
         return planAllowlist(live, sb, "wb");
       },
     });
     const [ra, rb] = await Promise.all([a, b]);
-    expect([ra.replanned, rb.replanned].sort()).toEqual([false, true]);
-    expect(plansA + plansB).toBe(3);
-    const loser = ra.replanned ? ra : rb;
-    expect(loser.stats).toMatchObject({ connections: 1, roundTrips: 3 });
+    expect(bSawA).toBe(true);
+    expect([ra.replanned, rb.replanned]).toEqual([false, false]);
+    expect(ra.stats).toMatchObject({ connections: 1, roundTrips: 2, commits: 1 });
+    expect(rb.stats).toMatchObject({ connections: 1, roundTrips: 2, commits: 1 });
     const live = (await lab.hostExec(h, "iptables-save -t filter")).stdout;
     expect(verifyApplied(live, sa, "wa", "ipv4")).toEqual([]);
     expect(verifyApplied(live, sb, "wb", "ipv4")).toEqual([]);
     expect(normalize((await lab.hostExec(h, "cat /etc/iptables/rules.v4")).stdout)).toBe(await saved(h));
+  });
+
+  test("a writer that ignores the lock, changing DOCKER-USER before every apply, is given up on after maxAttempts plans", async () => {
+    const h = lab.hosts[2];
+    const s = spec("busy", ["198.18.200.4"]);
+    const before = await filterTable(h);
+    let calls = 0;
+    const err = await hostError(
+      syncHost(conn(h), {
+        ...options(s),
+        maxAttempts: 3,
+        plan: async (live) => {
+          calls++;
+          const p = planAllowlist(live, s, "busy");
+          // After our read, a foreign rule appears (and stays): the plan's fingerprint is stale.
+          expect((await lab.hostExec(h, `iptables -A DOCKER-USER -s 198.18.98.${calls} -j DROP`)).code).toBe(
+            0,
+          );
+          return p;
+        },
+      }),
+    );
+    expect(calls).toBe(3);
+    expect(err.kind).toBe("conflict");
+    expect(err.message).toContain("changed between our read and our apply on each of 3 attempts");
+    expect(err.stats).toMatchObject({ connections: 1, roundTrips: 4 });
+    for (let i = 1; i <= 3; i++) await lab.hostExec(h, `iptables -D DOCKER-USER -s 198.18.98.${i} -j DROP`);
+    expect(await filterTable(h)).toBe(before);
+  });
+
+  test("a plan that does not arrive in time releases the lock and changes nothing", async () => {
+    const h = lab.hosts[2];
+    const s = spec("late", ["198.18.200.5"]);
+    const before = await filterTable(h);
+    const err = await hostError(
+      syncHost(conn(h), {
+        ...options(s),
+        planTimeoutSeconds: 1,
+        plan: async (live) => {
+          await new Promise((r) => setTimeout(r, 2500));
+          return planAllowlist(live, s, "late");
+        },
+      }),
+    );
+    expect(err.kind).toBe("timeout");
+    expect(err.message).toContain("the host got no plan within planTimeoutSeconds=1");
+    expect(await filterTable(h)).toBe(before);
+    // The lock is free again: the next writer does not wait for it.
+    const started = Date.now();
+    const ok = await syncHost(conn(h), { ...options(s), lockWaitSeconds: 1 });
+    expect(ok.applied).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  test("waiting longer than lockWaitSeconds for the lock is a clear error and changes nothing", async () => {
+    const h = lab.hosts[2];
+    const holder = spec("holder", ["198.18.200.6"]);
+    const waiter = spec("waiter", ["198.18.200.7"]);
+    let holding!: () => void;
+    const held = new Promise<void>((r) => (holding = r));
+    const a = syncHost(conn(h), {
+      ...options(holder),
+      plan: async (live) => {
+        holding();
+        await new Promise((r) => setTimeout(r, 3000));
+        return planAllowlist(live, holder, "holder");
+      },
+    });
+    await held;
+    const err = await hostError(syncHost(conn(h), { ...options(waiter), lockWaitSeconds: 1 }));
+    expect(err.kind).toBe("conflict");
+    expect(err.message).toContain(
+      "another writer held /run/docker-port-allowlist.lock for more than lockWaitSeconds=1; nothing was changed",
+    );
+    expect((await a).applied).toBe(true);
+    expect(await filterTable(h)).not.toContain(":DPA-waiter");
   });
 
   test("a FORWARD change between read and apply (which the plan may touch) also forces a re-plan", async () => {
@@ -295,7 +366,7 @@ describe("refusals before anything changes", () => {
     );
     expect(err.kind).toBe("sudo");
     expect(err.message).toContain(`user ${lab.users.sudoPassword} needs a password for sudo`);
-    expect(err.message).toContain("command: dpa-read, exit code 1");
+    expect(err.message).toContain("command: dpa-sync, exit code 1");
     expect(await filterTable(h)).toBe(before);
   });
 

@@ -43,7 +43,13 @@ describe("SshSession", () => {
       expect(r).toEqual({ code: 3, signal: undefined, stdout: "hello\n", stderr: "oops\n" });
       const r2 = await s.exec("cat", "cat", { stdin: "payload\n" });
       expect(r2.stdout).toBe("payload\n");
-      expect(s.stats).toEqual({ connections: 1, proxyConnections: 0, dialAttempts: 1, roundTrips: 2 });
+      expect(s.stats).toEqual({
+        connections: 1,
+        proxyConnections: 0,
+        dialAttempts: 1,
+        roundTrips: 2,
+        commits: 0,
+      });
     } finally {
       s.close();
     }
@@ -172,7 +178,13 @@ describe("SshSession", () => {
       const r = await s.exec("who", "echo $SSH_CONNECTION");
       // The target sees the connection coming from the jump host's sshd, not from us directly.
       expect(r.stdout).toMatch(new RegExp(`^127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.1 ${b.port}\\n$`));
-      expect(s.stats).toEqual({ connections: 1, proxyConnections: 1, dialAttempts: 1, roundTrips: 1 });
+      expect(s.stats).toEqual({
+        connections: 1,
+        proxyConnections: 1,
+        dialAttempts: 1,
+        roundTrips: 1,
+        commits: 0,
+      });
     } finally {
       s.close();
     }
