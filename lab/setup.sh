@@ -23,6 +23,9 @@ declare -A probe=(
   [curl]=/usr/bin/curl
   [conntrack]=/usr/sbin/conntrack
   [sudo]=/usr/bin/sudo
+  [jq]=/usr/bin/jq
+  [ipset]=/usr/sbin/ipset
+  [procps]=/usr/bin/ps
 )
 
 missing=()
