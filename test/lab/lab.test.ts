@@ -309,6 +309,20 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     expect(other.code).not.toBe(0);
   });
 
+  test("each host has its own provider lock, as real hosts have their own /run", async () => {
+    // Hold h0's lock from an SSH session; h1 (same lab) and the machine itself must not be blocked.
+    const lock = "/run/docker-port-allowlist.lock";
+    const holder = sh("ssh", lab.sshArgv(v6, "root", `flock -n ${lock} sleep 3 && echo held`));
+    await new Promise((r) => setTimeout(r, 800));
+    const sameHost = await lab.hostExec(v6, `flock -n ${lock} true; echo $?`);
+    expect(sameHost.stdout.trim()).toBe("1");
+    const otherHost = await lab.hostExec(lab.hosts[1], `flock -n ${lock} true; echo $?`);
+    expect(otherHost.stdout.trim()).toBe("0");
+    const machine = await sh("sh", ["-c", `flock -n ${lock} true; echo $?`]);
+    expect(machine.stdout.trim()).toBe("0");
+    expect((await holder).stdout).toBe("held\n");
+  });
+
   test("(e) after down() no namespace, process, mount or veth of the lab is left", async () => {
     const id = lab4.id;
     const dockerPid = await sh("cat", [`${lab4.dir}/h0/docker.pid`]);
