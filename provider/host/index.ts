@@ -14,7 +14,8 @@
  */
 import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
-import { renderRollback, conntrackCuts } from "./rollback";
+import { applyPayload } from "../core/simulate";
+import { renderRollback, conntrackPolicy } from "./rollback";
 import { READ_SCRIPT, SYNC_SCRIPT, forwardFingerprint, parseSections, remoteCommand } from "./scripts";
 import { SshSession, type ExecChannel, type ExecResult, type SessionOptions, type SessionStats } from "./ssh";
 
@@ -386,6 +387,19 @@ class Dialogue {
 }
 
 /**
+ * The family's rules once `payload` is applied, from the core's restore simulator (the payload
+ * was rendered by the core against `before`). When the simulator cannot tell, no flow is cut:
+ * the rules are still right, only the live flows of removed sources go on until they end.
+ */
+function stateAfter(before: string, payload: string, fam: FamilyName): string {
+  try {
+    return applyPayload(before, payload, fam);
+  } catch {
+    return "";
+  }
+}
+
+/**
  * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6> <ffp4> <ffp6>`, then
  * payload/rollback sections per changed family, the conntrack cuts and `@@DPA:end`.
  */
@@ -400,8 +414,7 @@ function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: 
     fps[fam] = fp.fingerprint;
     body.push(`@@DPA:payload${NUM[fam]}`, fp.payload.replace(/\n$/, ""));
     body.push(`@@DPA:rollback${NUM[fam]}`, renderRollback(before, fp.payload, rule).replace(/\n$/, ""));
-    if (cut)
-      cuts.push(...conntrackCuts(before, fp.payload.split("\n").map(stripInsert).join("\n"), rule, fam));
+    if (cut) cuts.push(...conntrackPolicy(stateAfter(before, fp.payload, fam), rule, fam));
   }
   if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
   body.push("@@DPA:end");
@@ -415,11 +428,6 @@ function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: 
     forwardFingerprint(snapshot.ipv6 ?? ""),
   ].join(" ");
   return header + "\n" + text;
-}
-
-/** A payload line `-I CHAIN 1 rule` as it will read in iptables-save: `-A CHAIN rule`. */
-function stripInsert(line: string): string {
-  return line.replace(/^-I (\S+) \d+ /, "-A $1 ").replace(/^-I (\S+) /, "-A $1 ");
 }
 
 interface Ending {

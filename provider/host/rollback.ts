@@ -66,32 +66,47 @@ export function policedPorts(saveText: string, ruleName: string): { protocol: st
   return out;
 }
 
-/** Ranges larger than this are not cut port by port (too many conntrack calls). */
-const CONNTRACK_MAX_PORTS = 64;
-const SAFE_TOKEN = /^[0-9A-Fa-f:./]+$/;
+const ADDRESS = /^[0-9A-Fa-f:.]+$/;
+const CIDR = /^[0-9A-Fa-f:.]+\/\d{1,3}$/;
 
 /**
- * Argument lines for `conntrack -D` that cut the live flows of sources present `before` and
- * absent `after`, on the ports this allowlist polices. Every token is checked against a strict
- * pattern, because the host script word-splits these lines.
+ * The data the host needs to cut live flows that the new rules no longer let in, as lines for
+ * the host's CUT_AWK (provider/host/scripts.ts):
+ * - `P <family> <tcp|udp> <lo> <hi> <origdst|->` per port (range) the allowlist polices after
+ *   the change, from its jumps in DOCKER-USER;
+ * - `A <family> <cidr>` per source its chain lets in after the change;
+ * - `B <family>` when the chain exempts Docker's bridges (the host adds their subnets as `A`).
+ * The host lists conntrack once per family and deletes each flow to a policed port, DNATed (so
+ * inbound to a published port, not a container's own outbound flow), whose original source no
+ * `A` network contains. So a new allowlist cuts flows it does not allow, an edit cuts only the
+ * flows of sources that lost access (a source still covered by a wider one keeps its flows),
+ * and a delete, which lets everyone in, cuts nothing.
+ *
+ * `after` is the family's state once the payload is applied (the core's restore simulator).
+ * Every token is checked against a strict pattern, because the host script word-splits them.
  */
-export function conntrackCuts(
-  before: string,
-  after: string,
-  ruleName: string,
-  family: "ipv4" | "ipv6",
-): string[] {
-  const kept = new Set(allowedSources(after, ruleName));
-  const removed = allowedSources(before, ruleName).filter((s) => !kept.has(s) && SAFE_TOKEN.test(s));
-  const lines: string[] = [];
-  for (const { protocol, ports } of policedPorts(before, ruleName)) {
-    const [from, to] = ports.split(":").map(Number);
-    const last = to ?? from;
-    if (last - from + 1 > CONNTRACK_MAX_PORTS) continue;
-    for (let port = from; port <= last; port++) {
-      for (const source of removed)
-        lines.push(`-f ${family} -p ${protocol} --orig-port-dst ${port} -s ${source}`);
-    }
+export function conntrackPolicy(after: string, ruleName: string, family: "ipv4" | "ipv6"): string[] {
+  const chain = chainRules(after, `DPA-${ruleName}`);
+  if (!chain.exists) return [];
+  const ports: string[] = [];
+  for (const line of chainRules(after, OWNED_FIXED).rules) {
+    if (!line.endsWith(` -j DPA-${ruleName}`)) continue;
+    const p = / -p (tcp|udp) /.exec(line);
+    const range = / --ctorigdstport (\d+)(?::(\d+))? /.exec(line);
+    const dst = / --ctorigdst (\S+) /.exec(line);
+    if (p === null || range === null) continue;
+    const origDst = dst === null ? "-" : dst[1].replace(/\/(32|128)$/, "");
+    if (origDst !== "-" && !ADDRESS.test(origDst)) continue;
+    ports.push(`P ${family} ${p[1]} ${range[1]} ${range[2] ?? range[1]} ${origDst}`);
   }
+  if (ports.length === 0) return [];
+  const lines = [...ports];
+  for (const source of allowedSources(after, ruleName)) {
+    const cidr = source.includes("/") ? source : `${source}/${family === "ipv4" ? 32 : 128}`;
+    if (CIDR.test(cidr)) lines.push(`A ${family} ${cidr}`);
+  }
+  // A rule without -s lets every source in (a /0 source renders that way): nothing to cut.
+  if (chain.rules.some((r) => / -j RETURN$/.test(r) && !/ -s | -i | --ctstate /.test(r))) return [];
+  if (chain.rules.some((r) => / -i docker0 /.test(r))) lines.push(`B ${family}`);
   return lines;
 }

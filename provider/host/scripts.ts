@@ -107,6 +107,74 @@ report_state
 `;
 
 /**
+ * Decides which live flows to cut after a commit (see `conntrackPolicy` in ./rollback.ts for the
+ * policy lines it reads first). Second input: `conntrack -L -f <family>`. Prints
+ * `proto src dst sport dport` of each flow to a policed port that was DNATed (the reply comes
+ * from another address than the original destination: a connection to a published port, not a
+ * container's own outbound flow) and whose original source no allowed network contains.
+ * Exported so unit tests run this exact program with a real awk.
+ */
+export const CUT_AWK = String.raw`
+function v4int(a,   p) { split(a, p, "."); return ((p[1] * 256 + p[2]) * 256 + p[3]) * 256 + p[4] }
+function pad4(g) { return substr("0000" g, length(g) + 1) }
+function v6hex(a,   n, head, tail, hg, tg, hn, tn, i, out) {
+  a = tolower(a); n = index(a, "::")
+  if (n > 0) { head = substr(a, 1, n - 1); tail = substr(a, n + 2) } else { head = a; tail = "" }
+  hn = head == "" ? 0 : split(head, hg, ":"); tn = tail == "" ? 0 : split(tail, tg, ":")
+  out = ""
+  for (i = 1; i <= hn; i++) out = out pad4(hg[i])
+  for (i = hn + tn; i < 8; i++) out = out "0000"
+  for (i = 1; i <= tn; i++) out = out pad4(tg[i])
+  return out
+}
+function hexv(c) { return index("0123456789abcdef", c) - 1 }
+# No ^ operator: busybox awk may be built without math support.
+function pow2(n,   r) { r = 1; while (n-- > 0) r *= 2; return r }
+function contains(net, len, addr,   b, full, rem, d) {
+  if (fam == "ipv4") { b = pow2(32 - len); return int(v4int(addr) / b) == int(v4int(net) / b) }
+  full = int(len / 4); rem = len % 4
+  if (substr(addr, 1, full) != substr(net, 1, full)) return 0
+  if (rem == 0) return 1
+  d = pow2(4 - rem)
+  return int(hexv(substr(addr, full + 1, 1)) / d) == int(hexv(substr(net, full + 1, 1)) / d)
+}
+function key(a) { return fam == "ipv6" ? v6hex(a) : a }
+function allowed(a,   k, i) {
+  k = key(a)
+  if (k in exact) return 1
+  for (i = 1; i <= nn; i++) if (contains(nets[i], lens[i], k)) return 1
+  return 0
+}
+FNR == NR {
+  if ($2 != fam) next
+  if ($1 == "P") { np++; pproto[np] = $3; plo[np] = $4 + 0; phi[np] = $5 + 0; pdst[np] = $6 }
+  else if ($1 == "A") {
+    split($3, c, "/")
+    if (c[2] + 0 == (fam == "ipv4" ? 32 : 128)) exact[key(c[1])] = 1
+    else { nn++; nets[nn] = key(c[1]); lens[nn] = c[2] + 0 }
+  }
+  next
+}
+{
+  osrc = ""; odst = ""; osport = ""; odport = ""; rsrc = ""
+  for (i = 2; i <= NF; i++) {
+    eq = index($i, "="); if (eq == 0) continue
+    k = substr($i, 1, eq - 1); v = substr($i, eq + 1)
+    if (k == "src") { if (osrc == "") osrc = v; else if (rsrc == "") rsrc = v }
+    else if (k == "dst" && odst == "") odst = v
+    else if (k == "sport" && osport == "") osport = v
+    else if (k == "dport" && odport == "") odport = v
+  }
+  if (osrc !~ /^[0-9a-fA-F:.]+$/ || odst !~ /^[0-9a-fA-F:.]+$/) next
+  if (osport !~ /^[0-9]+$/ || odport !~ /^[0-9]+$/ || rsrc == "" || rsrc == odst) next
+  policed = 0
+  for (p = 1; p <= np; p++)
+    if (pproto[p] == $1 && odport + 0 >= plo[p] && odport + 0 <= phi[p] && (pdst[p] == "-" || pdst[p] == odst)) policed = 1
+  if (policed && !allowed(osrc)) print $1, osrc, odst, osport, odport
+}
+`;
+
+/**
  * The whole write operation in ONE exec, under the host lock from the read to the commit, so
  * writers that use the lock (other allowlists of this provider, other `pulumi up`s) never
  * interleave and never conflict.
@@ -139,6 +207,12 @@ export const SYNC_SCRIPT =
   REPORT_STATE +
   String.raw`
 rule="$1"; v4path="$2"; v6path="$3"; lockwait="$4"; ptimeout="$5"; ctimeout="$6"; persist="$7"; attempts="$8"
+cut_awk=$(cat <<'DPA_CUT_AWK'
+` +
+  CUT_AWK +
+  String.raw`
+DPA_CUT_AWK
+)
 # A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
 trap '' HUP PIPE
 tmp=$(mktemp -d /tmp/dpa-sync.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit 20; }
@@ -230,14 +304,25 @@ if [ -n "$applied" ]; then
   echo "@@DPA:committed"
 fi
 
-# Cut live flows of sources that lost access (the ESTABLISHED fast path would keep them).
+# Cut live flows that the new rules would not let in (the ESTABLISHED fast path would keep
+# them for days): one conntrack listing per family, matched by CUT_AWK against the policy lines
+# the client sent, then one delete per flow to cut.
 if [ -s "$tmp/conntrack" ] && command -v conntrack >/dev/null 2>&1; then
   n=0
-  while IFS= read -r line; do
-    # Word splitting is intended: each line is "-f ipv4 -p tcp --orig-port-dst 8080 -s CIDR",
-    # built from validated values only.
-    conntrack -D $line >/dev/null 2>&1 && n=$((n + 1))
-  done < "$tmp/conntrack"
+  for fam in ipv4 ipv6; do
+    grep -q "^P $fam " "$tmp/conntrack" || continue
+    grep "^[PAB] $fam" "$tmp/conntrack" > "$tmp/policy"
+    if grep -q "^B $fam" "$tmp/policy"; then
+      inet=inet; [ "$fam" = ipv6 ] && inet=inet6
+      ip -o -f "$inet" addr show 2>/dev/null |
+        awk -v fam="$fam" '$2 == "docker0" || $2 ~ /^br-/ { print "A", fam, $4 }' >> "$tmp/policy"
+    fi
+    conntrack -L -f "$fam" 2>/dev/null | awk -v fam="$fam" "$cut_awk" "$tmp/policy" - > "$tmp/cuts"
+    while read -r proto src dst sport dport; do
+      conntrack -D -f "$fam" -p "$proto" -s "$src" -d "$dst" --sport "$sport" --dport "$dport" \
+        >/dev/null 2>&1 && n=$((n + 1))
+    done < "$tmp/cuts"
+  done
   echo "@@DPA:conntrack-deleted $n"
 fi
 

@@ -53,6 +53,16 @@ function options(
   };
 }
 
+/** Deletes an allowlist from the host, the way the provider's delete does. */
+function remove(h: LabHost, ruleName: string) {
+  return syncHost(conn(h), {
+    ruleName,
+    requireDockerUser: true,
+    plan: (live) => planAllowlist(live, null, ruleName),
+    verify: (family, text) => verifyApplied(text, null, ruleName, family).map((f) => f.message),
+  });
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -120,6 +130,31 @@ test("removing a source cuts its live UDP flow at once; without the conntrack cu
   expect(await conntrackEntries(h, c0.ipv4)).toBe(0);
   // c1 was never removed and still gets through.
   expect(await lab.probe(c1, h, 5353, "udp")).toBe(true);
+});
+
+test("a new allowlist cuts the live flows it does not allow, and deleting it cuts nothing", async () => {
+  const h = lab.hosts[0];
+  const [c0, c1] = lab.clients;
+  const onlyC1 = spec("newcut", 5353, ["udp"], [`${c1.ipv4}/32`]);
+  // No allowlist on the port (the test above leaves one): c0's flow is open and established.
+  await remove(h, "flow");
+  const flow = udpFlow(c0, h, 41100);
+  expect(await repliesDuring(flow, 1500)).toBeGreaterThan(3);
+  expect(await conntrackEntries(h, c0.ipv4)).toBeGreaterThanOrEqual(1);
+
+  const created = await syncHost(conn(h), options(onlyC1));
+  expect(created.applied).toBe(true);
+  expect(created.conntrackDeleted).toBeGreaterThanOrEqual(1);
+  await sleep(300);
+  expect(await repliesDuring(flow, 1500)).toBe(0);
+  expect(await lab.probe(c1, h, 5353, "udp")).toBe(true);
+  // Containers' own outbound flows on the same port are not inbound connections: kept.
+  expect(await lab.containerProbe(h, 5353, "udp")).toBe(true);
+
+  // Deleting lets everyone in: no flow is cut, and c0 gets through again.
+  const deleted = await remove(h, "newcut");
+  expect(deleted).toMatchObject({ applied: true, conntrackDeleted: 0 });
+  expect(await lab.probe(c0, h, 5353, "udp")).toBe(true);
 });
 
 test("an IPv6 step that passes --test but fails at commit restores IPv4 too: host, traffic and saved files as before", async () => {

@@ -3,8 +3,11 @@
  * the quoting of the remote command.
  */
 import { execFileSync } from "child_process";
-import { conntrackCuts, renderRollback, allowedSources } from "../../provider/host/rollback";
-import { parseSections, remoteCommand } from "../../provider/host/scripts";
+import { mkdtempSync, rmSync, writeFileSync } from "fs";
+import { tmpdir } from "os";
+import { join } from "path";
+import { conntrackPolicy, renderRollback, allowedSources } from "../../provider/host/rollback";
+import { CUT_AWK, parseSections, remoteCommand } from "../../provider/host/scripts";
 import { shellQuote } from "../../provider/host/ssh";
 
 const T = '-m comment --comment "dpa:web"';
@@ -60,20 +63,123 @@ describe("renderRollback", () => {
   });
 });
 
-describe("conntrackCuts", () => {
-  test("cuts exactly the sources that lost access, per policed port", () => {
+describe("conntrackPolicy", () => {
+  test("lists the policed ports and the sources the chain lets in after the change", () => {
     const after = before.replace(`-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN\n`, "");
     expect(allowedSources(after, "web")).toEqual(["198.18.1.0/24"]);
-    expect(conntrackCuts(before, after, "web", "ipv4")).toEqual([
-      "-f ipv4 -p tcp --orig-port-dst 8080 -s 198.18.2.7/32",
+    expect(conntrackPolicy(after, "web", "ipv4")).toEqual(["P ipv4 tcp 8080 8080 -", "A ipv4 198.18.1.0/24"]);
+  });
+
+  test("a deleted allowlist (no chain, no jump) lets everyone in, so nothing is cut", () => {
+    const deleted = before
+      .split("\n")
+      .filter((l) => !l.includes("DPA-web"))
+      .join("\n");
+    expect(conntrackPolicy(deleted, "web", "ipv4")).toEqual([]);
+  });
+
+  test("an allow-all source (rendered without -s) cuts nothing; the bridge exemption asks for bridge subnets", () => {
+    const open = before.replace(`-A DPA-web ${T} -j DROP`, `-A DPA-web ${T} -j RETURN`);
+    expect(conntrackPolicy(open, "web", "ipv4")).toEqual([]);
+    const bridged = before
+      .replace(
+        `-A DPA-web -s 198.18.1.0/24`,
+        `-A DPA-web -i docker0 ${T} -j RETURN\n-A DPA-web -s 198.18.1.0/24`,
+      )
+      .replace(`--ctorigdstport 8080 ${T}`, `--ctorigdst 198.18.0.10/32 --ctorigdstport 8000:8100 ${T}`);
+    expect(conntrackPolicy(bridged, "web", "ipv4")).toEqual([
+      "P ipv4 tcp 8000 8100 198.18.0.10",
+      "A ipv4 198.18.1.0/24",
+      "A ipv4 198.18.2.7/32",
+      "B ipv4",
     ]);
-    expect(conntrackCuts(before, before, "web", "ipv4")).toEqual([]);
   });
 
   test("never emits a token outside the safe set, even from a hostile save text", () => {
     const hostile = before.replace("198.18.2.7/32", "$(reboot)");
-    expect(conntrackCuts(hostile, "", "web", "ipv4")).toEqual([
-      "-f ipv4 -p tcp --orig-port-dst 8080 -s 198.18.1.0/24",
+    expect(conntrackPolicy(hostile, "web", "ipv4")).toEqual([
+      "P ipv4 tcp 8080 8080 -",
+      "A ipv4 198.18.1.0/24",
+    ]);
+  });
+});
+
+/**
+ * The host's CUT_AWK, run with real awks on `conntrack -L` lines as conntrack-tools 1.4 prints
+ * them. DNATed flows (reply source != original destination) to policed ports are cut unless a
+ * policy network contains their original source.
+ */
+describe("CUT_AWK (the host's flow matcher)", () => {
+  const flow = (p: string, src: string, dst: string, sport: number, dport: number, rsrc: string) =>
+    `${p}      ${p === "tcp" ? 6 : 17} 431999 ${p === "tcp" ? "ESTABLISHED " : ""}src=${src} dst=${dst} ` +
+    `sport=${sport} dport=${dport} src=${rsrc} dst=${src} sport=80 dport=${sport} [ASSURED] mark=0 use=1`;
+  const cut = (awk: string, fam: string, policy: string[], table: string[]): string[] => {
+    const dir = mkdtempSync(join(tmpdir(), "dpa-cut-"));
+    try {
+      writeFileSync(join(dir, "policy"), policy.join("\n") + "\n");
+      const argv = ["-v", `fam=${fam}`, CUT_AWK, join(dir, "policy"), "-"];
+      const out = execFileSync(
+        awk === "busybox" ? "busybox" : awk,
+        awk === "busybox" ? ["awk", ...argv] : argv,
+        {
+          input: table.join("\n") + "\n",
+          encoding: "utf8",
+        },
+      );
+      return out.split("\n").filter((l) => l !== "");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  const v4table = [
+    flow("tcp", "198.18.1.7", "198.18.0.10", 40001, 8080, "172.17.0.2"), // allowed by /24
+    flow("tcp", "198.18.9.9", "198.18.0.10", 40002, 8080, "172.17.0.2"), // not allowed: cut
+    flow("udp", "198.18.9.9", "198.18.0.10", 40003, 8080, "172.17.0.3"), // udp not policed
+    flow("tcp", "198.18.9.9", "198.18.0.10", 40004, 9090, "172.17.0.2"), // port not policed
+    flow("tcp", "172.17.0.2", "198.18.5.5", 40005, 8080, "198.18.5.5"), // container outbound: not DNATed
+    flow("tcp", "198.18.2.7", "198.18.0.10", 40006, 8080, "172.17.0.2"), // exact /32 allowed
+    flow("tcp", "198.18.2.8", "198.18.0.11", 40007, 8080, "172.17.0.2"), // other orig dst, still policed
+  ];
+  const v4policy = [
+    "P ipv4 tcp 8080 8080 -",
+    "A ipv4 198.18.1.0/24",
+    "A ipv4 198.18.2.7/32",
+    "P ipv6 tcp 1 1 -",
+  ];
+
+  test.each(["mawk", "busybox"])(
+    "%s: cuts exactly the DNATed flows to policed ports from sources not let in",
+    (awk) => {
+      expect(cut(awk, "ipv4", v4policy, v4table)).toEqual([
+        "tcp 198.18.9.9 198.18.0.10 40002 8080",
+        "tcp 198.18.2.8 198.18.0.11 40007 8080",
+      ]);
+      // With an original destination, flows to other host addresses are not ours.
+      const withDst = ["P ipv4 tcp 8080 8080 198.18.0.10", "A ipv4 198.18.1.0/24"];
+      expect(cut(awk, "ipv4", withDst, v4table)).toEqual([
+        "tcp 198.18.9.9 198.18.0.10 40002 8080",
+        "tcp 198.18.2.7 198.18.0.10 40006 8080",
+      ]);
+      // A wider network still covering a removed source keeps its flows; /0 keeps everything.
+      expect(cut(awk, "ipv4", ["P ipv4 tcp 8000 8100 -", "A ipv4 198.18.0.0/16"], v4table)).toEqual([]);
+      expect(cut(awk, "ipv4", ["P ipv4 tcp 8080 8080 -", "A ipv4 0.0.0.0/0"], v4table)).toEqual([]);
+    },
+  );
+
+  test.each(["mawk", "busybox"])("%s: IPv6 sources match by prefix, nibble-aligned or not", (awk) => {
+    const from = (src: string, sport: number) =>
+      flow("tcp", src, "2001:db8::10", sport, 8080, "2001:db8:1::242:ac11:2");
+    const table = [
+      from("2001:db8:0:2::200", 41001), // in the /64
+      from("2001:db8:0:3::5", 41002), // outside both: cut
+      from("2001:db8:abcd::1", 41003), // 12th nibble d = 1101: first 2 bits 11, inside the /46
+      from("2001:db8:abc8::1", 41004), // 12th nibble 8 = 1000: first 2 bits 10, outside: cut
+    ];
+    const policy = ["P ipv6 tcp 8080 8080 -", "A ipv6 2001:db8:0:2::/64", "A ipv6 2001:db8:abcc::/46"];
+    expect(cut(awk, "ipv6", policy, table)).toEqual([
+      "tcp 2001:db8:0:3::5 2001:db8::10 41002 8080",
+      "tcp 2001:db8:abc8::1 2001:db8::10 41004 8080",
     ]);
   });
 });
