@@ -11,10 +11,10 @@ import {
   verifyApplied,
   fingerprint,
   type AllowlistSpec,
-  type Plan,
 } from "../../provider/core";
-import { HostError, SshSession, inspectHost, syncHost, type ApplyOptions } from "../../provider/host";
+import { SshSession, inspectHost, syncHost } from "../../provider/host";
 import type { ConnectionArgs } from "../../provider/args";
+import { hostError, syncOptions } from "./support";
 
 jest.setTimeout(180_000);
 
@@ -37,19 +37,6 @@ function spec(ruleName: string, sources: string[], extra: Record<string, unknown
   );
   if (!v.ok) throw new Error(JSON.stringify(v.failures));
   return v.spec;
-}
-
-function options(
-  s: AllowlistSpec,
-  extra: Partial<ApplyOptions<Plan>> = {},
-): ApplyOptions<Plan> & { requireDockerUser: boolean } {
-  return {
-    ruleName: s.ruleName,
-    requireDockerUser: true,
-    plan: (live) => planAllowlist(live, s, s.ruleName),
-    verify: (family, text) => verifyApplied(text, s, s.ruleName, family).map((f) => f.message),
-    ...extra,
-  };
 }
 
 /** `iptables-save` of every table without comments and counters: what a restore would rebuild. */
@@ -78,21 +65,11 @@ async function eventually(check: () => Promise<boolean>, ms: number): Promise<bo
   return check();
 }
 
-async function hostError(p: Promise<unknown>): Promise<HostError> {
-  try {
-    await p;
-  } catch (err) {
-    if (HostError.isInstance(err)) return err;
-    throw err;
-  }
-  throw new Error("expected a HostError");
-}
-
 describe("syncHost on a real host", () => {
   test("applies with one connection and two round trips, persists exactly the live rules, then is a one-round-trip no-op", async () => {
     const h = lab.hosts[0];
     const s = spec("web", ["198.18.200.0/24", "198.18.201.7"]);
-    const first = await syncHost(conn(h), options(s));
+    const first = await syncHost(conn(h), syncOptions(s));
     expect(first.applied).toBe(true);
     expect(first.stats).toMatchObject({ connections: 1, roundTrips: 2, proxyConnections: 0 });
     expect(
@@ -103,7 +80,7 @@ describe("syncHost on a real host", () => {
     expect(file).toBe(await saved(h));
     expect(file).toContain('-A DPA-web -s 198.18.201.7/32 -m comment --comment "dpa:web" -j RETURN');
 
-    const again = await syncHost(conn(h), options(s));
+    const again = await syncHost(conn(h), syncOptions(s));
     expect(again.applied).toBe(false);
     expect(again.stats).toMatchObject({ connections: 1, roundTrips: 1 });
   });
@@ -125,7 +102,7 @@ describe("syncHost on a real host", () => {
     const err = await hostError(
       syncHost(
         conn(h),
-        options(spec("cut", ["198.18.200.0/24"]), {
+        syncOptions(spec("cut", ["198.18.200.0/24"]), {
           beforeCommit: async (session: SshSession) => {
             // The new rules are live at this point; then the connection dies without "commit".
             sawApplied = (await filterTable(h)).includes(":DPA-cut");
@@ -146,7 +123,7 @@ describe("syncHost on a real host", () => {
     const err = await hostError(
       syncHost(
         conn(h),
-        options(spec("slow", ["198.18.200.0/24"]), {
+        syncOptions(spec("slow", ["198.18.200.0/24"]), {
           commitTimeoutSeconds: 1,
           beforeCommit: () => new Promise((r) => setTimeout(r, 2500)),
         }),
@@ -163,7 +140,7 @@ describe("syncHost on a real host", () => {
     const before = await filterTable(h);
     const err = await hostError(
       syncHost(conn(h), {
-        ...options(s),
+        ...syncOptions(s),
         // A payload that writes one rule more than planned: the read-back must catch it.
         plan: (live) => {
           const p = planAllowlist(live, s, "vfy");
@@ -190,7 +167,7 @@ describe("syncHost on a real host", () => {
     const aPlanning = new Promise<void>((r) => (aHoldsLock = r));
     let bSawA: boolean | undefined;
     const a = syncHost(conn(h), {
-      ...options(sa),
+      ...syncOptions(sa),
       plan: async (live) => {
         aHoldsLock();
         // B starts now and must wait: A holds the lock from its read until its commit.
@@ -200,7 +177,7 @@ describe("syncHost on a real host", () => {
     });
     await aPlanning;
     const b = syncHost(conn(h), {
-      ...options(sb),
+      ...syncOptions(sb),
       plan: (live) => {
         bSawA = (live.ipv4 ?? "").includes(":DPA-wa ");
         return planAllowlist(live, sb, "wb");
@@ -224,7 +201,7 @@ describe("syncHost on a real host", () => {
     let calls = 0;
     const err = await hostError(
       syncHost(conn(h), {
-        ...options(s),
+        ...syncOptions(s),
         maxAttempts: 3,
         plan: async (live) => {
           calls++;
@@ -251,7 +228,7 @@ describe("syncHost on a real host", () => {
     const before = await filterTable(h);
     const err = await hostError(
       syncHost(conn(h), {
-        ...options(s),
+        ...syncOptions(s),
         planTimeoutSeconds: 1,
         plan: async (live) => {
           await new Promise((r) => setTimeout(r, 2500));
@@ -264,7 +241,7 @@ describe("syncHost on a real host", () => {
     expect(await filterTable(h)).toBe(before);
     // The lock is free again: the next writer does not wait for it.
     const started = Date.now();
-    const ok = await syncHost(conn(h), { ...options(s), lockWaitSeconds: 1 });
+    const ok = await syncHost(conn(h), { ...syncOptions(s), lockWaitSeconds: 1 });
     expect(ok.applied).toBe(true);
     expect(Date.now() - started).toBeLessThan(5_000);
   });
@@ -276,7 +253,7 @@ describe("syncHost on a real host", () => {
     let holding!: () => void;
     const held = new Promise<void>((r) => (holding = r));
     const a = syncHost(conn(h), {
-      ...options(holder),
+      ...syncOptions(holder),
       plan: async (live) => {
         holding();
         await new Promise((r) => setTimeout(r, 3000));
@@ -284,7 +261,7 @@ describe("syncHost on a real host", () => {
       },
     });
     await held;
-    const err = await hostError(syncHost(conn(h), { ...options(waiter), lockWaitSeconds: 1 }));
+    const err = await hostError(syncHost(conn(h), { ...syncOptions(waiter), lockWaitSeconds: 1 }));
     expect(err.kind).toBe("conflict");
     expect(err.message).toContain(
       "another writer held /run/docker-port-allowlist.lock for more than lockWaitSeconds=1; nothing was changed",
@@ -298,7 +275,7 @@ describe("syncHost on a real host", () => {
     const s = spec("fwd", ["198.18.200.3"]);
     let calls = 0;
     const r = await syncHost(conn(h), {
-      ...options(s),
+      ...syncOptions(s),
       plan: async (live) => {
         // Only FORWARD changes here; DOCKER-USER and our chain stay as read.
         if (calls++ === 0)
@@ -315,7 +292,7 @@ describe("syncHost on a real host", () => {
     const h = lab.hosts[2];
     const s = spec("nosave", ["198.18.200.0/24"]);
     const err = await hostError(
-      syncHost(conn(h), options(s, { rulesV4Path: "/etc/iptables/missing-dir/rules.v4" })),
+      syncHost(conn(h), syncOptions(s, { rulesV4Path: "/etc/iptables/missing-dir/rules.v4" })),
     );
     expect(err.kind).toBe("persist");
     expect(err.message).toContain("the rules are LIVE but saving them for reboots failed");
@@ -336,10 +313,10 @@ describe("syncHost on a real host", () => {
     await lab.hostExec(h, "iptables -I DOCKER-USER 1 -s 198.18.77.0/24 -j DROP");
     const before = await filterTable(h);
     const s = spec("gone", ["198.18.200.0/24"]);
-    await syncHost(conn(h), options(s));
+    await syncHost(conn(h), syncOptions(s));
     expect(await filterTable(h)).not.toBe(before);
     const del = await syncHost(conn(h), {
-      ...options(s),
+      ...syncOptions(s),
       requireDockerUser: false,
       plan: (live) => planAllowlist(live, null, "gone"),
       verify: (family, text) => verifyApplied(text, null, "gone", family).map((f) => f.message),
@@ -353,7 +330,7 @@ describe("refusals before anything changes", () => {
   test("a sudo user works through sudo -n", async () => {
     const h = lab.hosts[3];
     const s = spec("sudo1", ["198.18.200.0/24"]);
-    const r = await syncHost(conn(h, { user: lab.users.sudo }), options(s));
+    const r = await syncHost(conn(h, { user: lab.users.sudo }), syncOptions(s));
     expect(r.applied).toBe(true);
     expect(r.snapshot.uid).toBe(0);
   });
@@ -362,7 +339,7 @@ describe("refusals before anything changes", () => {
     const h = lab.hosts[3];
     const before = await filterTable(h);
     const err = await hostError(
-      syncHost(conn(h, { user: lab.users.sudoPassword }), options(spec("sudo2", []))),
+      syncHost(conn(h, { user: lab.users.sudoPassword }), syncOptions(spec("sudo2", []))),
     );
     expect(err.kind).toBe("sudo");
     expect(err.message).toContain(`user ${lab.users.sudoPassword} needs a password for sudo`);
@@ -377,7 +354,7 @@ describe("refusals before anything changes", () => {
       "iptables -D FORWARD -j DOCKER-USER; iptables -F DOCKER-USER; iptables -X DOCKER-USER",
     );
     const before = await filterTable(h);
-    const err = await hostError(syncHost(conn(h), options(spec("nodu", ["198.18.200.0/24"]))));
+    const err = await hostError(syncHost(conn(h), syncOptions(spec("nodu", ["198.18.200.0/24"]))));
     expect(err.kind).toBe("precondition");
     expect(err.message).toMatch(/^host 198\.18\.\d+\.\d+: the iptables chain DOCKER-USER does not exist/);
     expect(err.message).toContain("Fix: start Docker");
@@ -389,7 +366,7 @@ describe("refusals before anything changes", () => {
     // DOCKER-USER is gone from nft (previous test); give legacy Docker's chains, as a host whose
     // dockerd uses iptables-legacy would have them.
     await lab.hostExec(h, "iptables-legacy -N DOCKER && iptables-legacy -N DOCKER-USER");
-    const err = await hostError(syncHost(conn(h), options(spec("mism", ["198.18.200.0/24"]))));
+    const err = await hostError(syncHost(conn(h), syncOptions(spec("mism", ["198.18.200.0/24"]))));
     expect(err.kind).toBe("precondition");
     expect(err.message).toContain("iptables backend mismatch: `iptables` here is nf_tables");
     expect(err.message).toContain("iptables-legacy-save");
@@ -400,7 +377,7 @@ describe("refusals before anything changes", () => {
     const h = lab.hosts[3];
     // What dockerd with "firewall-backend": "nftables" leaves: its own nftables tables, no iptables chains.
     expect((await lab.hostExec(h, "nft add table ip docker-bridges")).code).toBe(0);
-    const err = await hostError(syncHost(conn(h), options(spec("nft29", ["198.18.200.0/24"]))));
+    const err = await hostError(syncHost(conn(h), syncOptions(spec("nft29", ["198.18.200.0/24"]))));
     expect(err.kind).toBe("precondition");
     expect(err.message).toContain(
       'Docker runs its nftables firewall backend ("firewall-backend": "nftables"',

@@ -5,15 +5,10 @@
  */
 import { spawn, type ChildProcess } from "child_process";
 import { startLab, type Lab, type LabClient, type LabHost } from "../../lab";
-import {
-  planAllowlist,
-  validateAllowlist,
-  verifyApplied,
-  type AllowlistSpec,
-  type Plan,
-} from "../../provider/core";
-import { HostError, syncHost, type ApplyOptions } from "../../provider/host";
+import { planAllowlist, validateAllowlist, type AllowlistSpec } from "../../provider/core";
+import { HostError, syncHost } from "../../provider/host";
 import type { ConnectionArgs } from "../../provider/args";
+import { syncOptions } from "./support";
 
 jest.setTimeout(240_000);
 
@@ -36,31 +31,6 @@ function spec(ruleName: string, port: number, protocols: string[], sources: stri
   const v = validateAllowlist({ port, protocols, sources, ruleName }, ruleName);
   if (!v.ok) throw new Error(JSON.stringify(v.failures));
   return v.spec;
-}
-
-function options(
-  s: AllowlistSpec,
-  extra: Partial<ApplyOptions<Plan>> = {},
-): ApplyOptions<Plan> & {
-  requireDockerUser: boolean;
-} {
-  return {
-    ruleName: s.ruleName,
-    requireDockerUser: true,
-    plan: (live) => planAllowlist(live, s, s.ruleName),
-    verify: (family, text) => verifyApplied(text, s, s.ruleName, family).map((f) => f.message),
-    ...extra,
-  };
-}
-
-/** Deletes an allowlist from the host, the way the provider's delete does. */
-function remove(h: LabHost, ruleName: string) {
-  return syncHost(conn(h), {
-    ruleName,
-    requireDockerUser: true,
-    plan: (live) => planAllowlist(live, null, ruleName),
-    verify: (family, text) => verifyApplied(text, null, ruleName, family).map((f) => f.message),
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -104,7 +74,7 @@ test("removing a source cuts its live UDP flow at once; without the conntrack cu
   const [c0, c1] = lab.clients;
   const both = spec("flow", 5353, ["udp"], [`${c0.ipv4}/32`, `${c1.ipv4}/32`]);
   const onlyC1 = spec("flow", 5353, ["udp"], [`${c1.ipv4}/32`]);
-  expect((await syncHost(conn(h), options(both))).applied).toBe(true);
+  expect((await syncHost(conn(h), syncOptions(both))).applied).toBe(true);
 
   const flow = udpFlow(c0, h, 41000);
   expect(await repliesDuring(flow, 1500)).toBeGreaterThan(3);
@@ -112,7 +82,7 @@ test("removing a source cuts its live UDP flow at once; without the conntrack cu
 
   // Control: the same removal without the cut. The ESTABLISHED fast path keeps the flow alive,
   // which is why the cut is needed (and why this test can fail).
-  const kept = await syncHost(conn(h), options(onlyC1, { cutConntrack: false }));
+  const kept = await syncHost(conn(h), syncOptions(onlyC1, { cutConntrack: false }));
   expect(kept).toMatchObject({ applied: true, conntrackDeleted: 0 });
   expect(await repliesDuring(flow, 1500)).toBeGreaterThan(3);
   expect(await conntrackEntries(h, c0.ipv4)).toBe(1);
@@ -120,9 +90,9 @@ test("removing a source cuts its live UDP flow at once; without the conntrack cu
   expect(await lab.probe(c0, h, 5353, "udp")).toBe(false);
 
   // Allowed again, then removed with the cut (the default).
-  expect((await syncHost(conn(h), options(both))).applied).toBe(true);
+  expect((await syncHost(conn(h), syncOptions(both))).applied).toBe(true);
   expect(await repliesDuring(flow, 1000)).toBeGreaterThan(3);
-  const cut = await syncHost(conn(h), options(onlyC1));
+  const cut = await syncHost(conn(h), syncOptions(onlyC1));
   expect(cut.applied).toBe(true);
   expect(cut.conntrackDeleted).toBeGreaterThanOrEqual(1);
   await sleep(300);
@@ -137,12 +107,12 @@ test("a new allowlist cuts the live flows it does not allow, and deleting it cut
   const [c0, c1] = lab.clients;
   const onlyC1 = spec("newcut", 5353, ["udp"], [`${c1.ipv4}/32`]);
   // No allowlist on the port (the test above leaves one): c0's flow is open and established.
-  await remove(h, "flow");
+  await syncHost(conn(h), syncOptions("flow"));
   const flow = udpFlow(c0, h, 41100);
   expect(await repliesDuring(flow, 1500)).toBeGreaterThan(3);
   expect(await conntrackEntries(h, c0.ipv4)).toBeGreaterThanOrEqual(1);
 
-  const created = await syncHost(conn(h), options(onlyC1));
+  const created = await syncHost(conn(h), syncOptions(onlyC1));
   expect(created.applied).toBe(true);
   expect(created.conntrackDeleted).toBeGreaterThanOrEqual(1);
   await sleep(300);
@@ -152,7 +122,7 @@ test("a new allowlist cuts the live flows it does not allow, and deleting it cut
   expect(await lab.containerProbe(h, 5353, "udp")).toBe(true);
 
   // Deleting lets everyone in: no flow is cut, and c0 gets through again.
-  const deleted = await remove(h, "newcut");
+  const deleted = await syncHost(conn(h), syncOptions("newcut"));
   expect(deleted).toMatchObject({ applied: true, conntrackDeleted: 0 });
   expect(await lab.probe(c0, h, 5353, "udp")).toBe(true);
 });
@@ -177,7 +147,7 @@ test("an IPv6 step that passes --test but fails at commit restores IPv4 too: hos
   let sawBothFamilies = false;
   const err = await syncHost(
     conn(h),
-    options(s, {
+    syncOptions(s, {
       plan: (live) => {
         const p = planAllowlist(live, s, "v6fail");
         sawBothFamilies = p.families.ipv4 !== undefined && p.families.ipv6 !== undefined;
@@ -215,7 +185,7 @@ test("an operation on a host without a pinned key warns, naming the host and the
   const s = spec("warned", 9999, ["tcp"], ["198.18.251.0/24"]);
   const r = await syncHost(
     conn(h, { hostKey: undefined }),
-    options(s, { session: { warn: (m) => warnings.push(m) } }),
+    syncOptions(s, { session: { warn: (m) => warnings.push(m) } }),
   );
   expect(r.applied).toBe(true);
   expect(warnings).toEqual([
@@ -225,6 +195,6 @@ test("an operation on a host without a pinned key warns, naming the host and the
   ]);
   // Pinned: no warning.
   const pinned: string[] = [];
-  await syncHost(conn(h), options(s, { session: { warn: (m) => pinned.push(m) } }));
+  await syncHost(conn(h), syncOptions(s, { session: { warn: (m) => pinned.push(m) } }));
   expect(pinned).toEqual([]);
 });

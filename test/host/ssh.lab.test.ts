@@ -5,8 +5,9 @@
 import { execFileSync } from "child_process";
 import { readFileSync } from "fs";
 import { join } from "path";
-import { HostError, SshSession, expectedFingerprint, fingerprintOfKeyBlob } from "../../provider/host";
+import { SshSession, expectedFingerprint, fingerprintOfKeyBlob } from "../../provider/host";
 import { freePort, startLocalSshd, type LocalSshd } from "./sshd";
+import { hostError } from "./support";
 
 let a: LocalSshd;
 let b: LocalSshd;
@@ -19,16 +20,6 @@ afterAll(async () => {
 });
 
 const fast = { retryBaseDelayMs: 100, retryMaxDelayMs: 400 };
-
-async function failure(p: Promise<unknown>): Promise<HostError> {
-  try {
-    await p;
-  } catch (err) {
-    if (HostError.isInstance(err)) return err;
-    throw err;
-  }
-  throw new Error("expected a HostError");
-}
 
 describe("SshSession", () => {
   test("logs in with a key, runs commands and counts one connection and one round trip per exec", async () => {
@@ -76,7 +67,7 @@ describe("SshSession", () => {
 
   test("refuses a host presenting another key than the pinned one, at once, naming both fingerprints", async () => {
     const started = Date.now();
-    const err = await failure(
+    const err = await hostError(
       SshSession.open(
         { host: "127.0.0.1", port: a.port, privateKey: a.clientKey, hostKey: b.hostKey, dialErrorLimit: 5 },
         fast,
@@ -91,7 +82,7 @@ describe("SshSession", () => {
 
   test("does not retry an authentication failure and never shows the password or key", async () => {
     const password = "s3cr3t-Pa55word";
-    const err = await failure(
+    const err = await hostError(
       SshSession.open(
         {
           host: "127.0.0.1",
@@ -114,7 +105,7 @@ describe("SshSession", () => {
   test("reports an encrypted key with a wrong passphrase without echoing the passphrase", async () => {
     const dir = a.dir;
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "right-phrase", "-f", join(dir, "enc")]);
-    const err = await failure(
+    const err = await hostError(
       SshSession.open({
         host: "127.0.0.1",
         port: a.port,
@@ -131,7 +122,7 @@ describe("SshSession", () => {
   test("retries an unreachable port with growing delays, bounded by dialErrorLimit", async () => {
     const port = await freePort();
     const started = Date.now();
-    const err = await failure(
+    const err = await hostError(
       SshSession.open(
         { host: "127.0.0.1", port, privateKey: a.clientKey, dialErrorLimit: 4, perDialTimeout: 2 },
         { retryBaseDelayMs: 200, retryMaxDelayMs: 1000 },
@@ -155,7 +146,7 @@ describe("SshSession", () => {
     });
     try {
       const started = Date.now();
-      const err = await failure(s.exec("dpa-sleep", "sleep 20", { timeoutMs: 500 }));
+      const err = await hostError(s.exec("dpa-sleep", "sleep 20", { timeoutMs: 500 }));
       expect(err.kind).toBe("timeout");
       expect(err.message).toBe('host 127.0.0.1: "dpa-sleep" did not finish within 0.5s\ncommand: dpa-sleep');
       expect(Date.now() - started).toBeLessThan(3000);
@@ -191,7 +182,7 @@ describe("SshSession", () => {
   });
 
   test("refuses a jump host with the wrong key before reaching the target", async () => {
-    const err = await failure(
+    const err = await hostError(
       SshSession.open({
         host: "127.0.0.1",
         port: b.port,
