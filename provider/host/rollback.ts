@@ -54,14 +54,30 @@ export function allowedSources(saveText: string, ruleName: string): string[] {
   return out;
 }
 
-/** `[protocol, port-or-range]` of our jumps in DOCKER-USER. */
-export function policedPorts(saveText: string, ruleName: string): { protocol: string; ports: string }[] {
-  const out: { protocol: string; ports: string }[] = [];
+/** A port (range) one of our jumps in DOCKER-USER polices. */
+interface PolicedPort {
+  readonly protocol: "tcp" | "udp";
+  readonly from: number;
+  readonly to: number;
+  /** `--ctorigdst` without its /32 or /128, or undefined when any destination is policed. */
+  readonly origDst?: string;
+}
+
+/** What our jumps in DOCKER-USER police: protocol, port or range, original destination. */
+export function policedPorts(saveText: string, ruleName: string): PolicedPort[] {
+  const out: PolicedPort[] = [];
   for (const line of chainRules(saveText, OWNED_FIXED).rules) {
-    if (!line.endsWith(`-j DPA-${ruleName}`)) continue;
+    if (!line.endsWith(` -j DPA-${ruleName}`)) continue;
     const p = / -p (tcp|udp) /.exec(line);
-    const port = / --ctorigdstport (\d+(?::\d+)?) /.exec(line);
-    if (p !== null && port !== null) out.push({ protocol: p[1], ports: port[1] });
+    const range = / --ctorigdstport (\d+)(?::(\d+))? /.exec(line);
+    const dst = / --ctorigdst (\S+) /.exec(line);
+    if (p === null || range === null) continue;
+    out.push({
+      protocol: p[1] as "tcp" | "udp",
+      from: Number(range[1]),
+      to: Number(range[2] ?? range[1]),
+      origDst: dst === null ? undefined : dst[1].replace(/\/(32|128)$/, ""),
+    });
   }
   return out;
 }
@@ -89,15 +105,9 @@ export function conntrackPolicy(after: string, ruleName: string, family: "ipv4" 
   const chain = chainRules(after, `DPA-${ruleName}`);
   if (!chain.exists) return [];
   const ports: string[] = [];
-  for (const line of chainRules(after, OWNED_FIXED).rules) {
-    if (!line.endsWith(` -j DPA-${ruleName}`)) continue;
-    const p = / -p (tcp|udp) /.exec(line);
-    const range = / --ctorigdstport (\d+)(?::(\d+))? /.exec(line);
-    const dst = / --ctorigdst (\S+) /.exec(line);
-    if (p === null || range === null) continue;
-    const origDst = dst === null ? "-" : dst[1].replace(/\/(32|128)$/, "");
-    if (origDst !== "-" && !ADDRESS.test(origDst)) continue;
-    ports.push(`P ${family} ${p[1]} ${range[1]} ${range[2] ?? range[1]} ${origDst}`);
+  for (const { protocol, from, to, origDst } of policedPorts(after, ruleName)) {
+    if (origDst !== undefined && !ADDRESS.test(origDst)) continue;
+    ports.push(`P ${family} ${protocol} ${from} ${to} ${origDst ?? "-"}`);
   }
   if (ports.length === 0) return [];
   const lines = [...ports];
