@@ -219,6 +219,18 @@ function installExitHook(): void {
   });
 }
 
+/**
+ * An `iptables-save` text as a restore would rebuild it: without the `#` comment lines (dates,
+ * backend warnings) and with chain counters zeroed, so two saves of the same rules compare equal.
+ */
+export function comparableSave(text: string): string {
+  return text
+    .split("\n")
+    .filter((l) => !l.startsWith("#"))
+    .map((l) => l.replace(/\[\d+:\d+\]$/, "[0:0]"))
+    .join("\n");
+}
+
 /** Brings up a lab as described in {@link StartLabOptions}. Needs root. */
 export async function startLab(options: StartLabOptions): Promise<Lab> {
   checkCount("docker", options.docker, 190);

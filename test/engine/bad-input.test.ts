@@ -3,7 +3,7 @@
  * the field or host, the bad value's problem and the fix, and the host's rules (all tables)
  * and saved rules files stay exactly as they were.
  */
-import { startLab, type Lab, type LabHost } from "../../lab";
+import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
 import { buildPackage, PulumiProject } from "./support";
 
 jest.setTimeout(900_000);
@@ -18,11 +18,7 @@ async function hostState(h: LabHost): Promise<string> {
     h,
     "iptables-save; ip6tables-save; ls -A /etc/iptables; cat /etc/iptables/* 2>/dev/null",
   );
-  return r.stdout
-    .split("\n")
-    .filter((l) => !l.startsWith("#"))
-    .map((l) => l.replace(/\[\d+:\d+\]$/, "[0:0]"))
-    .join("\n");
+  return comparableSave(r.stdout);
 }
 
 function web(h: LabHost, args: Record<string, unknown> = {}, connection: Record<string, unknown> = {}) {

@@ -6,7 +6,7 @@
  * DOCKER-USER. TCP and UDP, IPv4 and IPv6, root and a sudo user; a foreign rule survives it all
  * and the persisted rules file equals the live rules after every step.
  */
-import { startLab, type Lab, type LabHost } from "../../lab";
+import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
 import { formatCidr, parseAddress } from "../../provider/core";
 import { buildPackage, PulumiProject } from "./support";
 
@@ -37,14 +37,7 @@ function declare(allowed: { web: string[]; dns: string[] }): string {
 async function filterTable(cmd: "iptables-save" | "ip6tables-save"): Promise<string> {
   const r = await lab.hostExec(h, `${cmd} -t filter`);
   expect(r.code).toBe(0);
-  return strip(r.stdout);
-}
-function strip(text: string): string {
-  return text
-    .split("\n")
-    .filter((l) => !l.startsWith("#"))
-    .map((l) => l.replace(/\[\d+:\d+\]$/, "[0:0]"))
-    .join("\n");
+  return comparableSave(r.stdout);
 }
 
 /** The saved rules equal the live rules (all tables, ignoring counters and comments). */
@@ -53,8 +46,8 @@ async function expectPersisted(): Promise<void> {
     ["iptables-save", "/etc/iptables/rules.v4"],
     ["ip6tables-save", "/etc/iptables/rules.v6"],
   ]) {
-    const live = strip((await lab.hostExec(h, save)).stdout);
-    const saved = strip((await lab.hostExec(h, `cat ${file}`)).stdout);
+    const live = comparableSave((await lab.hostExec(h, save)).stdout);
+    const saved = comparableSave((await lab.hostExec(h, `cat ${file}`)).stdout);
     expect(saved).toBe(live);
   }
 }

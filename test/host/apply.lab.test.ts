@@ -4,7 +4,7 @@
  * a failed verify, persistence equal to the live rules, and clear refusals (sudo, no DOCKER-USER,
  * backend mismatch, unreachable host, jump host).
  */
-import { startLab, type Lab, type LabHost } from "../../lab";
+import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
 import {
   planAllowlist,
   validateAllowlist,
@@ -43,17 +43,10 @@ function spec(ruleName: string, sources: string[], extra: Record<string, unknown
 async function saved(host: LabHost, cmd = "iptables-save"): Promise<string> {
   const r = await lab.hostExec(host, cmd);
   expect(r.code).toBe(0);
-  return normalize(r.stdout);
-}
-function normalize(text: string): string {
-  return text
-    .split("\n")
-    .filter((l) => !l.startsWith("#"))
-    .map((l) => l.replace(/\[\d+:\d+\]$/, "[0:0]"))
-    .join("\n");
+  return comparableSave(r.stdout);
 }
 async function filterTable(host: LabHost): Promise<string> {
-  return normalize((await lab.hostExec(host, "iptables-save -t filter")).stdout);
+  return comparableSave((await lab.hostExec(host, "iptables-save -t filter")).stdout);
 }
 
 async function eventually(check: () => Promise<boolean>, ms: number): Promise<boolean> {
@@ -76,7 +69,7 @@ describe("syncHost on a real host", () => {
       verifyApplied((await lab.hostExec(h, "iptables-save -t filter")).stdout, s, "web", "ipv4"),
     ).toEqual([]);
     // The saved file is the live ruleset (all tables), nothing more or less.
-    const file = normalize((await lab.hostExec(h, "cat /etc/iptables/rules.v4")).stdout);
+    const file = comparableSave((await lab.hostExec(h, "cat /etc/iptables/rules.v4")).stdout);
     expect(file).toBe(await saved(h));
     expect(file).toContain('-A DPA-web -s 198.18.201.7/32 -m comment --comment "dpa:web" -j RETURN');
 
@@ -191,7 +184,7 @@ describe("syncHost on a real host", () => {
     const live = (await lab.hostExec(h, "iptables-save -t filter")).stdout;
     expect(verifyApplied(live, sa, "wa", "ipv4")).toEqual([]);
     expect(verifyApplied(live, sb, "wb", "ipv4")).toEqual([]);
-    expect(normalize((await lab.hostExec(h, "cat /etc/iptables/rules.v4")).stdout)).toBe(await saved(h));
+    expect(comparableSave((await lab.hostExec(h, "cat /etc/iptables/rules.v4")).stdout)).toBe(await saved(h));
   });
 
   test("a writer that ignores the lock, changing DOCKER-USER before every apply, is given up on after maxAttempts plans", async () => {

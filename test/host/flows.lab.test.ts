@@ -4,7 +4,7 @@
  * and a host reached without a pinned key is warned about.
  */
 import { spawn, type ChildProcess } from "child_process";
-import { startLab, type Lab, type LabClient, type LabHost } from "../../lab";
+import { comparableSave, startLab, type Lab, type LabClient, type LabHost } from "../../lab";
 import { planAllowlist, validateAllowlist, type AllowlistSpec } from "../../provider/core";
 import { HostError, syncHost } from "../../provider/host";
 import type { ConnectionArgs } from "../../provider/args";
@@ -130,12 +130,7 @@ test("a new allowlist cuts the live flows it does not allow, and deleting it cut
 test("an IPv6 step that passes --test but fails at commit restores IPv4 too: host, traffic and saved files as before", async () => {
   const h = lab.hosts[0];
   const [c0] = lab.clients;
-  const filter = async (cmd: string) =>
-    (await lab.hostExec(h, `${cmd} -t filter`)).stdout
-      .split("\n")
-      .filter((l) => !l.startsWith("#"))
-      .map((l) => l.replace(/\[\d+:\d+\]$/, "[0:0]"))
-      .join("\n");
+  const filter = async (cmd: string) => comparableSave((await lab.hostExec(h, `${cmd} -t filter`)).stdout);
   const before4 = await filter("iptables-save");
   const before6 = await filter("ip6tables-save");
   const files = async () =>
