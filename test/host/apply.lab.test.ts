@@ -118,7 +118,11 @@ describe("syncHost on a real host", () => {
         conn(h),
         syncOptions(spec("slow", ["198.18.200.0/24"]), {
           commitTimeoutSeconds: 1,
-          beforeCommit: () => new Promise((r) => setTimeout(r, 2500)),
+          // Hold the commit back until the host has rolled back on its own (the event, not a guess
+          // at how long a loaded machine takes).
+          beforeCommit: async () => {
+            expect(await eventually(async () => (await filterTable(h)) === before, 30_000)).toBe(true);
+          },
         }),
       ),
     );
@@ -163,8 +167,11 @@ describe("syncHost on a real host", () => {
       ...syncOptions(sa),
       plan: async (live) => {
         aHoldsLock();
-        // B starts now and must wait: A holds the lock from its read until its commit.
-        await new Promise((r) => setTimeout(r, 1500));
+        // B starts now and must wait: A holds the lock from its read until its commit. Go on only
+        // once B's exec runs on the host (so it really queues behind us). "[w]b" keeps the pattern
+        // from matching the shell that runs pgrep.
+        const bWaits = async () => (await lab.hostExec(h, "pgrep -f 'dpa-sync [w]b '")).code === 0;
+        expect(await eventually(bWaits, 30_000)).toBe(true);
         return planAllowlist(live, sa, "wa");
       },
     });
@@ -224,7 +231,10 @@ describe("syncHost on a real host", () => {
         ...syncOptions(s),
         planTimeoutSeconds: 1,
         plan: async (live) => {
-          await new Promise((r) => setTimeout(r, 2500));
+          // Answer only once the host has given up on us and released the lock.
+          const free = async () =>
+            (await lab.hostExec(h, "flock -n /run/docker-port-allowlist.lock true")).code === 0;
+          expect(await eventually(free, 30_000)).toBe(true);
           return planAllowlist(live, s, "late");
         },
       }),
@@ -245,16 +255,21 @@ describe("syncHost on a real host", () => {
     const waiter = spec("waiter", ["198.18.200.7"]);
     let holding!: () => void;
     const held = new Promise<void>((r) => (holding = r));
+    let waiterEnded!: () => void;
+    const ended = new Promise<void>((r) => (waiterEnded = r));
     const a = syncHost(conn(h), {
       ...syncOptions(holder),
       plan: async (live) => {
         holding();
-        await new Promise((r) => setTimeout(r, 3000));
+        // Keep the lock until the waiter has given up.
+        await ended;
         return planAllowlist(live, holder, "holder");
       },
     });
     await held;
-    const err = await hostError(syncHost(conn(h), { ...syncOptions(waiter), lockWaitSeconds: 1 }));
+    const err = await hostError(
+      syncHost(conn(h), { ...syncOptions(waiter), lockWaitSeconds: 1 }).finally(waiterEnded),
+    );
     expect(err.kind).toBe("conflict");
     expect(err.message).toContain(
       "another writer held /run/docker-port-allowlist.lock for more than lockWaitSeconds=1; nothing was changed",

@@ -311,16 +311,34 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
 
   test("each host has its own provider lock, as real hosts have their own /run", async () => {
     // Hold h0's lock from an SSH session; h1 (same lab) and the machine itself must not be blocked.
+    // The holder says "held" once it has the lock and keeps it until we close its stdin: no
+    // guess at how long an SSH login takes on a loaded machine.
     const lock = "/run/docker-port-allowlist.lock";
-    const holder = sh("ssh", lab.sshArgv(v6, "root", `flock -n ${lock} sleep 3 && echo held`));
-    await new Promise((r) => setTimeout(r, 800));
+    const holder = spawn(
+      "ssh",
+      lab.sshArgv(v6, "root", `flock -n ${lock} sh -c 'echo held; read -r _'; echo "rc=$?"`),
+      {
+        stdio: ["pipe", "pipe", "inherit"],
+      },
+    );
+    let out = "";
+    const exited = new Promise<void>((resolve) => holder.on("close", () => resolve()));
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.on("data", (b: Buffer) => {
+        out += b.toString();
+        if (out.includes("held\n")) resolve();
+      });
+      holder.on("close", () => reject(new Error(`the lock holder ended before it held the lock: ${out}`)));
+    });
     const sameHost = await lab.hostExec(v6, `flock -n ${lock} true; echo $?`);
     expect(sameHost.stdout.trim()).toBe("1");
     const otherHost = await lab.hostExec(lab.hosts[1], `flock -n ${lock} true; echo $?`);
     expect(otherHost.stdout.trim()).toBe("0");
     const machine = await sh("sh", ["-c", `flock -n ${lock} true; echo $?`]);
     expect(machine.stdout.trim()).toBe("0");
-    expect((await holder).stdout).toBe("held\n");
+    holder.stdin!.end();
+    await exited;
+    expect(out).toBe("held\nrc=0\n");
   });
 
   test("(e) after down() no namespace, process, mount or veth of the lab is left", async () => {
