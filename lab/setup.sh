@@ -26,6 +26,7 @@ declare -A probe=(
   [jq]=/usr/bin/jq
   [ipset]=/usr/sbin/ipset
   [procps]=/usr/bin/ps
+  [nftables]=/usr/sbin/nft
 )
 
 missing=()

@@ -242,11 +242,9 @@ describe("syncHost on a real host", () => {
     expect(err.kind).toBe("timeout");
     expect(err.message).toContain("the host got no plan within planTimeoutSeconds=1");
     expect(await filterTable(h)).toBe(before);
-    // The lock is free again: the next writer does not wait for it.
-    const started = Date.now();
+    // The lock is free again: a writer that waits at most 1 s for it gets it.
     const ok = await syncHost(conn(h), { ...syncOptions(s), lockWaitSeconds: 1 });
     expect(ok.applied).toBe(true);
-    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   test("waiting longer than lockWaitSeconds for the lock is a clear error and changes nothing", async () => {

@@ -9,6 +9,9 @@ import { SshSession, expectedFingerprint, fingerprintOfKeyBlob } from "../../pro
 import { freePort, startLocalSshd, type LocalSshd } from "./sshd";
 import { hostError } from "./support";
 
+// Logins on a machine loaded by parallel labs can take seconds; jest's default 5 s is too tight.
+jest.setTimeout(60_000);
+
 let a: LocalSshd;
 let b: LocalSshd;
 

@@ -316,7 +316,7 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     const lock = "/run/docker-port-allowlist.lock";
     const holder = spawn(
       "ssh",
-      lab.sshArgv(v6, "root", `flock -n ${lock} sh -c 'echo held; read -r _'; echo "rc=$?"`),
+      lab.sshArgv(v6, "root", `flock -n ${lock} sh -c 'echo held; cat >/dev/null'; echo "rc=$?"`),
       {
         stdio: ["pipe", "pipe", "inherit"],
       },
