@@ -16,7 +16,7 @@ import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
 import { applyPayload } from "../core/simulate";
 import { renderRollback, conntrackPolicy } from "./rollback";
-import { READ_SCRIPT, SYNC_SCRIPT, forwardFingerprint, parseSections, remoteCommand } from "./scripts";
+import { READ_SCRIPT, SYNC_SCRIPT, parseSections, remoteCommand } from "./scripts";
 import { SshSession, type ExecChannel, type ExecResult, type SessionOptions, type SessionStats } from "./ssh";
 
 export { HostError, type HostErrorKind } from "./errors";
@@ -400,7 +400,7 @@ function stateAfter(before: string, payload: string, fam: FamilyName): string {
 }
 
 /**
- * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6> <ffp4> <ffp6>`, then
+ * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6>`, then
  * payload/rollback sections per changed family, the conntrack cuts and `@@DPA:end`.
  */
 function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: boolean): string {
@@ -419,14 +419,7 @@ function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: 
   if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
   body.push("@@DPA:end");
   const text = body.join("\n") + "\n";
-  const header = [
-    "plan",
-    String(text.split("\n").length - 1),
-    fps.ipv4,
-    fps.ipv6,
-    forwardFingerprint(snapshot.ipv4 ?? ""),
-    forwardFingerprint(snapshot.ipv6 ?? ""),
-  ].join(" ");
+  const header = ["plan", String(text.split("\n").length - 1), fps.ipv4, fps.ipv6].join(" ");
   return header + "\n" + text;
 }
 

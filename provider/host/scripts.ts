@@ -9,38 +9,23 @@
  * Output protocol: lines starting with `@@DPA:` open a section; every other line belongs to the
  * section above it. iptables-save never prints a line starting with `@@`.
  */
-import { createHash } from "crypto";
+import { FINGERPRINT_AWK } from "../core/fingerprint";
 import { shellQuote } from "./ssh";
 
 /**
- * Shared helpers. `fp` must compute exactly what core's `fingerprint(saveText, ruleName)`
- * computes (docs/DESIGN.md "Fingerprint"): chain headers of DOCKER-USER and our chain reduced
- * to `:NAME`, their `-A` rules verbatim, in file order, sha256 hex.
+ * Shared helpers. `fp` runs core's {@link FINGERPRINT_AWK} itself, so the host computes exactly
+ * what core's `fingerprint(saveText, ruleName)` computes (docs/DESIGN.md "Fingerprint").
  */
-const PRELUDE = String.raw`
+const PRELUDE =
+  String.raw`
 set -u
 export LC_ALL=C
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-fp() {
-  awk -v c="DPA-$rule" 'BEGIN { h = ":" c }
-    $1 == ":DOCKER-USER" || $1 == h { print $1; next }
-    $1 == "-A" && ($2 == "DOCKER-USER" || $2 == c) { print }' | sha256sum | cut -d" " -f1
-}
-# FORWARD's rules: the plan may insert or remove our jump there, which the core's
-# fingerprint does not cover; two writers must not both do it.
-ffp() { awk '$1 == "-A" && $2 == "FORWARD" { print }' | sha256sum | cut -d" " -f1; }
+fingerprint_awk=` +
+  shellQuote(FINGERPRINT_AWK) +
+  String.raw`
+fp() { awk -v chain="DPA-$rule" "$fingerprint_awk" | sha256sum | cut -d" " -f1; }
 `;
-
-/** What `ffp` computes on the host: sha256 hex of the `-A FORWARD` lines, each + "\\n". */
-export function forwardFingerprint(saveText: string): string {
-  const lines = saveText.split("\n").filter((l) => {
-    const f = l.split(/[ \t]+/).filter((x) => x !== "");
-    return f[0] === "-A" && f[1] === "FORWARD";
-  });
-  return createHash("sha256")
-    .update(lines.map((l) => l + "\n").join(""))
-    .digest("hex");
-}
 
 /**
  * `report_state`: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
@@ -186,9 +171,9 @@ FNR == NR {
  * longer than lockwait is spent elsewhere):
  * 1. host: takes the lock, prints the state (report_state) and `@@DPA:await-plan <attempt>`.
  * 2. client -> one line `none` (nothing to do: the host exits at once, releasing the lock) or
- *    `plan <nlines> <fp4> <fp6> <ffp4> <ffp6>` followed by <nlines> lines: sections payload4,
- *    rollback4, payload6, rollback6, conntrack, then `@@DPA:end`. fp = core fingerprint of the
- *    state the plan was made from ("-" = family untouched), ffp = fingerprint of FORWARD.
+ *    `plan <nlines> <fp4> <fp6>` followed by <nlines> lines: sections payload4, rollback4,
+ *    payload6, rollback6, conntrack, then `@@DPA:end`. fp = core fingerprint (FORWARD,
+ *    DOCKER-USER, our chain) of the state the plan was made from ("-" = family untouched).
  *    Nothing within planTimeoutSeconds (or EOF) = exit 17, nothing changed.
  * 3. host: if a family's fingerprint differs (a writer that does not take our lock: Docker, a
  *    person), prints `@@DPA:conflict`, the fresh state and a new await-plan (back to 2) until
@@ -236,7 +221,7 @@ while :; do
     *) echo "@@DPA:no-plan $${"{"}header:-none within $${"{"}ptimeout}s}"; exit 17 ;;
   esac
   set -- $header
-  nlines="$2"; fp4="$3"; fp6="$4"; ffp4="$5"; ffp6="$6"
+  nlines="$2"; fp4="$3"; fp6="$4"
   case "$nlines" in ''|*[!0-9]*) echo "@@DPA:error bad plan header"; exit 20 ;; esac
   rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp/conntrack"
   # head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.
@@ -247,10 +232,9 @@ while :; do
   conflict=0
   for fam in 4 6; do
     [ -s "$tmp/payload$fam" ] || continue
-    eval "want=\$fp$fam; wantf=\$ffp$fam; bin=\$bin$fam"
+    eval "want=\$fp$fam; bin=\$bin$fam"
     "$bin-save" -t filter > "$tmp/snap$fam" 2>"$tmp/err" || { echo "@@DPA:error $bin-save failed"; cat "$tmp/err" >&2; exit 20; }
     [ "$(fp < "$tmp/snap$fam")" = "$want" ] || conflict=1
-    [ "$(ffp < "$tmp/snap$fam")" = "$wantf" ] || conflict=1
   done
   [ "$conflict" = 0 ] && break
   # Changed since our read by a writer that ignores our lock. Hand back the fresh state (the
