@@ -29,7 +29,7 @@ MAX_HOSTS=190
 MAX_CLIENTS=50
 # The daemon's own client; the newer client on PATH also works but the matching one avoids
 # API-version negotiation noise in the logs.
-# The provider's host-wide lock (provider/host/scripts.ts); each lab host gets its own.
+# The provider's host-wide lock (provider/host/remote/sync.sh); each lab host gets its own.
 HOST_LOCK=/run/docker-port-allowlist.lock
 DOCKER_CLI=/usr/bin/docker
 [[ -x $DOCKER_CLI ]] || DOCKER_CLI=docker
@@ -38,7 +38,7 @@ die() {
   echo "lab: $*" >&2
   exit 1
 }
-log() { [[ -z ${DPA_LAB_QUIET:-} ]] && echo "lab: $*" >&2 || true; }
+log() { if [[ -z ${DPA_LAB_QUIET:-} ]]; then echo "lab: $*" >&2 || true; fi; }
 
 # ---------------------------------------------------------------- process identity helpers
 # A pid is only "ours" while its start time matches what we recorded, so a recycled pid of
@@ -52,13 +52,15 @@ proc_fields() {
   echo "$stat"
 }
 starttime() {
-  local f
-  f=($(proc_fields "$1")) || return 0
+  local s f
+  s=$(proc_fields "$1") || return 0
+  read -ra f <<<"$s"
   echo "${f[19]:-}"
 }
 alive_as() { # a zombie counts as dead: it is only waiting for its parent to reap it
-  local f
-  f=($(proc_fields "$1")) || return 1
+  local s f
+  s=$(proc_fields "$1") || return 1
+  read -ra f <<<"$s"
   [[ ${f[0]} != Z && ${f[19]} == "$2" ]]
 }
 
@@ -78,8 +80,9 @@ wait_killed() {
   local p t
   for p in "${KILLED[@]}"; do
     for ((t = 0; t < 60; t++)); do
-      local f
-      f=($(proc_fields "$p")) || break
+      local s f
+      s=$(proc_fields "$p") || break
+      read -ra f <<<"$s"
       [[ ${f[0]} != Z ]] || break
       sleep 0.05
     done
@@ -227,6 +230,7 @@ start_sshd() { # $1 host name, $2 netns, $3 host dir, $4 ipv4, $5 ipv6|""
   # receiving unmounts from the root ns (e.g. `ip netns del` of other labs).
   # A sleeping anchor shares that mount ns: hostExec enters through it, so it keeps working
   # even when a test kills or restarts sshd.
+  # shellcheck disable=SC2016,SC2094 # $1..$6 belong to the inner sh, which expands them; sshd.log is only an argument there (sshd -E), never read
   setsid ip netns exec "$ns" unshare --mount --propagation slave sh -c \
     'mount --bind "$1" /etc/iptables || exit 1
      mount --bind "$5" "$6" || exit 1
@@ -409,13 +413,15 @@ setup_host() { # $1 index, $2 v4 prefix, $3 v6 prefix
 
 # Keeps the logs of a failed bring-up (the lab dir itself goes) and tears the lab down.
 up_failed() {
-  local keep="$LAB_ROOT/failed/$ID-$(date +%H%M%S)" f rel
+  local keep f rel
+  keep="$LAB_ROOT/failed/$ID-$(date +%H%M%S)"
   mkdir -p "$keep"
   for f in "$DIR"/*.log "$DIR"/h*/*.log "$DIR"/h*/*_config "$DIR"/h*/daemon.json "$DIR/registry"; do
     rel=${f#"$DIR"/}
     cp "$f" "$keep/${rel//\//_}" 2>/dev/null || true
   done
   # Keep the 20 newest failures only.
+  # shellcheck disable=SC2012 # ls -t sorts by age; the names are ours (dpaNNN-HHMMSS), plain characters only
   ls -dt "$LAB_ROOT"/failed/*/ 2>/dev/null | tail -n +21 | xargs -r rm -rf
   echo "lab: up failed (exit $1); logs kept in $keep; tearing $ID down" >&2
   teardown "$ID" >&2 || true
@@ -460,6 +466,7 @@ cmd_up() {
   OUT="$ID-out"
   # Any failure from here on (set -e or die) takes the half-built lab down again.
   UP_DONE=""
+  # shellcheck disable=SC2154 # rc is assigned at the start of this very trap command
   trap 'rc=$?; if [[ -z $UP_DONE ]]; then up_failed "$rc"; fi' EXIT
   # A signal ends the script through exit, so the EXIT trap above still cleans up.
   trap 'exit 143' TERM
@@ -588,9 +595,9 @@ teardown() { # $1 lab id; idempotent, safe after a crash at any point of `up`
 
   # 5. Mounts under the lab dir (overlays, netns binds) deepest first, then namespaces.
   local m
-  for m in $(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
+  while read -r m; do
     umount -l "$m" 2>/dev/null || true
-  done
+  done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
   while read -r kind a b c; do
     if [[ $kind == netns && -e /run/netns/$a ]]; then ip netns del "$a" 2>/dev/null || true; fi
   done <"$registry"
@@ -659,7 +666,8 @@ cmd_reboot() {
   [[ -f $DIR/lab.json ]] || die "reboot: no lab '$ID' (see: bash lab/lab.sh status)"
   local hd="$DIR/$host" ns="$ID-$host"
   [[ -f $hd/daemon.json ]] || die "reboot: '$host' is not a docker host of $ID; only docker hosts can reboot"
-  IPV6=$(grep -q '"ipv6": true' "$hd/daemon.json" && echo 1 || true)
+  IPV6=""
+  if grep -q '"ipv6": true' "$hd/daemon.json"; then IPV6=1; fi
   SLOT=$((10#${ID#dpa}))
   # Not while the lab is being torn down (the lock fd is closed for the daemons started here).
   exec 7>"$LAB_ROOT/lock.$ID"

@@ -26,6 +26,7 @@ declare -A probe=(
   [jq]=/usr/bin/jq
   [ipset]=/usr/sbin/ipset
   [procps]=/usr/bin/ps
+  [shellcheck]=/usr/bin/shellcheck # not for the lab: `npm run lint` (scripts/test.sh) checks the shell scripts
 )
 
 missing=()
