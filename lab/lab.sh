@@ -100,7 +100,7 @@ reg() { echo "$*" >>"$DIR/registry"; } # kinds: netns NAME | link NAME | pid PID
 # ======================================================================================= UP
 check_binaries() {
   local need=(ip nsenter unshare setsid flock /usr/sbin/sshd ssh-keygen socat iptables-restore
-    ip6tables-restore useradd chpasswd sudo timeout awk node conntrack)
+    ip6tables-restore useradd chpasswd sudo timeout awk node conntrack jq)
   if ((N_DOCKER > 0)); then need+=(dockerd containerd runc "$DOCKER_CLI" tar); fi
   local b missing=()
   for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
@@ -337,56 +337,53 @@ start_outside() {
   reg pid "$pid" "$(starttime "$pid")" "outside-echo"
 }
 
-json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
-
+# lab.json (the LabData of lab/index.ts), written by jq: every value goes in as --arg (a JSON
+# string, escaped by jq) or --argjson (a number or boolean), nothing is pasted into JSON text.
+# One object per host and client, one line each, then the whole file from those lines.
 write_json() {
-  local p4=$1 p6=$2 i first=1 hosts="" clients=""
+  local p4=$1 p6=$2 i ipv6=false
+  if [[ -n $IPV6 ]]; then ipv6=true; fi
+  local hosts="$DIR/lab.hosts.tmp" clients="$DIR/lab.clients.tmp"
+  : >"$hosts"
+  : >"$clients"
   for ((i = 0; i < N_HOSTS; i++)); do
     local name=h$i hd="$DIR/h$i" kind=docker layout=docker20
     ((i >= N_DOCKER)) && kind=light && layout=$LIGHT_LAYOUT
-    local key fp v6=""
+    local key fp docker_pid=""
     key=$(awk '{print $1" "$2}' "$hd/ssh_host_ed25519_key.pub")
     fp=$(ssh-keygen -l -E sha256 -f "$hd/ssh_host_ed25519_key.pub" | awk '{print $2}')
-    [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::$((10 + i))")"
-    local extra=""
-    [[ $kind == docker ]] && extra=", \"dockerHost\": $(json_str "unix://$hd/docker.sock"), \"dockerPid\": $(cat "$hd/docker.pid")"
-    ((first)) || hosts+=","
-    first=0
-    hosts+="
-    {\"name\": \"$name\", \"kind\": \"$kind\", \"netns\": \"$ID-$name\", \"ipv4\": \"$p4.$((10 + i))\"$v6,
-     \"sshPort\": 22, \"hostKey\": $(json_str "$key"), \"hostKeyFingerprint\": $(json_str "$fp"),
-     \"etcIptablesDir\": $(json_str "$hd/etc-iptables"), \"published\": {\"tcp\": 8080, \"udp\": 5353},
-     \"layout\": \"$layout\", \"dockerIpv6\": $([[ -n $IPV6 ]] && echo true || echo false),
-     \"sshdPid\": $(cat "$hd/sshd.launch-pid"), \"nsPid\": $(cat "$hd/ns-anchor.pid")$extra}"
+    if [[ $kind == docker ]]; then docker_pid=$(cat "$hd/docker.pid"); fi
+    jq -c -n --arg name "$name" --arg kind "$kind" --arg netns "$ID-$name" --arg ipv4 "$p4.$((10 + i))" \
+      --arg ipv6 "${IPV6:+$p6::$((10 + i))}" --arg hostKey "$key" --arg hostKeyFingerprint "$fp" \
+      --arg etcIptablesDir "$hd/etc-iptables" --arg layout "$layout" --argjson dockerIpv6 "$ipv6" \
+      --argjson sshdPid "$(cat "$hd/sshd.launch-pid")" --argjson nsPid "$(cat "$hd/ns-anchor.pid")" \
+      --arg dockerHost "unix://$hd/docker.sock" --arg dockerPid "$docker_pid" '
+      {name: $name, kind: $kind, netns: $netns, ipv4: $ipv4}
+      + (if $ipv6 != "" then {ipv6: $ipv6} else {} end)
+      + {sshPort: 22, hostKey: $hostKey, hostKeyFingerprint: $hostKeyFingerprint,
+         etcIptablesDir: $etcIptablesDir, published: {tcp: 8080, udp: 5353}, layout: $layout,
+         dockerIpv6: $dockerIpv6, sshdPid: $sshdPid, nsPid: $nsPid}
+      + (if $kind == "docker" then {dockerHost: $dockerHost, dockerPid: ($dockerPid | tonumber)} else {} end)' \
+      >>"$hosts"
   done
-  first=1
   for ((i = 0; i < N_CLIENTS; i++)); do
-    v6=""
-    [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::$((200 + i))")"
-    ((first)) || clients+=","
-    first=0
-    clients+="
-    {\"name\": \"c$i\", \"netns\": \"$ID-c$i\", \"ipv4\": \"$p4.$((200 + i))\"$v6}"
+    jq -c -n --arg name "c$i" --arg netns "$ID-c$i" --arg ipv4 "$p4.$((200 + i))" \
+      --arg ipv6 "${IPV6:+$p6::$((200 + i))}" '
+      {name: $name, netns: $netns, ipv4: $ipv4} + (if $ipv6 != "" then {ipv6: $ipv6} else {} end)' \
+      >>"$clients"
   done
-  v6=""
-  [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::2")"
-  cat >"$DIR/lab.json.tmp" <<EOF
-{
-  "id": "$ID",
-  "dir": $(json_str "$DIR"),
-  "slot": $SLOT,
-  "ipv6": $([[ -n $IPV6 ]] && echo true || echo false),
-  "rootIpv4": "$p4.1",
-  "hosts": [$hosts
-  ],
-  "clients": [$clients
-  ],
-  "outside": {"netns": "$OUT", "ipv4": "$p4.2"$v6},
-  "clientKey": {"privateKeyPath": $(json_str "$DIR/client_ed25519"), "publicKey": $(json_str "$(cat "$DIR/client_ed25519.pub")")},
-  "knownHostsPath": $(json_str "$DIR/known_hosts"),
-  "users": {"root": "root", "sudo": "dpasudo", "sudoPassword": "dpapwsudo", "password": $(json_str "$LAB_PASSWORD")}
-}
-EOF
+  jq -n --arg id "$ID" --arg dir "$DIR" --argjson slot "$SLOT" --argjson ipv6 "$ipv6" \
+    --arg rootIpv4 "$p4.1" --slurpfile hosts "$hosts" --slurpfile clients "$clients" \
+    --arg outNetns "$OUT" --arg outIpv4 "$p4.2" --arg outIpv6 "${IPV6:+$p6::2}" \
+    --arg privateKeyPath "$DIR/client_ed25519" --arg publicKey "$(cat "$DIR/client_ed25519.pub")" \
+    --arg knownHostsPath "$DIR/known_hosts" --arg password "$LAB_PASSWORD" '
+    {id: $id, dir: $dir, slot: $slot, ipv6: $ipv6, rootIpv4: $rootIpv4, hosts: $hosts, clients: $clients,
+     outside: ({netns: $outNetns, ipv4: $outIpv4} + (if $outIpv6 != "" then {ipv6: $outIpv6} else {} end)),
+     clientKey: {privateKeyPath: $privateKeyPath, publicKey: $publicKey},
+     knownHostsPath: $knownHostsPath,
+     users: {root: "root", sudo: "dpasudo", sudoPassword: "dpapwsudo", password: $password}}' \
+    >"$DIR/lab.json.tmp"
+  rm -f "$hosts" "$clients"
   mv "$DIR/lab.json.tmp" "$DIR/lab.json"
 }
 
