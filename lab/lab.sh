@@ -29,7 +29,7 @@ MAX_HOSTS=190
 MAX_CLIENTS=50
 # The daemon's own client; the newer client on PATH also works but the matching one avoids
 # API-version negotiation noise in the logs.
-# The provider's host-wide lock (provider/host/scripts.ts); each lab host gets its own.
+# The provider's host-wide lock (provider/host/remote/sync.sh); each lab host gets its own.
 HOST_LOCK=/run/docker-port-allowlist.lock
 DOCKER_CLI=/usr/bin/docker
 [[ -x $DOCKER_CLI ]] || DOCKER_CLI=docker
@@ -38,7 +38,7 @@ die() {
   echo "lab: $*" >&2
   exit 1
 }
-log() { [[ -z ${DPA_LAB_QUIET:-} ]] && echo "lab: $*" >&2 || true; }
+log() { if [[ -z ${DPA_LAB_QUIET:-} ]]; then echo "lab: $*" >&2 || true; fi; }
 
 # ---------------------------------------------------------------- process identity helpers
 # A pid is only "ours" while its start time matches what we recorded, so a recycled pid of
@@ -52,13 +52,15 @@ proc_fields() {
   echo "$stat"
 }
 starttime() {
-  local f
-  f=($(proc_fields "$1")) || return 0
+  local s f
+  s=$(proc_fields "$1") || return 0
+  read -ra f <<<"$s"
   echo "${f[19]:-}"
 }
 alive_as() { # a zombie counts as dead: it is only waiting for its parent to reap it
-  local f
-  f=($(proc_fields "$1")) || return 1
+  local s f
+  s=$(proc_fields "$1") || return 1
+  read -ra f <<<"$s"
   [[ ${f[0]} != Z && ${f[19]} == "$2" ]]
 }
 
@@ -78,8 +80,9 @@ wait_killed() {
   local p t
   for p in "${KILLED[@]}"; do
     for ((t = 0; t < 60; t++)); do
-      local f
-      f=($(proc_fields "$p")) || break
+      local s f
+      s=$(proc_fields "$p") || break
+      read -ra f <<<"$s"
       [[ ${f[0]} != Z ]] || break
       sleep 0.05
     done
@@ -97,7 +100,7 @@ reg() { echo "$*" >>"$DIR/registry"; } # kinds: netns NAME | link NAME | pid PID
 # ======================================================================================= UP
 check_binaries() {
   local need=(ip nsenter unshare setsid flock /usr/sbin/sshd ssh-keygen socat iptables-restore
-    ip6tables-restore useradd chpasswd sudo timeout awk node conntrack)
+    ip6tables-restore useradd chpasswd sudo timeout awk node conntrack jq)
   if ((N_DOCKER > 0)); then need+=(dockerd containerd runc "$DOCKER_CLI" tar); fi
   local b missing=()
   for b in "${need[@]}"; do command -v "$b" >/dev/null 2>&1 || missing+=("$b"); done
@@ -227,6 +230,7 @@ start_sshd() { # $1 host name, $2 netns, $3 host dir, $4 ipv4, $5 ipv6|""
   # receiving unmounts from the root ns (e.g. `ip netns del` of other labs).
   # A sleeping anchor shares that mount ns: hostExec enters through it, so it keeps working
   # even when a test kills or restarts sshd.
+  # shellcheck disable=SC2016,SC2094 # $1..$6 belong to the inner sh, which expands them; sshd.log is only an argument there (sshd -E), never read
   setsid ip netns exec "$ns" unshare --mount --propagation slave sh -c \
     'mount --bind "$1" /etc/iptables || exit 1
      mount --bind "$5" "$6" || exit 1
@@ -333,56 +337,53 @@ start_outside() {
   reg pid "$pid" "$(starttime "$pid")" "outside-echo"
 }
 
-json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
-
+# lab.json (the LabData of lab/index.ts), written by jq: every value goes in as --arg (a JSON
+# string, escaped by jq) or --argjson (a number or boolean), nothing is pasted into JSON text.
+# One object per host and client, one line each, then the whole file from those lines.
 write_json() {
-  local p4=$1 p6=$2 i first=1 hosts="" clients=""
+  local p4=$1 p6=$2 i ipv6=false
+  if [[ -n $IPV6 ]]; then ipv6=true; fi
+  local hosts="$DIR/lab.hosts.tmp" clients="$DIR/lab.clients.tmp"
+  : >"$hosts"
+  : >"$clients"
   for ((i = 0; i < N_HOSTS; i++)); do
     local name=h$i hd="$DIR/h$i" kind=docker layout=docker20
     ((i >= N_DOCKER)) && kind=light && layout=$LIGHT_LAYOUT
-    local key fp v6=""
+    local key fp docker_pid=""
     key=$(awk '{print $1" "$2}' "$hd/ssh_host_ed25519_key.pub")
     fp=$(ssh-keygen -l -E sha256 -f "$hd/ssh_host_ed25519_key.pub" | awk '{print $2}')
-    [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::$((10 + i))")"
-    local extra=""
-    [[ $kind == docker ]] && extra=", \"dockerHost\": $(json_str "unix://$hd/docker.sock"), \"dockerPid\": $(cat "$hd/docker.pid")"
-    ((first)) || hosts+=","
-    first=0
-    hosts+="
-    {\"name\": \"$name\", \"kind\": \"$kind\", \"netns\": \"$ID-$name\", \"ipv4\": \"$p4.$((10 + i))\"$v6,
-     \"sshPort\": 22, \"hostKey\": $(json_str "$key"), \"hostKeyFingerprint\": $(json_str "$fp"),
-     \"etcIptablesDir\": $(json_str "$hd/etc-iptables"), \"published\": {\"tcp\": 8080, \"udp\": 5353},
-     \"layout\": \"$layout\", \"dockerIpv6\": $([[ -n $IPV6 ]] && echo true || echo false),
-     \"sshdPid\": $(cat "$hd/sshd.launch-pid"), \"nsPid\": $(cat "$hd/ns-anchor.pid")$extra}"
+    if [[ $kind == docker ]]; then docker_pid=$(cat "$hd/docker.pid"); fi
+    jq -c -n --arg name "$name" --arg kind "$kind" --arg netns "$ID-$name" --arg ipv4 "$p4.$((10 + i))" \
+      --arg ipv6 "${IPV6:+$p6::$((10 + i))}" --arg hostKey "$key" --arg hostKeyFingerprint "$fp" \
+      --arg etcIptablesDir "$hd/etc-iptables" --arg layout "$layout" --argjson dockerIpv6 "$ipv6" \
+      --argjson sshdPid "$(cat "$hd/sshd.launch-pid")" --argjson nsPid "$(cat "$hd/ns-anchor.pid")" \
+      --arg dockerHost "unix://$hd/docker.sock" --arg dockerPid "$docker_pid" '
+      {name: $name, kind: $kind, netns: $netns, ipv4: $ipv4}
+      + (if $ipv6 != "" then {ipv6: $ipv6} else {} end)
+      + {sshPort: 22, hostKey: $hostKey, hostKeyFingerprint: $hostKeyFingerprint,
+         etcIptablesDir: $etcIptablesDir, published: {tcp: 8080, udp: 5353}, layout: $layout,
+         dockerIpv6: $dockerIpv6, sshdPid: $sshdPid, nsPid: $nsPid}
+      + (if $kind == "docker" then {dockerHost: $dockerHost, dockerPid: ($dockerPid | tonumber)} else {} end)' \
+      >>"$hosts"
   done
-  first=1
   for ((i = 0; i < N_CLIENTS; i++)); do
-    v6=""
-    [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::$((200 + i))")"
-    ((first)) || clients+=","
-    first=0
-    clients+="
-    {\"name\": \"c$i\", \"netns\": \"$ID-c$i\", \"ipv4\": \"$p4.$((200 + i))\"$v6}"
+    jq -c -n --arg name "c$i" --arg netns "$ID-c$i" --arg ipv4 "$p4.$((200 + i))" \
+      --arg ipv6 "${IPV6:+$p6::$((200 + i))}" '
+      {name: $name, netns: $netns, ipv4: $ipv4} + (if $ipv6 != "" then {ipv6: $ipv6} else {} end)' \
+      >>"$clients"
   done
-  v6=""
-  [[ -n $IPV6 ]] && v6=", \"ipv6\": $(json_str "$p6::2")"
-  cat >"$DIR/lab.json.tmp" <<EOF
-{
-  "id": "$ID",
-  "dir": $(json_str "$DIR"),
-  "slot": $SLOT,
-  "ipv6": $([[ -n $IPV6 ]] && echo true || echo false),
-  "rootIpv4": "$p4.1",
-  "hosts": [$hosts
-  ],
-  "clients": [$clients
-  ],
-  "outside": {"netns": "$OUT", "ipv4": "$p4.2"$v6},
-  "clientKey": {"privateKeyPath": $(json_str "$DIR/client_ed25519"), "publicKey": $(json_str "$(cat "$DIR/client_ed25519.pub")")},
-  "knownHostsPath": $(json_str "$DIR/known_hosts"),
-  "users": {"root": "root", "sudo": "dpasudo", "sudoPassword": "dpapwsudo", "password": $(json_str "$LAB_PASSWORD")}
-}
-EOF
+  jq -n --arg id "$ID" --arg dir "$DIR" --argjson slot "$SLOT" --argjson ipv6 "$ipv6" \
+    --arg rootIpv4 "$p4.1" --slurpfile hosts "$hosts" --slurpfile clients "$clients" \
+    --arg outNetns "$OUT" --arg outIpv4 "$p4.2" --arg outIpv6 "${IPV6:+$p6::2}" \
+    --arg privateKeyPath "$DIR/client_ed25519" --arg publicKey "$(cat "$DIR/client_ed25519.pub")" \
+    --arg knownHostsPath "$DIR/known_hosts" --arg password "$LAB_PASSWORD" '
+    {id: $id, dir: $dir, slot: $slot, ipv6: $ipv6, rootIpv4: $rootIpv4, hosts: $hosts, clients: $clients,
+     outside: ({netns: $outNetns, ipv4: $outIpv4} + (if $outIpv6 != "" then {ipv6: $outIpv6} else {} end)),
+     clientKey: {privateKeyPath: $privateKeyPath, publicKey: $publicKey},
+     knownHostsPath: $knownHostsPath,
+     users: {root: "root", sudo: "dpasudo", sudoPassword: "dpapwsudo", password: $password}}' \
+    >"$DIR/lab.json.tmp"
+  rm -f "$hosts" "$clients"
   mv "$DIR/lab.json.tmp" "$DIR/lab.json"
 }
 
@@ -409,13 +410,15 @@ setup_host() { # $1 index, $2 v4 prefix, $3 v6 prefix
 
 # Keeps the logs of a failed bring-up (the lab dir itself goes) and tears the lab down.
 up_failed() {
-  local keep="$LAB_ROOT/failed/$ID-$(date +%H%M%S)" f rel
+  local keep f rel
+  keep="$LAB_ROOT/failed/$ID-$(date +%H%M%S)"
   mkdir -p "$keep"
   for f in "$DIR"/*.log "$DIR"/h*/*.log "$DIR"/h*/*_config "$DIR"/h*/daemon.json "$DIR/registry"; do
     rel=${f#"$DIR"/}
     cp "$f" "$keep/${rel//\//_}" 2>/dev/null || true
   done
   # Keep the 20 newest failures only.
+  # shellcheck disable=SC2012 # ls -t sorts by age; the names are ours (dpaNNN-HHMMSS), plain characters only
   ls -dt "$LAB_ROOT"/failed/*/ 2>/dev/null | tail -n +21 | xargs -r rm -rf
   echo "lab: up failed (exit $1); logs kept in $keep; tearing $ID down" >&2
   teardown "$ID" >&2 || true
@@ -460,6 +463,7 @@ cmd_up() {
   OUT="$ID-out"
   # Any failure from here on (set -e or die) takes the half-built lab down again.
   UP_DONE=""
+  # shellcheck disable=SC2154 # rc is assigned at the start of this very trap command
   trap 'rc=$?; if [[ -z $UP_DONE ]]; then up_failed "$rc"; fi' EXIT
   # A signal ends the script through exit, so the EXIT trap above still cleans up.
   trap 'exit 143' TERM
@@ -588,9 +592,9 @@ teardown() { # $1 lab id; idempotent, safe after a crash at any point of `up`
 
   # 5. Mounts under the lab dir (overlays, netns binds) deepest first, then namespaces.
   local m
-  for m in $(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
+  while read -r m; do
     umount -l "$m" 2>/dev/null || true
-  done
+  done < <(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r)
   while read -r kind a b c; do
     if [[ $kind == netns && -e /run/netns/$a ]]; then ip netns del "$a" 2>/dev/null || true; fi
   done <"$registry"
@@ -659,7 +663,8 @@ cmd_reboot() {
   [[ -f $DIR/lab.json ]] || die "reboot: no lab '$ID' (see: bash lab/lab.sh status)"
   local hd="$DIR/$host" ns="$ID-$host"
   [[ -f $hd/daemon.json ]] || die "reboot: '$host' is not a docker host of $ID; only docker hosts can reboot"
-  IPV6=$(grep -q '"ipv6": true' "$hd/daemon.json" && echo 1 || true)
+  IPV6=""
+  if grep -q '"ipv6": true' "$hd/daemon.json"; then IPV6=1; fi
   SLOT=$((10#${ID#dpa}))
   # Not while the lab is being torn down (the lock fd is closed for the daemons started here).
   exec 7>"$LAB_ROOT/lock.$ID"

@@ -27,6 +27,7 @@ declare -A probe=(
   [ipset]=/usr/sbin/ipset
   [procps]=/usr/bin/ps
   [nftables]=/usr/sbin/nft
+  [shellcheck]=/usr/bin/shellcheck # not for the lab: `npm run lint` (scripts/test.sh) checks the shell scripts
 )
 
 missing=()

@@ -28,7 +28,7 @@ mode=info
 quiet=false
 for arg in "$@"; do
   case "$arg" in
-    --env) mode=env ;;
+    --env) mode="env" ;;
     --quiet) quiet=true ;;
     -h | --help) usage; exit 0 ;;
     *) echo "engine.sh: unknown argument '$arg'" >&2; usage; exit 2 ;;

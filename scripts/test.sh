@@ -7,8 +7,7 @@
 # one failed, and ends with one line "N passed, N failed" counted over all jest suites.
 # Lab and engine tests need root; they are never skipped: without root this script fails.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+cd "$(dirname "$0")/.." || exit 1
 only=${1:-all}
 out=$(mktemp -d /tmp/dpa-test.XXXXXX)
 status=0
@@ -37,6 +36,7 @@ fi
 step "lint and format"
 npx eslint . || fail "eslint"
 npx prettier --check . || fail "prettier"
+npm run --silent lint:sh || fail "shellcheck"
 step "type-check"
 npx tsc --noEmit -p . || fail "tsc"
 
@@ -60,6 +60,7 @@ if [ "$only" = all ]; then
   fi
 fi
 
+# shellcheck disable=SC2016 # JavaScript for node, with its own template literals
 node -e '
 const fs = require("fs"); let p = 0, f = 0, s = 0;
 for (const file of fs.readdirSync(process.argv[1])) {

@@ -1,42 +1,64 @@
 /**
  * Fingerprint of the part of a host's filter table one allowlist plans against.
  *
- * The planner deletes DOCKER-USER rules by position, which is only safe if the chain has not
- * changed between the read and the apply. The apply script recomputes this fingerprint on the
- * host, under the lock, with nothing but awk and sha256sum, and refuses on a mismatch:
+ * The planner deletes DOCKER-USER rules by position and may insert or delete our jump in FORWARD,
+ * which is only safe if those chains have not changed between the read and the apply. The apply
+ * script recomputes this fingerprint on the host, under the lock, with nothing but awk and
+ * sha256sum, and refuses on a mismatch:
  *
  *   iptables-save -t filter | awk -v chain=DPA-web "$FINGERPRINT_AWK" | sha256sum
  *
- * Definition (docs/DESIGN.md): the lines that are a chain header of DOCKER-USER or of our chain
- * (only the `:NAME` token; policy and counters change on their own) and the rules
- * `-A DOCKER-USER ...` / `-A <our chain> ...` verbatim, in file order, each followed by "\n";
- * sha256, lower-case hex. Fields split like awk's default (runs of blanks, leading ones ignored).
+ * Definition (docs/DESIGN.md "Fingerprint"): the chains covered are every chain a plan may touch,
+ * {@link FINGERPRINT_CHAINS} plus `DPA-<ruleName>`. Over the lines of the filter table (lines
+ * before any `*table` line count as filter; other tables, e.g. mangle's own FORWARD in a full
+ * `iptables-save` rules file, do not), keep the chain headers of covered chains (only the `:NAME`
+ * token; policy and counters change on their own) and their `-A` rules verbatim, in file order,
+ * each followed by "\n"; sha256, lower-case hex. Fields split like awk's default (runs of blanks,
+ * leading ones ignored). The same definition serves the plan's conflict check and the comparison
+ * of a persisted rules file with the live rules.
  *
- * Pure (node's crypto only).
+ * Pure (node's crypto only). The host runs exactly {@link FINGERPRINT_AWK}: the remote scripts
+ * carry no fingerprint logic of their own (provider/host/remote/prelude.sh).
  */
 import { createHash } from "crypto";
 import { DOCKER_USER, chainName } from "./layout";
 
-/** The awk program; pass the owned chain as `-v chain=DPA-<ruleName>`. Works with mawk and gawk. */
+/** The chains every fingerprint covers besides the allowlist's own `DPA-<ruleName>`. */
+export const FINGERPRINT_CHAINS: readonly string[] = ["FORWARD", DOCKER_USER];
+
+const covered = FINGERPRINT_CHAINS.map((c) => `n == "${c}"`).join(" || ");
+
+/**
+ * The awk program; pass the owned chain as `-v chain=DPA-<ruleName>`. Works with mawk, gawk and
+ * busybox awk (no regex, no gawk extensions). Contains no single quote and no newline.
+ */
 export const FINGERPRINT_AWK =
-  '$1 ~ /^:/ { n = substr($1, 2); if (n == "DOCKER-USER" || n == chain) print ":" n; next } ' +
-  '$1 == "-A" && ($2 == "DOCKER-USER" || $2 == chain) { print }';
+  'substr($1, 1, 1) == "*" { t = substr($1, 2); next } ' +
+  't != "" && t != "filter" { next } ' +
+  `$1 ~ /^:/ { n = substr($1, 2); if (${covered} || n == chain) print ":" n; next } ` +
+  `$1 == "-A" { n = $2; if (${covered} || n == chain) print }`;
 
 /** The lines the fingerprint covers (exported for tests and for messages on a mismatch). */
 export function fingerprintLines(saveText: string, ruleName: string): string[] {
-  const chain = chainName(ruleName);
+  const chains = new Set([...FINGERPRINT_CHAINS, chainName(ruleName)]);
   const records = saveText.split("\n");
   // awk makes no record of the empty string after a final newline.
   if (records.length > 0 && records[records.length - 1] === "") records.pop();
   const out: string[] = [];
+  let table = "";
   for (const record of records) {
     const fields = record.split(/[ \t]+/).filter((f) => f !== "");
     const first = fields[0];
     if (first === undefined) continue;
+    if (first.startsWith("*")) {
+      table = first.slice(1);
+      continue;
+    }
+    if (table !== "" && table !== "filter") continue;
     if (first.startsWith(":")) {
       const name = first.slice(1);
-      if (name === DOCKER_USER || name === chain) out.push(`:${name}`);
-    } else if (first === "-A" && (fields[1] === DOCKER_USER || fields[1] === chain)) {
+      if (chains.has(name)) out.push(`:${name}`);
+    } else if (first === "-A" && chains.has(fields[1] ?? "")) {
       out.push(record);
     }
   }

@@ -33,7 +33,7 @@ export {
 export type { Finding, FindingCode, Severity } from "./findings";
 export type { FilterTable, ChainModel, ParsedRule, Backend } from "./parse";
 export { parseFilterTable, getChain, hasDockerChains, canonicalRule } from "./parse";
-export { fingerprint, fingerprintLines, FINGERPRINT_AWK } from "./fingerprint";
+export { fingerprint, fingerprintLines, FINGERPRINT_AWK, FINGERPRINT_CHAINS } from "./fingerprint";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
 export { applyPayload, SimulatedRestoreError } from "./simulate";

@@ -16,7 +16,7 @@ import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
 import { applyPayload } from "../core/simulate";
 import { renderRollback, conntrackPolicy } from "./rollback";
-import { READ_SCRIPT, SYNC_SCRIPT, forwardFingerprint, parseSections, remoteCommand } from "./scripts";
+import { EXIT, READ_SCRIPT, SYNC_SCRIPT, parseSections, remoteCommand } from "./scripts";
 import { SshSession, type ExecChannel, type ExecResult, type SessionOptions, type SessionStats } from "./ssh";
 
 export { HostError, type HostErrorKind } from "./errors";
@@ -400,7 +400,7 @@ function stateAfter(before: string, payload: string, fam: FamilyName): string {
 }
 
 /**
- * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6> <ffp4> <ffp6>`, then
+ * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6>`, then
  * payload/rollback sections per changed family, the conntrack cuts and `@@DPA:end`.
  */
 function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: boolean): string {
@@ -419,14 +419,7 @@ function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: 
   if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
   body.push("@@DPA:end");
   const text = body.join("\n") + "\n";
-  const header = [
-    "plan",
-    String(text.split("\n").length - 1),
-    fps.ipv4,
-    fps.ipv6,
-    forwardFingerprint(snapshot.ipv4 ?? ""),
-    forwardFingerprint(snapshot.ipv6 ?? ""),
-  ].join(" ");
+  const header = ["plan", String(text.split("\n").length - 1), fps.ipv4, fps.ipv6].join(" ");
   return header + "\n" + text;
 }
 
@@ -443,7 +436,7 @@ function failure(session: SshSession, run: Ending, opts: HostTarget & ApplyLimit
   const header = (k: string) => run.sections.get(k)?.header ?? "";
   const lock = "/run/docker-port-allowlist.lock";
   switch (run.code) {
-    case 10:
+    case EXIT.CONFLICT:
       return new HostError(
         `the rules in DOCKER-USER / FORWARD / DPA-${opts.ruleName} changed between our read and our apply ` +
           `on each of ${opts.maxAttempts ?? 3} attempts, although we held ${lock}: a writer that does not take ` +
@@ -451,51 +444,51 @@ function failure(session: SshSession, run: Ending, opts: HostTarget & ApplyLimit
           `when the other change is done.`,
         { ...base, kind: "conflict" },
       );
-    case 11:
+    case EXIT.TEST_FAILED:
       return new HostError(
         `iptables-restore --test rejected the planned rules (${header("test-failed")}); nothing was changed. ` +
           `This is a bug or an iptables without the conntrack/comment matches: report it with the stderr below.`,
         { ...base, kind: "command" },
       );
-    case 12:
+    case EXIT.APPLY_FAILED:
       return new HostError(
         `applying the rules failed (${header("apply-failed")}); every family was restored to its snapshot, nothing changed.`,
         { ...base, kind: "rolled-back" },
       );
-    case 13:
+    case EXIT.ROLLED_BACK:
       return new HostError(
         run.problems.length > 0
           ? `the rules read back after applying did not match the plan, so the host rolled back to its snapshot: ${run.problems.join("; ")}`
           : `no commit reached the host in time, so it rolled back to its snapshot (${header("rolled-back")}).`,
         { ...base, kind: "rolled-back" },
       );
-    case 14:
+    case EXIT.PERSIST_FAILED:
       return new HostError(
         `the rules are LIVE but saving them for reboots failed (${header("persist-failed")}): the saved file ` +
           `and the live rules differ. Fix: create the directory / make it writable, or set persist: false ` +
           `or rulesV4Path/rulesV6Path; the next \`pulumi up\` saves again.`,
         { ...base, kind: "persist" },
       );
-    case 15:
+    case EXIT.LOCK_TIMEOUT:
       return new HostError(
         `another writer held ${lock} for more than lockWaitSeconds=${opts.lockWaitSeconds ?? 30}; nothing was ` +
           `changed. Fix: retry, or look for a stuck process holding the lock (fuser ${lock}).`,
         { ...base, kind: "conflict" },
       );
-    case 16:
+    case EXIT.ROLLBACK_FAILED:
       return new HostError(
         `applying failed AND the rollback failed: DOCKER-USER / the allowlist chain may be half-changed. ` +
           `Fix: inspect \`iptables-save -t filter\` on the host and run \`pulumi refresh\` then \`pulumi up\`.`,
         { ...base, kind: "rollback-failed" },
       );
-    case 17:
+    case EXIT.NO_PLAN:
       return new HostError(
         `the host got no plan within planTimeoutSeconds=${opts.planTimeoutSeconds ?? 30} (${header("no-plan")}), ` +
           `so it released ${lock} without changing anything. Fix: retry; if planning is this slow, raise ` +
           `planTimeoutSeconds.`,
         { ...base, kind: "timeout" },
       );
-    case 21:
+    case EXIT.NO_FLOCK:
       return new HostError(
         `flock is not installed, so changes cannot be serialized. Fix: install util-linux.`,
         {
@@ -626,7 +619,7 @@ export async function syncHost<P extends PlanLike>(
       reply = await d.next();
       tail += reply.text;
     }
-    if (reply.result?.code !== 0) throw ended(reply, tail, problems);
+    if (reply.result?.code !== EXIT.DONE) throw ended(reply, tail, problems);
     const sections = parseSections(tail);
     const live = {
       ipv4: sections.get("new4")?.body ?? snapshot.ipv4,

@@ -64,8 +64,9 @@ export function findEngine(): Engine {
 let builtPackageDir: string | undefined;
 
 /**
- * Compiles the package (`tsc -p tsconfig.json` into bin/) when any provider source is newer
- * than its output, and returns the absolute path of the compiled `bin/provider`.
+ * Compiles the package (`npm run build`: tsc into bin/ and the remote scripts beside it) when any
+ * provider source is newer than its output, and returns the absolute path of the compiled
+ * `bin/provider`.
  *
  * Engine programs must import THIS, not `provider/*.ts`: ts-node is only registered in the
  * program process, while dynamic-provider methods run in the separate `pulumi-nodejs`
@@ -89,15 +90,16 @@ export function buildPackage(): string {
     }
     return t;
   };
+  const remote = path.join(repoRoot, "provider", "host", "remote");
   const stale = () =>
     !fs.existsSync(path.join(outDir, "index.js")) ||
-    newest(path.join(repoRoot, "provider"), ".ts") > newest(outDir, ".js");
+    !fs.existsSync(path.join(outDir, "host", "remote")) ||
+    Math.max(newest(path.join(repoRoot, "provider"), ".ts"), newest(remote, "")) > newest(outDir, ".js");
   if (stale()) {
-    const tsc = path.join(repoRoot, "node_modules", ".bin", "tsc");
     // flock(1) serialises concurrent builds; a second worker then finds bin/ fresh and tsc is quick.
     const r = spawnSync(
       "flock",
-      ["-w", "300", path.join(os.tmpdir(), "dpa-package-build.lock"), tsc, "-p", "tsconfig.json"],
+      ["-w", "300", path.join(os.tmpdir(), "dpa-package-build.lock"), "npm", "run", "--silent", "build"],
       {
         cwd: repoRoot,
         encoding: "utf8",
@@ -105,7 +107,7 @@ export function buildPackage(): string {
     );
     if (r.status !== 0) {
       throw new Error(
-        `Command failed with exit code ${r.status}: tsc -p tsconfig.json (in ${repoRoot}); ` +
+        `Command failed with exit code ${r.status}: npm run build (in ${repoRoot}); ` +
           `fix the type errors below, then rerun\n${r.stdout}${r.stderr}`,
         { cause: r.error },
       );

@@ -1,0 +1,13 @@
+# shellcheck shell=bash
+# Shared start of read.sh and sync.sh (the loader puts this file in place of their
+# `. ./prelude.sh`): a known shell state, and the fingerprint.
+set -u
+export LC_ALL=C
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Core's FINGERPRINT_AWK (provider/core/fingerprint.ts), shell-quoted into the marker below by the
+# loader: the host has no fingerprint logic of its own, so it computes exactly what the planner
+# computed from the same text (docs/DESIGN.md "Fingerprint").
+fingerprint_awk='@FINGERPRINT_AWK@'
+# Fingerprint of the rules text on stdin for our chain, sha256 hex.
+# shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
+fp() { awk -v chain="DPA-$rule" "$fingerprint_awk" | sha256sum | cut -d" " -f1; }

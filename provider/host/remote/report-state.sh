@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
+# save6, save6err, other, persisted, end (parsed by parseSnapshot in provider/host/index.ts).
+# Reports facts only; the client decides what is an error, so all findings reach the user from
+# one exchange. Reads $rule (through fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
+# exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.
+# shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
+report_state() {
+echo "@@DPA:meta"
+echo "uid=$(id -u)"
+echo "iptables=$(iptables -V 2>&1 | head -n 1)"
+echo "ip6tables=$(ip6tables -V 2>&1 | head -n 1)"
+for t in conntrack flock nft iptables-legacy-save iptables-nft-save ip6tables-save; do
+  if command -v "$t" >/dev/null 2>&1; then echo "tool.$t=yes"; else echo "tool.$t=no"; fi
+done
+save4=$(iptables-save -t filter 2>"/tmp/.dpa-read-err.$$"); rc4=$?
+echo "@@DPA:save4 rc=$rc4"
+printf '%s\n' "$save4"
+echo "@@DPA:save4err"; cat "/tmp/.dpa-read-err.$$" 2>/dev/null
+save6=$(ip6tables-save -t filter 2>"/tmp/.dpa-read-err.$$"); rc6=$?
+echo "@@DPA:save6 rc=$rc6"
+printf '%s\n' "$save6"
+echo "@@DPA:save6err"; cat "/tmp/.dpa-read-err.$$" 2>/dev/null
+rm -f "/tmp/.dpa-read-err.$$"
+# Rules written through the other iptables backend are invisible to this one (and vice versa).
+# Only look there when this backend has no DOCKER-USER: touching the legacy tools may load
+# kernel modules, which a healthy host does not need.
+echo "@@DPA:other"
+if ! printf '%s\n' "$save4" | grep -q '^:DOCKER-USER '; then
+  case "$(iptables -V 2>&1)" in
+    *legacy*) other=iptables-nft-save ;;
+    *) other=iptables-legacy-save ;;
+  esac
+  if command -v "$other" >/dev/null 2>&1; then
+    echo "backend=$other"
+    echo "dockerChains=$("$other" -t filter 2>/dev/null | grep -c '^:DOCKER')"
+  fi
+  if command -v nft >/dev/null 2>&1; then
+    echo "nftDockerTables=$(nft list tables 2>/dev/null | grep -c 'docker')"
+  fi
+fi
+echo "@@DPA:persisted"
+for f in "4:$v4path" "6:$v6path"; do
+  fam=${f%%:*}; path=${f#*:}
+  if [ "$path" = "-" ]; then echo "v$fam=off"
+  elif [ ! -e "$path" ]; then echo "v$fam=missing"
+  elif [ ! -r "$path" ]; then echo "v$fam=unreadable"
+  else echo "v$fam=$(fp < "$path")"
+  fi
+done
+[ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | fp)"
+[ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | fp)"
+echo "@@DPA:end"
+}
+report_state

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# dpa-sync: the whole write operation in ONE exec, under the host lock from the read to the
+# commit, so writers that use the lock (other allowlists of this provider, other `pulumi up`s)
+# never interleave and never conflict.
+#
+# argv: rule, rulesV4Path, rulesV6Path ("-" = persistence off for that family), lockWaitSeconds,
+# planTimeoutSeconds, commitTimeoutSeconds, persist (0/1), maxAttempts.
+#
+# Dialogue on the channel (every wait on the client is bounded, so the lock is never held for
+# longer than lockwait is spent elsewhere):
+# 1. host: takes the lock, prints the state (report_state) and `@@DPA:await-plan <attempt>`.
+# 2. client -> one line `none` (nothing to do: the host exits at once, releasing the lock) or
+#    `plan <nlines> <fp4> <fp6>` followed by <nlines> lines: sections payload4, rollback4,
+#    payload6, rollback6, conntrack, then `@@DPA:end`. fp = core fingerprint (FORWARD,
+#    DOCKER-USER, our chain) of the state the plan was made from ("-" = family untouched).
+#    Nothing within planTimeoutSeconds (or EOF) = EXIT_NO_PLAN, nothing changed.
+# 3. host: if a family's fingerprint differs (a writer that does not take our lock: Docker, a
+#    person), prints `@@DPA:conflict`, the fresh state and a new await-plan (back to 2) until
+#    maxAttempts plans were refused (EXIT_CONFLICT). Otherwise: test, apply, print the new state
+#    and `@@DPA:await-commit`.
+# 4. client -> `commit` (anything else, EOF or commitTimeoutSeconds rolls back); host: conntrack
+#    cuts, persist, `@@DPA:done`.
+# Exit codes: exit-codes.sh.
+#
+# Runs as `bash -c '<this script, assembled>' dpa-sync <argv>...`: the loader
+# (provider/host/scripts.ts) puts each `. ./<file>` line's file in its place and fills the two
+# awk programs' markers below (shell-quoted), so nothing is sourced on the host and no user
+# value is ever part of the script text; shellcheck -x follows the same lines.
+# shellcheck source-path=SCRIPTDIR
+. ./exit-codes.sh
+. ./prelude.sh
+. ./report-state.sh
+
+rule="$1"; v4path="$2"; v6path="$3"; lockwait="$4"; ptimeout="$5"; ctimeout="$6"; persist="$7"; attempts="$8"
+# cut.awk, shell-quoted into the marker by the loader (a real file, so it is tested on its own).
+cut_awk='@CUT_AWK@'
+# A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
+trap '' HUP PIPE
+tmp=$(mktemp -d /tmp/dpa-sync.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit "$EXIT_SETUP_FAILED"; }
+trap 'rm -rf "$tmp"' EXIT
+command -v flock >/dev/null 2>&1 || { echo "@@DPA:no-flock"; exit "$EXIT_NO_FLOCK"; }
+exec 9>/run/docker-port-allowlist.lock || { echo "@@DPA:error cannot open /run/docker-port-allowlist.lock"; exit "$EXIT_SETUP_FAILED"; }
+flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"; }
+
+# Per family (4, 6): its tools are ${ipt[fam]}-save and ${ipt[fam]}-restore.
+ipt=([4]=iptables [6]=ip6tables)
+attempt=0
+while :; do
+  attempt=$((attempt + 1))
+  report_state
+  echo "@@DPA:await-plan $attempt"
+  # bash's read takes one byte at a time from a pipe, so it never eats the lines after it.
+  header=""
+  IFS= read -r -t "$ptimeout" header
+  case "$header" in
+    none) echo "@@DPA:done"; exit "$EXIT_DONE" ;;
+    "plan "*) ;;
+    *) echo "@@DPA:no-plan ${header:-none within ${ptimeout}s}"; exit "$EXIT_NO_PLAN" ;;
+  esac
+  # plan <nlines> <fp4> <fp6>: words split on blanks, like the client joined them.
+  read -r _ nlines fp4 fp6 _ <<<"$header"
+  want=([4]="$fp4" [6]="$fp6")
+  case "$nlines" in ''|*[!0-9]*) echo "@@DPA:error bad plan header"; exit "$EXIT_SETUP_FAILED" ;; esac
+  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp/conntrack"
+  # head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.
+  # The client sends nothing more before await-commit, so head cannot read past the plan.
+  timeout "$ptimeout" head -n "$nlines" > "$tmp/input" || { echo "@@DPA:no-plan cut short"; exit "$EXIT_NO_PLAN"; }
+  tail -n 1 "$tmp/input" | grep -qx '@@DPA:end' || { echo "@@DPA:no-plan cut short"; exit "$EXIT_NO_PLAN"; }
+  awk -v d="$tmp" '/^@@DPA:end$/ { exit } /^@@DPA:/ { f = d "/" substr($0, 7); printf "" > f; next } f != "" { print > f }' "$tmp/input"
+  conflict=0
+  for fam in 4 6; do
+    [ -s "$tmp/payload$fam" ] || continue
+    bin=${ipt[$fam]}
+    "$bin-save" -t filter > "$tmp/snap$fam" 2>"$tmp/err" || { echo "@@DPA:error $bin-save failed"; cat "$tmp/err" >&2; exit "$EXIT_SETUP_FAILED"; }
+    [ "$(fp < "$tmp/snap$fam")" = "${want[$fam]}" ] || conflict=1
+  done
+  [ "$conflict" = 0 ] && break
+  # Changed since our read by a writer that ignores our lock. Hand back the fresh state (the
+  # loop prints it) so the client re-plans without another exec.
+  if [ "$attempt" -ge "$attempts" ]; then echo "@@DPA:conflict final $attempt"; exit "$EXIT_CONFLICT"; fi
+  echo "@@DPA:conflict $attempt"
+done
+
+for fam in 4 6; do
+  [ -s "$tmp/payload$fam" ] || continue
+  bin=${ipt[$fam]}
+  if ! "$bin-restore" -w 10 --test --noflush < "$tmp/payload$fam" 2>"$tmp/err"; then
+    echo "@@DPA:test-failed $fam"; cat "$tmp/err" >&2; exit "$EXIT_TEST_FAILED"
+  fi
+done
+
+rollback() { # rolls back every family already applied, newest first; 0 = host back to snapshot
+  # Own loop variables: the caller's $fam names the family that failed, for its message.
+  ok=0
+  for rf in $applied; do
+    "${ipt[$rf]}-restore" -w 10 --noflush < "$tmp/rollback$rf" 2>>"$tmp/rberr" || ok=1
+  done
+  return $ok
+}
+applied=""
+for fam in 4 6; do
+  [ -s "$tmp/payload$fam" ] || continue
+  bin=${ipt[$fam]}
+  if ! "$bin-restore" -w 10 --noflush < "$tmp/payload$fam" 2>"$tmp/err"; then
+    cat "$tmp/err" >&2
+    if rollback; then echo "@@DPA:apply-failed $fam"; exit "$EXIT_APPLY_FAILED"; fi
+    echo "@@DPA:rollback-failed"; cat "$tmp/rberr" >&2; exit "$EXIT_ROLLBACK_FAILED"
+  fi
+  applied="$fam $applied"
+done
+
+if [ -n "$applied" ]; then
+  for fam in 4 6; do
+    [ -s "$tmp/payload$fam" ] || continue
+    bin=${ipt[$fam]}
+    echo "@@DPA:new$fam"; "$bin-save" -t filter 2>/dev/null
+  done
+  echo "@@DPA:await-commit"
+  answer=""
+  IFS= read -r -t "$ctimeout" answer
+  if [ "$answer" != "commit" ]; then
+    if rollback; then echo "@@DPA:rolled-back ${answer:-no-commit}"; exit "$EXIT_ROLLED_BACK"; fi
+    echo "@@DPA:rollback-failed"; cat "$tmp/rberr" >&2; exit "$EXIT_ROLLBACK_FAILED"
+  fi
+  echo "@@DPA:committed"
+fi
+
+# Cut live flows that the new rules would not let in (the ESTABLISHED fast path would keep
+# them for days): one conntrack listing per family, matched by CUT_AWK against the policy lines
+# the client sent, then one delete per flow to cut.
+if [ -s "$tmp/conntrack" ] && command -v conntrack >/dev/null 2>&1; then
+  n=0
+  for fam in ipv4 ipv6; do
+    grep -q "^P $fam " "$tmp/conntrack" || continue
+    grep "^[PAB] $fam" "$tmp/conntrack" > "$tmp/policy"
+    if grep -q "^B $fam" "$tmp/policy"; then
+      inet=inet; [ "$fam" = ipv6 ] && inet=inet6
+      ip -o -f "$inet" addr show 2>/dev/null |
+        awk -v fam="$fam" '$2 == "docker0" || $2 ~ /^br-/ { print "A", fam, $4 }' >> "$tmp/policy"
+    fi
+    conntrack -L -f "$fam" 2>/dev/null | awk -v fam="$fam" "$cut_awk" "$tmp/policy" - > "$tmp/cuts"
+    while read -r proto src dst sport dport; do
+      conntrack -D -f "$fam" -p "$proto" -s "$src" -d "$dst" --sport "$sport" --dport "$dport" \
+        >/dev/null 2>&1 && n=$((n + 1))
+    done < "$tmp/cuts"
+  done
+  echo "@@DPA:conntrack-deleted $n"
+fi
+
+if [ "$persist" = 1 ]; then
+  for f in "4:$v4path" "6:$v6path"; do
+    fam=${f%%:*}; path=${f#*:}
+    [ "$path" = "-" ] && continue
+    # A family whose save failed in the read (no ip6tables, IPv6 off) has nothing to save.
+    bin=${ipt[$fam]}
+    if [ "$fam" = 4 ]; then rc=$rc4; else rc=$rc6; fi
+    [ "$rc" = 0 ] || continue
+    dir=$(dirname "$path")
+    if [ ! -d "$dir" ]; then
+      echo "@@DPA:persist-failed $fam directory $dir does not exist"; exit "$EXIT_PERSIST_FAILED"
+    fi
+    t="$dir/.$(basename "$path").dpa-tmp.$$"
+    if "$bin-save" > "$t" 2>"$tmp/err" && mv -f "$t" "$path" 2>>"$tmp/err"; then
+      echo "@@DPA:persisted $fam $(fp < "$path")"
+    else
+      rm -f "$t"; echo "@@DPA:persist-failed $fam write to $path failed"; cat "$tmp/err" >&2; exit "$EXIT_PERSIST_FAILED"
+    fi
+  done
+fi
+echo "@@DPA:done"
