@@ -36,4 +36,5 @@ export { parseFilterTable, getChain, hasDockerChains, canonicalRule } from "./pa
 export { fingerprint, fingerprintLines, FINGERPRINT_AWK } from "./fingerprint";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
+export { RestoreBuilder } from "./restore";
 export { applyPayload, SimulatedRestoreError } from "./simulate";
