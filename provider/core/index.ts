@@ -31,8 +31,16 @@ export {
   DEFAULT_RULES_V6_PATH,
 } from "./spec";
 export type { Finding, FindingCode, Severity } from "./findings";
-export type { FilterTable, ChainModel, ParsedRule, Backend } from "./parse";
-export { parseFilterTable, getChain, hasDockerChains, canonicalRule } from "./parse";
+export type {
+  FilterTable,
+  ChainModel,
+  ParsedRule,
+  Negatable,
+  PortRange,
+  RuleCommand,
+  Backend,
+} from "./parse";
+export { parseFilterTable, getChain, hasDockerChains, canonicalRule, parseRuleCommand } from "./parse";
 export { fingerprint, fingerprintLines, FINGERPRINT_AWK } from "./fingerprint";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
