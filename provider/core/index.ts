@@ -45,4 +45,7 @@ export { fingerprint, fingerprintLines, FINGERPRINT_AWK } from "./fingerprint";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
 export { RestoreBuilder } from "./restore";
+export { renderRollback } from "./rollback";
+export type { PolicedPort } from "./conntrack";
+export { conntrackPolicyOf, conntrackPolicy, allowedSources, policedPorts } from "./conntrack";
 export { applyPayload, SimulatedRestoreError } from "./simulate";
