@@ -48,4 +48,3 @@ export { RestoreBuilder } from "./restore";
 export { renderRollback } from "./rollback";
 export type { PolicedPort } from "./conntrack";
 export { conntrackPolicyOf, conntrackPolicy, allowedSources, policedPorts } from "./conntrack";
-export { applyPayload, SimulatedRestoreError } from "./simulate";

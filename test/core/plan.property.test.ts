@@ -13,7 +13,6 @@
  */
 import fc from "fast-check";
 import {
-  applyPayload,
   canonicalRule,
   conntrackPolicy,
   FORWARD_TAG,
@@ -29,6 +28,7 @@ import {
   type Plan,
 } from "../../provider/core";
 import { loadCase } from "./support/fixtures";
+import { applyPayload } from "./support/simulate";
 
 type Live = { ipv4: string | null; ipv6: string | null };
 

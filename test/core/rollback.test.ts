@@ -2,7 +2,8 @@
  * The undo payload (provider/core/rollback.ts): exact text for hand-made snapshots, and that
  * restoring it over the applied state gives the snapshot back (restore simulator as oracle).
  */
-import { applyPayload, renderRollback } from "../../provider/core";
+import { renderRollback } from "../../provider/core";
+import { applyPayload } from "./support/simulate";
 
 const T = '-m comment --comment "dpa:web"';
 const before = [
