@@ -19,13 +19,13 @@ import { tmpdir } from "os";
 import { join } from "path";
 import { startLab, type Lab, type LabHost } from "../lab";
 import {
-  applyPayload,
   planAllowlist,
   validateAllowlist,
   verifyApplied,
   type AllowlistSpec,
   type Plan,
 } from "../provider/core";
+import { applyPayload } from "../test/core/support/simulate";
 import { syncHost, type HostOutcome } from "../provider/host";
 import { check, create } from "../provider/host/lifecycle";
 

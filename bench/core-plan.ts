@@ -8,7 +8,6 @@
 import { readFileSync } from "fs";
 import { join } from "path";
 import {
-  applyPayload,
   fingerprint,
   parseFilterTable,
   planAllowlist,
@@ -16,6 +15,7 @@ import {
   validateAllowlist,
   type AllowlistSpec,
 } from "../provider/core";
+import { applyPayload } from "../test/core/support/simulate";
 
 const N = Number(process.argv[2] ?? 10000);
 const RUNS = 7;

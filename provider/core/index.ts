@@ -31,9 +31,20 @@ export {
   DEFAULT_RULES_V6_PATH,
 } from "./spec";
 export type { Finding, FindingCode, Severity } from "./findings";
-export type { FilterTable, ChainModel, ParsedRule, Backend } from "./parse";
-export { parseFilterTable, getChain, hasDockerChains, canonicalRule } from "./parse";
+export type {
+  FilterTable,
+  ChainModel,
+  ParsedRule,
+  Negatable,
+  PortRange,
+  RuleCommand,
+  Backend,
+} from "./parse";
+export { parseFilterTable, getChain, hasDockerChains, canonicalRule, parseRuleCommand } from "./parse";
 export { fingerprint, fingerprintLines, FINGERPRINT_AWK, FINGERPRINT_CHAINS } from "./fingerprint";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
-export { applyPayload, SimulatedRestoreError } from "./simulate";
+export { RestoreBuilder } from "./restore";
+export { renderRollback } from "./rollback";
+export type { PolicedPort } from "./conntrack";
+export { conntrackPolicyOf, conntrackPolicy, allowedSources, policedPorts } from "./conntrack";

@@ -87,8 +87,8 @@ function sourceMatch(source: Cidr): string {
   return source.prefix === 0 ? "" : `-s ${formatCidr(source)} `;
 }
 
-function portText(spec: AllowlistSpec): string {
-  return spec.ports.from === spec.ports.to ? String(spec.ports.from) : `${spec.ports.from}:${spec.ports.to}`;
+function portText(ports: { readonly from: number; readonly to: number }): string {
+  return ports.from === ports.to ? String(ports.from) : `${ports.from}:${ports.to}`;
 }
 
 /** The rules of the owned chain, in order, as `-A DPA-x ...` lines. */
@@ -110,18 +110,33 @@ export function renderChainRules(spec: AllowlistSpec, family: Family): string[] 
   return lines;
 }
 
+/**
+ * One jump from DOCKER-USER into `chain` for `protocol` and `ports`, limited to the original
+ * destination address `origDst` (as iptables-save prints it: no mask) when given.
+ */
+export function renderJump(
+  protocol: string,
+  ports: { readonly from: number; readonly to: number },
+  origDst: string | undefined,
+  tag: string,
+  chain: string,
+): string {
+  // iptables-save prints --ctorigdst before --ctorigdstport whatever order they were given in.
+  const dst = origDst === undefined ? "" : ` --ctorigdst ${origDst}`;
+  return `-A ${DOCKER_USER} -p ${protocol} -m conntrack${dst} --ctorigdstport ${portText(ports)} ${commentMatch(tag)} -j ${chain}`;
+}
+
+/** The original destination as `--ctorigdst` prints it, or undefined when any is policed. */
+export function originalDestinationText(spec: AllowlistSpec): string | undefined {
+  const d = spec.originalDestination;
+  return d === undefined ? undefined : formatAddress(d.family, d.address);
+}
+
 /** The jumps from DOCKER-USER into the owned chain, one per protocol, as `-A DOCKER-USER ...`. */
 export function renderJumps(spec: AllowlistSpec, _family: Family): string[] {
-  const chain = chainName(spec.ruleName);
-  const tag = commentMatch(tagOf(spec.ruleName));
-  // iptables-save prints --ctorigdst before --ctorigdstport whatever order they were given in.
-  const dst =
-    spec.originalDestination === undefined
-      ? ""
-      : ` --ctorigdst ${formatAddress(spec.originalDestination.family, spec.originalDestination.address)}`;
-  return spec.protocols.map(
-    (p) =>
-      `-A ${DOCKER_USER} -p ${p} -m conntrack${dst} --ctorigdstport ${portText(spec)} ${tag} -j ${chain}`,
+  const dst = originalDestinationText(spec);
+  return spec.protocols.map((p) =>
+    renderJump(p, spec.ports, dst, tagOf(spec.ruleName), chainName(spec.ruleName)),
   );
 }
 

@@ -15,6 +15,25 @@ import { finding, tool, type Finding } from "./findings";
 import { formatCidr, parseCidr, type Family } from "./ip";
 import { DOCKER_USER, TAG_PREFIX } from "./layout";
 
+/** A match and whether `!` negates it (`! -i docker0`). */
+export interface Negatable<T> {
+  readonly value: T;
+  readonly negated: boolean;
+}
+
+/** An inclusive port range; `from === to` for a single port. */
+export interface PortRange {
+  readonly from: number;
+  readonly to: number;
+}
+
+/**
+ * One rule, read once. The typed fields hold what the planner, the rollback and the conntrack
+ * policy need; a rule's meaning is never re-read from its text elsewhere. An option that occurs
+ * twice keeps its first value (iptables itself refuses most repeats). Every field is in the
+ * canonical spelling (so it compares with rendered lines), and absent when the rule has no such
+ * match or its value is not one this parser reads (the rule is then still kept verbatim).
+ */
 export interface ParsedRule {
   readonly chain: string;
   /** 1-based position within its chain (what `iptables -D CHAIN n` takes). */
@@ -29,6 +48,33 @@ export interface ParsedRule {
   readonly target?: string;
   /** True when the rule matches every packet (only comments besides the target). */
   readonly unconditional: boolean;
+  /**
+   * The text after `-A CHAIN ` exactly as the host printed it (counters removed): what
+   * `-D CHAIN <spec>` and a rollback take back verbatim.
+   */
+  readonly spec: string;
+  /** `-p`: the protocol as printed (`tcp`, `udp`, `icmp`...). */
+  readonly protocol?: Negatable<string>;
+  /**
+   * `-s`: a CIDR as iptables-save prints it (`198.18.1.7/32`, `2001:db8::/32`), or the text
+   * itself when it is no address of this family. Absent for a `/0` (it matches every source,
+   * and iptables-save leaves it out), as for no `-s` at all.
+   */
+  readonly source?: Negatable<string>;
+  /** `-d`: as {@link ParsedRule.source}. */
+  readonly destination?: Negatable<string>;
+  /** `-i`: the interface name; a trailing `+` is iptables' wildcard (`br-+`). */
+  readonly inInterface?: Negatable<string>;
+  /** `-o`: as {@link ParsedRule.inInterface}. */
+  readonly outInterface?: Negatable<string>;
+  /** `--ctstate`: the states, in the fixed order conntrack prints them. */
+  readonly ctstate?: Negatable<readonly string[]>;
+  /** `--ctorigdst`: an address without its full-length mask (as printed), or a CIDR. */
+  readonly ctOrigDst?: Negatable<string>;
+  /** `--ctorigdstport`: a port or an inclusive range (`8000:8100`). */
+  readonly ctOrigDstPort?: Negatable<PortRange>;
+  /** The tokens after the `-j`/`-g` target, unquoted (`["--reject-with", "icmp-port-unreachable"]`). */
+  readonly targetArgs?: readonly string[];
 }
 
 export interface ChainModel {
@@ -109,18 +155,22 @@ export function quote(token: string, strict = false): string {
 // conntrack prints states in this fixed order whatever order they were given in.
 const CTSTATE_ORDER = ["INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT"];
 
-/** Normalises tokens after `-A CHAIN`; returns the canonical line and what it found. */
-function canonicalize(
-  tokens: string[],
-  family: Family,
-): { canonical: string; comment?: string; target?: string; unconditional: boolean } {
+/** What {@link canonicalize} reads from the tokens after `-A CHAIN`. */
+type RuleFields = Omit<ParsedRule, "chain" | "position" | "line" | "spec">;
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+const PORT_RANGE = /^(\d{1,5})(?::(\d{1,5}))?$/;
+
+/** Normalises tokens after `-A CHAIN`; returns the canonical text and the typed fields, read once. */
+function canonicalize(tokens: string[], family: Family): RuleFields {
   const out: string[] = [];
-  let comment: string | undefined;
-  let target: string | undefined;
+  const fields: Mutable<Omit<RuleFields, "canonical" | "unconditional">> = {};
   let conditions = 0;
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];
     const next = tokens[i + 1];
+    const negated = tokens[i - 1] === "!";
     if ((t === "-s" || t === "-d" || t === "--source" || t === "--destination") && next !== undefined) {
       const cidr = parseCidr(next);
       // iptables-save leaves out an address match of /0 (it matches everything).
@@ -128,14 +178,15 @@ function canonicalize(
         i++;
         continue;
       }
-      out.push(
-        t.length === 2 ? t : t === "--source" ? "-s" : "-d",
-        cidr && cidr.family === family ? formatCidr(cidr) : next,
-      );
+      const flag = t.length === 2 ? t : t === "--source" ? "-s" : "-d";
+      const value = cidr && cidr.family === family ? formatCidr(cidr) : next;
+      out.push(flag, value);
+      if (flag === "-s") fields.source ??= { value, negated };
+      else fields.destination ??= { value, negated };
       i++;
       conditions++;
     } else if (t === "--comment" && next !== undefined) {
-      comment = next;
+      fields.comment = next;
       out.push(t, quote(next, true));
       i++;
     } else if (
@@ -145,27 +196,28 @@ function canonicalize(
       // iptables-save omits a full-length mask on conntrack addresses.
       const cidr = parseCidr(next);
       const full = family === "ipv4" ? 32 : 128;
-      out.push(
-        t,
+      const value =
         cidr && cidr.family === family && cidr.prefix === full
           ? formatCidr(cidr).replace(/\/\d+$/, "")
-          : next,
-      );
+          : next;
+      out.push(t, value);
+      if (t === "--ctorigdst") fields.ctOrigDst ??= { value, negated };
       i++;
       conditions++;
     } else if (t === "--ctstate" && next !== undefined) {
       const states = next.split(",");
       const known = states.every((s) => CTSTATE_ORDER.includes(s));
-      out.push(
-        t,
-        known
-          ? [...states].sort((a, b) => CTSTATE_ORDER.indexOf(a) - CTSTATE_ORDER.indexOf(b)).join(",")
-          : next,
-      );
+      const sorted = known
+        ? [...states].sort((a, b) => CTSTATE_ORDER.indexOf(a) - CTSTATE_ORDER.indexOf(b))
+        : states;
+      out.push(t, known ? sorted.join(",") : next);
+      fields.ctstate ??= { value: sorted, negated };
       i++;
       conditions++;
-    } else if ((t === "-j" || t === "-g") && next !== undefined && target === undefined) {
-      target = next;
+    } else if ((t === "-j" || t === "-g") && next !== undefined && fields.target === undefined) {
+      fields.target = next;
+      // Whatever follows the target is the target's own options (iptables-save prints it last).
+      if (i + 2 < tokens.length) fields.targetArgs = tokens.slice(i + 2);
       out.push(t, quote(next));
       i++;
     } else if (t === "-m" && next === "comment") {
@@ -174,6 +226,18 @@ function canonicalize(
     } else {
       out.push(quote(t));
       if (t.startsWith("-") && t !== "-m") conditions++;
+      if (next === undefined) continue;
+      // The other typed matches: read here, their tokens stay as they are.
+      if (t === "-p" || t === "--protocol") fields.protocol ??= { value: next, negated };
+      else if (t === "-i" || t === "--in-interface") fields.inInterface ??= { value: next, negated };
+      else if (t === "-o" || t === "--out-interface") fields.outInterface ??= { value: next, negated };
+      else if (t === "--ctorigdstport") {
+        const m = PORT_RANGE.exec(next);
+        if (m !== null) {
+          const from = Number(m[1]);
+          fields.ctOrigDstPort ??= { value: { from, to: m[2] === undefined ? from : Number(m[2]) }, negated };
+        }
+      }
     }
   }
   // --ctorigdst before --ctorigdstport: the order iptables-save prints them in.
@@ -183,21 +247,45 @@ function canonicalize(
     const [p, pv, d, dv] = out.slice(port, port + 4);
     out.splice(port, 4, d, dv, p, pv);
   }
-  const result: { canonical: string; comment?: string; target?: string; unconditional: boolean } = {
-    canonical: out.join(" "),
-    unconditional: conditions === 0,
-  };
-  if (comment !== undefined) result.comment = comment;
-  if (target !== undefined) result.target = target;
-  return result;
+  return { canonical: out.join(" "), unconditional: conditions === 0, ...fields };
+}
+
+/** A rule command of the restore format, split into its parts; the rule text itself stays as it is. */
+export interface RuleCommand {
+  readonly command: "-A" | "-I" | "-D" | "-R";
+  readonly chain: string;
+  /** `-I CHAIN n`, `-R CHAIN n`, `-D CHAIN n`: the 1-based rule number. */
+  readonly position?: number;
+  /** The rule text after the chain (and number), verbatim; "" for `-D CHAIN n`. */
+  readonly spec: string;
+}
+
+/**
+ * Splits `-A|-I|-D|-R CHAIN [n] [rule]` (counters from `iptables-save -c` allowed in front).
+ * The one place that knows where a rule command's chain and number end and its rule begins.
+ */
+export function parseRuleCommand(line: string): RuleCommand | undefined {
+  const m = /^(?:\[\d+:\d+\]\s+)?(-[AIDR])\s+(\S+)(?:\s+(.*))?$/.exec(line.trim());
+  if (m === null) return undefined;
+  const command = m[1] as RuleCommand["command"];
+  const rest = m[3] ?? "";
+  if (command !== "-A") {
+    const n = /^(\d+)(?:\s+(.*))?$/.exec(rest);
+    if (n !== null && (command !== "-D" || n[2] === undefined)) {
+      return { command, chain: m[2], position: Number(n[1]), spec: n[2] ?? "" };
+    }
+  }
+  return { command, chain: m[2], spec: rest };
 }
 
 /** The canonical form of one `-A CHAIN ...` line (undefined when it is not one). */
 export function canonicalRule(line: string, family: Family): string | undefined {
-  const tokens = tokenize(line.trim().replace(/^\[\d+:\d+\]\s+/, ""));
-  if (tokens === undefined || tokens[0] !== "-A" || tokens.length < 2) return undefined;
-  const c = canonicalize(tokens.slice(2), family);
-  return `-A ${tokens[1]}${c.canonical === "" ? "" : ` ${c.canonical}`}`;
+  const command = parseRuleCommand(line);
+  if (command === undefined || command.command !== "-A") return undefined;
+  const tokens = tokenize(command.spec);
+  if (tokens === undefined) return undefined;
+  const c = canonicalize(tokens, family).canonical;
+  return `-A ${command.chain}${c === "" ? "" : ` ${c}`}`;
 }
 
 /** Parses one filter table. `saveText` may hold other tables too; only `*filter` is read. */
@@ -252,9 +340,9 @@ export function parseFilterTable(saveText: string, family: Family): FilterTable 
       continue;
     }
     // Counters (iptables-save -c) come first: "[12:3456] -A ...".
-    const body = trimmed.replace(/^\[\d+:\d+\]\s+/, "");
-    const tokens = tokenize(body);
-    if (tokens === undefined || tokens[0] !== "-A" || tokens.length < 2) {
+    const command = parseRuleCommand(trimmed);
+    const tokens = command?.command === "-A" ? tokenize(command.spec) : undefined;
+    if (command === undefined || tokens === undefined) {
       unparsed.push(line);
       findings.push(
         finding(
@@ -267,7 +355,7 @@ export function parseFilterTable(saveText: string, family: Family): FilterTable 
       );
       continue;
     }
-    const chainName = tokens[1];
+    const chainName = command.chain;
     let chain = byName.get(chainName);
     if (chain === undefined) {
       // A rule for a chain without a header: keep it; iptables itself would refuse such input.
@@ -275,15 +363,17 @@ export function parseFilterTable(saveText: string, family: Family): FilterTable 
       chains.push(chain);
       byName.set(chainName, chain);
     }
-    const c = canonicalize(tokens.slice(2), family);
+    const { canonical, unconditional, comment, target, ...fields } = canonicalize(tokens, family);
     const rule: ParsedRule = {
       chain: chainName,
       position: chain.rules.length + 1,
       line,
-      canonical: `-A ${chainName}${c.canonical === "" ? "" : ` ${c.canonical}`}`,
-      unconditional: c.unconditional,
-      ...(c.comment === undefined ? {} : { comment: c.comment }),
-      ...(c.target === undefined ? {} : { target: c.target }),
+      canonical: `-A ${chainName}${canonical === "" ? "" : ` ${canonical}`}`,
+      unconditional,
+      ...(comment === undefined ? {} : { comment }),
+      ...(target === undefined ? {} : { target }),
+      spec: command.spec,
+      ...fields,
     };
     chain.rules.push(rule);
   }

@@ -14,6 +14,7 @@
  *   removes our chain. A DOCKER-USER we created in ip6tables (Docker 20.10 makes none) is removed
  *   too, with our FORWARD jump, once no rule is left in it and nothing else refers to it.
  */
+import { conntrackPolicyOf } from "./conntrack";
 import { fingerprint } from "./fingerprint";
 import { finding, tool, type Finding } from "./findings";
 import type { Family } from "./ip";
@@ -24,6 +25,7 @@ import {
   declaresFamily,
   renderChainRules,
   renderForwardJump,
+  renderJump,
   renderJumps,
   tagOf,
   type AllowlistSpec,
@@ -34,9 +36,11 @@ import {
   isDpaComment,
   isForwardJump,
   parseFilterTable,
+  parseRuleCommand,
   type FilterTable,
   type ParsedRule,
 } from "./parse";
+import { RestoreBuilder } from "./restore";
 
 export interface FamilyPlan {
   /** Input for `iptables-restore --noflush` (or ip6tables-restore): one transaction. */
@@ -47,6 +51,11 @@ export interface FamilyPlan {
   readonly expected: string[];
   /** Human-readable change lines of this family (see {@link Plan.changes}). */
   readonly changes: string[];
+  /**
+   * The conntrack cut policy once the payload is applied, as lines for the host's CUT_AWK
+   * (see `conntrackPolicyOf` in ./conntrack.ts); empty when nothing is to be cut (a delete).
+   */
+  readonly conntrack: readonly string[];
 }
 
 export interface Plan {
@@ -131,12 +140,9 @@ function sameSequence(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** The rule text after `-A CHAIN ` (and after counters from `iptables-save -c`), for `-I`/`-D` lines. */
-function ruleSpec(canonicalOrLine: string): string {
-  return canonicalOrLine
-    .trim()
-    .replace(/^\[\d+:\d+\]\s+/, "")
-    .replace(/^-A\s+\S+\s*/, "");
+/** The rule text of one of our rendered `-A CHAIN ...` lines, for `-I` lines. */
+function ruleSpec(rendered: string): string {
+  return parseRuleCommand(rendered)!.spec;
 }
 
 function planFamily(
@@ -176,9 +182,6 @@ function planFamily(
   }
 
   const changes: string[] = [];
-  const head: string[] = []; // chain declarations
-  const body: string[] = []; // rule commands, in order
-  const tail: string[] = []; // chain deletions
   const wantJumps = police ? renderJumps(desired!, family) : [];
   const wantChain = police ? renderChainRules(desired!, family) : [];
 
@@ -203,7 +206,6 @@ function planFamily(
   let createdDockerUser = false;
   if (police && dockerUser === undefined) {
     createdDockerUser = true;
-    head.push(`:${DOCKER_USER} - [0:0]`);
     changes.push(prefix("+", family, `-N ${DOCKER_USER}`, "Docker made no DOCKER-USER chain here"));
   }
 
@@ -389,18 +391,21 @@ function planFamily(
   if (changes.length === 0 || blocked) return { changes, findings, blocked };
 
   // --- Payload: declarations, deletions (positions from the live read, descending), inserts.
-  if (rewriteChain || deleteChain) head.push(`:${chain} - [0:0]`); // creates or flushes our chain
-  for (const r of [...duDeletes].sort((a, b) => b.position - a.position))
-    body.push(`-D ${DOCKER_USER} ${r.position}`);
+  const restore = new RestoreBuilder().startTransaction("filter");
+  if (createdDockerUser) restore.declareChain(DOCKER_USER);
+  if (rewriteChain || deleteChain) restore.declareChain(chain); // creates or flushes our chain
+  for (const r of [...duDeletes].sort((a, b) => b.position - a.position)) {
+    restore.deleteAt(DOCKER_USER, r.position);
+  }
   // FORWARD and stray rules are deleted by their exact spec: their chains are not fingerprinted,
   // so positions there could have moved; the spec is what the host printed, so it matches.
-  for (const r of [...forwardRemovals, ...strays]) body.push(`-D ${r.chain} ${ruleSpec(r.line)}`);
-  if (forwardInsert) body.push(`-I FORWARD 1 ${ruleSpec(forwardLine)}`);
-  for (const j of [...inserts].reverse()) body.push(`-I ${DOCKER_USER} 1 ${ruleSpec(j)}`);
-  if (rewriteChain) body.push(...wantChain);
-  if (deleteChain) tail.push(`-X ${chain}`);
-  if (dropDockerUser) tail.push(`-X ${DOCKER_USER}`);
-  const payload = ["*filter", ...head, ...body, ...tail, "COMMIT", ""].join("\n");
+  for (const r of [...forwardRemovals, ...strays]) restore.deleteRule(r.chain, r.spec);
+  if (forwardInsert) restore.insert("FORWARD", 1, ruleSpec(forwardLine));
+  for (const j of [...inserts].reverse()) restore.insert(DOCKER_USER, 1, ruleSpec(j));
+  if (rewriteChain) for (const l of wantChain) restore.append(chain, ruleSpec(l));
+  if (deleteChain) restore.deleteChain(chain);
+  if (dropDockerUser) restore.deleteChain(DOCKER_USER);
+  const payload = restore.endTransaction().build();
   return {
     changes,
     findings,
@@ -410,17 +415,24 @@ function planFamily(
       fingerprint: fingerprint(saveText!, ruleName),
       expected: [...wantJumps, ...wantChain],
       changes,
+      // Where we police, the payload leaves exactly the spec's rules (see verifyApplied), so the
+      // policy follows from the spec; where we do not, our chain is gone and nothing is cut.
+      conntrack: police ? conntrackPolicyOf(desired, family) : [],
     },
   };
 }
 
 /** `-p tcp|udp ... --ctorigdstport P ... -m comment ... -j <our chain>`: a (maybe stale) jump of ours. */
 function isOurJumpShape(rule: ParsedRule, chain: string): boolean {
+  const protocol = rule.protocol?.value;
+  const ports = rule.ctOrigDstPort?.value;
   return (
     rule.target === chain &&
-    /^-A DOCKER-USER -p (tcp|udp) -m conntrack (--ctorigdst \S+ )?--ctorigdstport \d+(:\d+)? -m comment --comment "[^"]+" -j \S+$/.test(
-      rule.canonical,
-    )
+    (protocol === "tcp" || protocol === "udp") &&
+    ports !== undefined &&
+    rule.comment !== undefined &&
+    // Nothing else in it: exactly the jump we would render from its own fields.
+    rule.canonical === renderJump(protocol, ports, rule.ctOrigDst?.value, rule.comment, chain)
   );
 }
 

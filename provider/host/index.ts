@@ -14,8 +14,7 @@
  */
 import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
-import { applyPayload } from "../core/simulate";
-import { renderRollback, conntrackPolicy } from "./rollback";
+import { renderRollback } from "../core/rollback";
 import { EXIT, READ_SCRIPT, SYNC_SCRIPT, parseSections, remoteCommand } from "./scripts";
 import { SshSession, type ExecChannel, type ExecResult, type SessionOptions, type SessionStats } from "./ssh";
 
@@ -58,15 +57,26 @@ export interface HostSnapshot {
   readonly liveFingerprint: { readonly ipv4: string; readonly ipv6: string };
 }
 
-/** What `plan` must give back: the core's `Plan`, structurally. */
+/**
+ * What `plan` must give back: the core's `Plan`, structurally. A family's `conntrack` holds the
+ * policy lines of the host's conntrack cut (none: no flow is cut).
+ */
 export interface PlanLike {
   readonly inSync: boolean;
   /** An error finding prevents applying; nothing is sent to the host. */
   readonly blocked?: boolean;
   readonly changes: readonly string[];
   readonly families: {
-    readonly ipv4?: { readonly payload: string; readonly fingerprint: string };
-    readonly ipv6?: { readonly payload: string; readonly fingerprint: string };
+    readonly ipv4?: {
+      readonly payload: string;
+      readonly fingerprint: string;
+      readonly conntrack?: readonly string[];
+    };
+    readonly ipv6?: {
+      readonly payload: string;
+      readonly fingerprint: string;
+      readonly conntrack?: readonly string[];
+    };
   };
 }
 
@@ -387,19 +397,6 @@ class Dialogue {
 }
 
 /**
- * The family's rules once `payload` is applied, from the core's restore simulator (the payload
- * was rendered by the core against `before`). When the simulator cannot tell, no flow is cut:
- * the rules are still right, only the live flows of removed sources go on until they end.
- */
-function stateAfter(before: string, payload: string, fam: FamilyName): string {
-  try {
-    return applyPayload(before, payload, fam);
-  } catch {
-    return "";
-  }
-}
-
-/**
  * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6>`, then
  * payload/rollback sections per changed family, the conntrack cuts and `@@DPA:end`.
  */
@@ -413,8 +410,8 @@ function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: 
     const before = snapshot[fam] ?? "";
     fps[fam] = fp.fingerprint;
     body.push(`@@DPA:payload${NUM[fam]}`, fp.payload.replace(/\n$/, ""));
-    body.push(`@@DPA:rollback${NUM[fam]}`, renderRollback(before, fp.payload, rule).replace(/\n$/, ""));
-    if (cut) cuts.push(...conntrackPolicy(stateAfter(before, fp.payload, fam), rule, fam));
+    body.push(`@@DPA:rollback${NUM[fam]}`, renderRollback(before, fp.payload, rule, fam).replace(/\n$/, ""));
+    if (cut) cuts.push(...(fp.conntrack ?? []));
   }
   if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
   body.push("@@DPA:end");

@@ -8,7 +8,8 @@
  */
 import { existsSync, readFileSync, unlinkSync, writeFileSync } from "fs";
 import { join } from "path";
-import { applyPayload, parseFilterTable, planAllowlist, type Plan } from "../../provider/core";
+import { parseFilterTable, planAllowlist, type Plan } from "../../provider/core";
+import { applyPayload } from "./support/simulate";
 import { caseNames, loadCase } from "./support/fixtures";
 
 const UPDATE = process.env.UPDATE_GOLDEN === "1";

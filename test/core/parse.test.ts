@@ -1,8 +1,13 @@
 /**
- * Parser details the golden fixtures do not isolate, and the strictness of the restore
- * simulator the property tests rely on.
+ * Parser details the golden fixtures do not isolate.
  */
-import { applyPayload, canonicalRule, parseFilterTable, SimulatedRestoreError } from "../../provider/core";
+import {
+  canonicalRule,
+  parseFilterTable,
+  parseRuleCommand,
+  type Family,
+  type ParsedRule,
+} from "../../provider/core";
 
 const TABLE = (rules: string[], chains = [":DOCKER-USER - [0:0]"]) =>
   [
@@ -130,48 +135,177 @@ describe("parseFilterTable", () => {
   });
 });
 
-describe("applyPayload (the simulator the property tests trust)", () => {
-  const base = TABLE(["-A DOCKER-USER -j RETURN"], [":DOCKER-USER - [0:0]", ":DPA-web - [0:0]"]);
-  const run = (...lines: string[]) =>
-    applyPayload(base, ["*filter", ...lines, "COMMIT", ""].join("\n"), "ipv4");
+describe("typed rule fields, read once by the parser", () => {
+  const T = '-m comment --comment "dpa:web"';
+  const fieldsOf = (line: string, family: Family): Partial<ParsedRule> => {
+    const {
+      chain: _c,
+      position: _p,
+      line: _l,
+      canonical: _k,
+      unconditional: _u,
+      ...fields
+    } = parseFilterTable(TABLE([line]), family).chains.find((c) => c.name === "DOCKER-USER")!.rules[0];
+    return fields;
+  };
+  const yes = <T>(value: T) => ({ value, negated: false });
+  const not = <T>(value: T) => ({ value, negated: true });
 
-  it.each([
-    ["an insert position past the end", ["-I DOCKER-USER 3 -j DROP"], /index of insertion too big/],
-    ["deleting a rule number that does not exist", ["-D DOCKER-USER 2"], /index of deletion too big/],
-    ["deleting a rule that does not exist", ["-D DOCKER-USER -j DROP"], /bad rule/],
-    ["a jump to a missing chain", ["-A DOCKER-USER -j NOPE"], /neither a target nor a chain/],
-    ["deleting a chain still referenced", ["-A DOCKER-USER -j DPA-web", "-X DPA-web"], /still referenced/],
-    ["deleting a chain with rules", ["-A DPA-web -j DROP", "-X DPA-web"], /not empty/],
-    ["a rule for a missing chain", ["-A NOPE -j DROP"], /does not exist/],
-  ])("refuses %s, like iptables-restore", (_name, lines, message) => {
-    expect(() => run(...lines)).toThrow(SimulatedRestoreError);
-    expect(() => run(...lines)).toThrow(message);
-  });
-
-  it("refuses a payload without COMMIT", () => {
-    expect(() => applyPayload(base, "*filter\n-A DOCKER-USER -j DROP\n", "ipv4")).toThrow(/no COMMIT/);
-  });
-
-  it("flushes a declared user chain but only sets a built-in chain's policy", () => {
-    const out = applyPayload(
-      TABLE(["-A FORWARD -j DOCKER-USER", "-A DOCKER-USER -j RETURN"]),
-      "*filter\n:DOCKER-USER - [0:0]\n:FORWARD ACCEPT [0:0]\nCOMMIT\n",
+  it.each<[string, Family, string, Partial<ParsedRule>]>([
+    [
+      "our jump: a port range and an original destination (its /32 dropped, as iptables-save does)",
       "ipv4",
-    );
-    expect(out).toContain(":FORWARD ACCEPT [0:0]");
-    expect(out).toContain("-A FORWARD -j DOCKER-USER");
-    expect(out).not.toContain("-A DOCKER-USER -j RETURN");
+      `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8000:8100 --ctorigdst 198.18.0.10/32 ${T} -j DPA-web`,
+      {
+        spec: `-p tcp -m conntrack --ctorigdstport 8000:8100 --ctorigdst 198.18.0.10/32 ${T} -j DPA-web`,
+        protocol: yes("tcp"),
+        ctOrigDst: yes("198.18.0.10"),
+        ctOrigDstPort: yes({ from: 8000, to: 8100 }),
+        comment: "dpa:web",
+        target: "DPA-web",
+      },
+    ],
+    [
+      "an IPv6 jump: the original destination compressed as ip6tables prints it, a single port",
+      "ipv6",
+      `-A DOCKER-USER -p udp -m conntrack --ctorigdst 2001:0DB8:0:0::10/128 --ctorigdstport 53 ${T} -j DPA-web`,
+      {
+        spec: `-p udp -m conntrack --ctorigdst 2001:0DB8:0:0::10/128 --ctorigdstport 53 ${T} -j DPA-web`,
+        protocol: yes("udp"),
+        ctOrigDst: yes("2001:db8::10"),
+        ctOrigDstPort: yes({ from: 53, to: 53 }),
+        comment: "dpa:web",
+        target: "DPA-web",
+      },
+    ],
+    [
+      "an IPv6 source: host bits cleared, lower case",
+      "ipv6",
+      `-A DOCKER-USER -s 2001:DB8:0:2::1/64 ${T} -j RETURN`,
+      {
+        spec: `-s 2001:DB8:0:2::1/64 ${T} -j RETURN`,
+        source: yes("2001:db8:0:2::/64"),
+        comment: "dpa:web",
+        target: "RETURN",
+      },
+    ],
+    [
+      "negated and plain interfaces, a destination",
+      "ipv4",
+      "-A DOCKER-USER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT",
+      {
+        spec: "-d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT",
+        destination: yes("172.17.0.2/32"),
+        inInterface: not("docker0"),
+        outInterface: yes("docker0"),
+        protocol: yes("tcp"),
+        target: "ACCEPT",
+      },
+    ],
+    [
+      "a quoted comment with spaces and escaped quotes",
+      "ipv4",
+      '-A DOCKER-USER -s 198.18.9.0/24 -m comment --comment "allow \\"ops\\" vpn" -j RETURN',
+      {
+        spec: '-s 198.18.9.0/24 -m comment --comment "allow \\"ops\\" vpn" -j RETURN',
+        source: yes("198.18.9.0/24"),
+        comment: 'allow "ops" vpn',
+        target: "RETURN",
+      },
+    ],
+    [
+      "a REJECT with its argument",
+      "ipv4",
+      `-A DOCKER-USER ${T} -j REJECT --reject-with icmp-port-unreachable`,
+      {
+        spec: `${T} -j REJECT --reject-with icmp-port-unreachable`,
+        comment: "dpa:web",
+        target: "REJECT",
+        targetArgs: ["--reject-with", "icmp-port-unreachable"],
+      },
+    ],
+    [
+      "a negated ctstate, in conntrack's print order",
+      "ipv4",
+      "-A DOCKER-USER -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP",
+      {
+        spec: "-m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP",
+        ctstate: not(["RELATED", "ESTABLISHED"]),
+        target: "DROP",
+      },
+    ],
+    [
+      "a /0 source, which matches everyone (no source)",
+      "ipv4",
+      "-A DOCKER-USER -s 0.0.0.0/0 -j DROP",
+      { spec: "-s 0.0.0.0/0 -j DROP", target: "DROP" },
+    ],
+    [
+      "a negated /0 source, which is kept",
+      "ipv4",
+      "-A DOCKER-USER ! -s 0.0.0.0/0 -j DROP",
+      { spec: "! -s 0.0.0.0/0 -j DROP", source: not("0.0.0.0/0"), target: "DROP" },
+    ],
+    [
+      "long options and a wildcard interface",
+      "ipv4",
+      "-A DOCKER-USER --protocol udp --source 198.18.0.0/16 --in-interface br-+ -j RETURN",
+      {
+        spec: "--protocol udp --source 198.18.0.0/16 --in-interface br-+ -j RETURN",
+        protocol: yes("udp"),
+        source: yes("198.18.0.0/16"),
+        inInterface: yes("br-+"),
+        target: "RETURN",
+      },
+    ],
+    [
+      "counters in front and a missing /32",
+      "ipv4",
+      "[5:300] -A DOCKER-USER -s 198.18.0.1 -j DROP",
+      { spec: "-s 198.18.0.1 -j DROP", source: yes("198.18.0.1/32"), target: "DROP" },
+    ],
+    [
+      "a source of the other family, kept as written",
+      "ipv4",
+      "-A DOCKER-USER -s 2001:db8::1 -j DROP",
+      { spec: "-s 2001:db8::1 -j DROP", source: yes("2001:db8::1"), target: "DROP" },
+    ],
+    [
+      "a port that is no number (no typed port) and a goto",
+      "ipv4",
+      "-A DOCKER-USER -p tcp -m conntrack --ctorigdstport http -g DOCKER",
+      { spec: "-p tcp -m conntrack --ctorigdstport http -g DOCKER", protocol: yes("tcp"), target: "DOCKER" },
+    ],
+    ["no matches, no target", "ipv4", "-A DOCKER-USER", { spec: "" }],
+  ])("reads %s", (_name, family, line, expected) => {
+    expect(fieldsOf(line, family)).toEqual(expected);
+  });
+});
+
+describe("parseRuleCommand", () => {
+  it.each([
+    [
+      "-A DPA-web -s 198.18.1.0/24 -j RETURN",
+      { command: "-A", chain: "DPA-web", spec: "-s 198.18.1.0/24 -j RETURN" },
+    ],
+    ["[1:2] -A FORWARD -j DOCKER-USER", { command: "-A", chain: "FORWARD", spec: "-j DOCKER-USER" }],
+    ["-I FORWARD 1 -j DOCKER-USER", { command: "-I", chain: "FORWARD", position: 1, spec: "-j DOCKER-USER" }],
+    ["-I FORWARD -j DOCKER-USER", { command: "-I", chain: "FORWARD", spec: "-j DOCKER-USER" }],
+    ["-D DOCKER-USER 3", { command: "-D", chain: "DOCKER-USER", position: 3, spec: "" }],
+    [
+      '-D FORWARD -m comment --comment "dpa::forward" -j DOCKER-USER',
+      { command: "-D", chain: "FORWARD", spec: '-m comment --comment "dpa::forward" -j DOCKER-USER' },
+    ],
+    ["-R DPA-web 2 -j DROP", { command: "-R", chain: "DPA-web", position: 2, spec: "-j DROP" }],
+    ["-A DPA-web", { command: "-A", chain: "DPA-web", spec: "" }],
+  ])("splits %j", (line, expected) => {
+    expect(parseRuleCommand(line)).toEqual(expected);
   });
 
-  it("inserts, deletes by number and by spec", () => {
-    const out = run(
-      "-I DOCKER-USER 1 -s 198.18.0.1 -j DROP",
-      "-I DOCKER-USER 2 -s 198.18.0.2/32 -j DROP",
-      "-D DOCKER-USER 3",
-      "-D DOCKER-USER -s 198.18.0.1/32 -j DROP",
-    );
-    expect(out.split("\n").filter((l) => l.startsWith("-A"))).toEqual([
-      "-A DOCKER-USER -s 198.18.0.2/32 -j DROP",
-    ]);
-  });
+  it.each([":DPA-web - [0:0]", "-X DPA-web", "COMMIT", "*filter", "-A", ""])(
+    "is not a rule command: %j",
+    (line) => {
+      expect(parseRuleCommand(line)).toBeUndefined();
+    },
+  );
 });

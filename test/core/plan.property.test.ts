@@ -5,17 +5,21 @@
  * - foreign rules survive every plan, creation and deletion alike, in their order;
  * - deleting after creating leaves DOCKER-USER and FORWARD as they were;
  * - the order and duplication of declared sources do not change the plan;
- * - rendered rules parse back to themselves.
+ * - rendered rules parse back to themselves;
+ * - the conntrack policy a plan carries (computed from the spec) is what the state after the
+ *   apply implies (read back from it, as production did before the plan carried it);
+ * - the rollback sent with a plan gives DOCKER-USER and our chain back as they were.
  * The real-iptables counterpart is restore.lab.test.ts.
  */
 import fc from "fast-check";
 import {
-  applyPayload,
   canonicalRule,
+  conntrackPolicy,
   FORWARD_TAG,
   parseFilterTable,
   planAllowlist,
   renderDesiredRules,
+  renderRollback,
   tagOf,
   chainName,
   validateAllowlist,
@@ -24,6 +28,7 @@ import {
   type Plan,
 } from "../../provider/core";
 import { loadCase } from "./support/fixtures";
+import { applyPayload } from "./support/simulate";
 
 type Live = { ipv4: string | null; ipv6: string | null };
 
@@ -118,6 +123,20 @@ const scenario = fc.record({
   earlier: fc.option(argsArb, { nil: undefined }),
   args: argsArb,
 });
+
+/** argsArb, sometimes limited to an original destination (and then to its family's sources). */
+const withDestinationArb = fc
+  .tuple(argsArb, fc.option(fc.constantFrom("198.18.0.10", "2001:db8::10"), { nil: undefined }))
+  .map(([args, dst]) => {
+    if (dst === undefined) return args;
+    const v6 = dst.includes(":");
+    return {
+      ...args,
+      originalDestination: dst,
+      sources: args.sources.filter((s) => s.includes(":") === v6),
+      ipv6: v6 ? "auto" : args.ipv6,
+    };
+  });
 
 function setUp(s: {
   base: Live;
@@ -251,6 +270,64 @@ describe("planner properties", () => {
           new Set(lines.length > 0 ? [tagOf(spec.ruleName)] : []),
         );
         expect(parsed.unparsed).toEqual([]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("carries the conntrack policy that the state after the apply implies", () => {
+    // The plan's lines come from the spec; the oracle reads them back from the simulated state
+    // after the apply. Compared as sets: CUT_AWK reads them as one, and a jump inserted above
+    // one left in place puts the protocols of the state in another order than the spec's.
+    const sorted = (lines: readonly string[]) => [...lines].sort();
+    fc.assert(
+      fc.property(scenario, withDestinationArb, (s, args) => {
+        const { state, spec } = setUp({ ...s, args });
+        const plan = planAllowlist(state, spec, spec.ruleName);
+        fc.pre(!plan.blocked);
+        const after = applyPlan(state, plan);
+        const deleted = planAllowlist(after, null, spec.ruleName);
+        for (const [from, p] of [
+          [state, plan],
+          [after, deleted],
+        ] as const) {
+          for (const f of ["ipv4", "ipv6"] as const) {
+            const fp = p.families[f];
+            if (fp === undefined) continue;
+            const oracle = conntrackPolicy(applyPayload(from[f]!, fp.payload, f), spec.ruleName, f);
+            expect(sorted(fp.conntrack)).toEqual(sorted(oracle));
+          }
+        }
+        for (const f of ["ipv4", "ipv6"] as const) expect(deleted.families[f]?.conntrack ?? []).toEqual([]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("rolls DOCKER-USER and our chain back to the snapshot, on create, update and delete", () => {
+    const owned = (text: string, family: Family, ruleName: string) =>
+      parseFilterTable(text, family)
+        .chains.filter((c) => c.name === "DOCKER-USER" || c.name === chainName(ruleName))
+        .map((c) => [c.name, c.rules.map((r) => r.canonical)]);
+    fc.assert(
+      fc.property(scenario, (s) => {
+        const { state, spec } = setUp(s);
+        const plan = planAllowlist(state, spec, spec.ruleName);
+        fc.pre(!plan.blocked);
+        const after = applyPlan(state, plan);
+        const deleted = planAllowlist(after, null, spec.ruleName);
+        for (const [from, p] of [
+          [state, plan],
+          [after, deleted],
+        ] as const) {
+          for (const f of ["ipv4", "ipv6"] as const) {
+            const fp = p.families[f];
+            if (fp === undefined) continue;
+            const applied = applyPayload(from[f]!, fp.payload, f);
+            const undone = applyPayload(applied, renderRollback(from[f]!, fp.payload, spec.ruleName, f), f);
+            expect(owned(undone, f, spec.ruleName)).toEqual(owned(from[f]!, f, spec.ruleName));
+          }
+        }
       }),
       { numRuns: 300 },
     );

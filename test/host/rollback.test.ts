@@ -1,108 +1,14 @@
 /**
- * Pure parts of the apply step: the undo payload, the conntrack cuts, the output protocol and
- * the quoting of the remote command.
+ * Pure parts of the apply step on the host side: the conntrack flow matcher, the output
+ * protocol and the quoting of the remote command. (The undo payload and the conntrack policy
+ * are core's: test/core/rollback.test.ts and test/core/conntrack.test.ts.)
  */
 import { execFileSync } from "child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
-import { conntrackPolicy, renderRollback, allowedSources } from "../../provider/host/rollback";
 import { CUT_AWK, parseSections, remoteCommand } from "../../provider/host/scripts";
 import { shellQuote } from "../../provider/host/ssh";
-
-const T = '-m comment --comment "dpa:web"';
-const before = [
-  "*filter",
-  ":FORWARD DROP [0:0]",
-  ":DOCKER-USER - [0:0]",
-  ":DPA-web - [0:0]",
-  "-A FORWARD -j DOCKER-USER",
-  `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 ${T} -j DPA-web`,
-  "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
-  `-A DPA-web -s 198.18.1.0/24 ${T} -j RETURN`,
-  `-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN`,
-  `-A DPA-web ${T} -j DROP`,
-  "COMMIT",
-  "",
-].join("\n");
-
-describe("renderRollback", () => {
-  test("restores DOCKER-USER and the owned chain verbatim from the snapshot, nothing else", () => {
-    expect(renderRollback(before, "*filter\n:DPA-web - [0:0]\nCOMMIT\n", "web")).toBe(
-      [
-        "*filter",
-        ":DOCKER-USER - [0:0]",
-        ":DPA-web - [0:0]",
-        `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 ${T} -j DPA-web`,
-        "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
-        `-A DPA-web -s 198.18.1.0/24 ${T} -j RETURN`,
-        `-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN`,
-        `-A DPA-web ${T} -j DROP`,
-        "COMMIT",
-        "",
-      ].join("\n"),
-    );
-  });
-
-  test("deletes a chain the snapshot lacked, and first the FORWARD jump the payload added", () => {
-    const bare = "*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\nCOMMIT\n";
-    const payload =
-      '*filter\n:DOCKER-USER - [0:0]\n-I FORWARD 1 -m comment --comment "dpa::forward" -j DOCKER-USER\nCOMMIT\n';
-    expect(renderRollback(bare, payload, "web")).toBe(
-      [
-        "*filter",
-        '-D FORWARD -m comment --comment "dpa::forward" -j DOCKER-USER',
-        ":DOCKER-USER - [0:0]",
-        ":DPA-web - [0:0]",
-        "-X DOCKER-USER",
-        "-X DPA-web",
-        "COMMIT",
-        "",
-      ].join("\n"),
-    );
-  });
-});
-
-describe("conntrackPolicy", () => {
-  test("lists the policed ports and the sources the chain lets in after the change", () => {
-    const after = before.replace(`-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN\n`, "");
-    expect(allowedSources(after, "web")).toEqual(["198.18.1.0/24"]);
-    expect(conntrackPolicy(after, "web", "ipv4")).toEqual(["P ipv4 tcp 8080 8080 -", "A ipv4 198.18.1.0/24"]);
-  });
-
-  test("a deleted allowlist (no chain, no jump) lets everyone in, so nothing is cut", () => {
-    const deleted = before
-      .split("\n")
-      .filter((l) => !l.includes("DPA-web"))
-      .join("\n");
-    expect(conntrackPolicy(deleted, "web", "ipv4")).toEqual([]);
-  });
-
-  test("an allow-all source (rendered without -s) cuts nothing; the bridge exemption asks for bridge subnets", () => {
-    const open = before.replace(`-A DPA-web ${T} -j DROP`, `-A DPA-web ${T} -j RETURN`);
-    expect(conntrackPolicy(open, "web", "ipv4")).toEqual([]);
-    const bridged = before
-      .replace(
-        `-A DPA-web -s 198.18.1.0/24`,
-        `-A DPA-web -i docker0 ${T} -j RETURN\n-A DPA-web -s 198.18.1.0/24`,
-      )
-      .replace(`--ctorigdstport 8080 ${T}`, `--ctorigdst 198.18.0.10/32 --ctorigdstport 8000:8100 ${T}`);
-    expect(conntrackPolicy(bridged, "web", "ipv4")).toEqual([
-      "P ipv4 tcp 8000 8100 198.18.0.10",
-      "A ipv4 198.18.1.0/24",
-      "A ipv4 198.18.2.7/32",
-      "B ipv4",
-    ]);
-  });
-
-  test("never emits a token outside the safe set, even from a hostile save text", () => {
-    const hostile = before.replace("198.18.2.7/32", "$(reboot)");
-    expect(conntrackPolicy(hostile, "web", "ipv4")).toEqual([
-      "P ipv4 tcp 8080 8080 -",
-      "A ipv4 198.18.1.0/24",
-    ]);
-  });
-});
 
 /**
  * The host's CUT_AWK, run with real awks on `conntrack -L` lines as conntrack-tools 1.4 prints

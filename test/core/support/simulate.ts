@@ -1,6 +1,7 @@
 /**
- * A tiny, strict model of `iptables-restore --noflush` on the filter table, for tests and for
- * checking a payload before it leaves the machine.
+ * A tiny, strict model of `iptables-restore --noflush` on the filter table: the oracle of the
+ * planner's property and golden tests (and of bench/). Test code, not on the production path:
+ * production carries everything it needs in the plan (payload, expected lines, conntrack policy).
  *
  * Pure functions only. It understands exactly the commands the planner emits (`:CHAIN`, `-A`,
  * `-I CHAIN [n]`, `-D CHAIN n|spec`, `-X`, `-F`, `-N`, `COMMIT`) and, like iptables-restore, fails
@@ -9,8 +10,8 @@
  * jump to a chain that does not exist. Rules come out in the canonical form of `parse.ts`; the
  * exact spelling iptables prints is checked against real iptables in the lab tests instead.
  */
-import type { Family } from "./ip";
-import { canonicalRule, parseFilterTable, tokenize } from "./parse";
+import type { Family } from "../../../provider/core/ip";
+import { canonicalRule, parseFilterTable, tokenize } from "../../../provider/core/parse";
 
 const BUILTIN = ["INPUT", "FORWARD", "OUTPUT"];
 /** Targets that are not chains (the ones a filter table sees in practice). */

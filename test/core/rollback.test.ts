@@ -1,0 +1,92 @@
+/**
+ * The undo payload (provider/core/rollback.ts): exact text for hand-made snapshots, and that
+ * restoring it over the applied state gives the snapshot back (restore simulator as oracle).
+ */
+import { renderRollback } from "../../provider/core";
+import { applyPayload } from "./support/simulate";
+
+const T = '-m comment --comment "dpa:web"';
+const before = [
+  "*filter",
+  ":FORWARD DROP [0:0]",
+  ":DOCKER-USER - [0:0]",
+  ":DPA-web - [0:0]",
+  "-A FORWARD -j DOCKER-USER",
+  `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 ${T} -j DPA-web`,
+  "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
+  `-A DPA-web -s 198.18.1.0/24 ${T} -j RETURN`,
+  `-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN`,
+  `-A DPA-web ${T} -j DROP`,
+  "COMMIT",
+  "",
+].join("\n");
+
+describe("renderRollback", () => {
+  test("restores DOCKER-USER and the owned chain verbatim from the snapshot, nothing else", () => {
+    expect(renderRollback(before, "*filter\n:DPA-web - [0:0]\nCOMMIT\n", "web")).toBe(
+      [
+        "*filter",
+        ":DOCKER-USER - [0:0]",
+        ":DPA-web - [0:0]",
+        `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 ${T} -j DPA-web`,
+        "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
+        `-A DPA-web -s 198.18.1.0/24 ${T} -j RETURN`,
+        `-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN`,
+        `-A DPA-web ${T} -j DROP`,
+        "COMMIT",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("deletes a chain the snapshot lacked, and first the FORWARD jump the payload added", () => {
+    const bare = "*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\nCOMMIT\n";
+    const payload =
+      '*filter\n:DOCKER-USER - [0:0]\n-I FORWARD 1 -m comment --comment "dpa::forward" -j DOCKER-USER\nCOMMIT\n';
+    expect(renderRollback(bare, payload, "web")).toBe(
+      [
+        "*filter",
+        '-D FORWARD -m comment --comment "dpa::forward" -j DOCKER-USER',
+        ":DOCKER-USER - [0:0]",
+        ":DPA-web - [0:0]",
+        "-X DOCKER-USER",
+        "-X DPA-web",
+        "COMMIT",
+        "",
+      ].join("\n"),
+    );
+  });
+});
+
+describe("renderRollback, applied over the state its payload produced", () => {
+  const pick = (text: string) =>
+    text
+      .split("\n")
+      .filter((l) => /^-A (FORWARD|DOCKER-USER|DPA-web) /.test(l) || /^:(DOCKER-USER|DPA-web) /.test(l))
+      .map((l) => l.replace(/ \[\d+:\d+\]$/, ""));
+
+  test.each([
+    [
+      "a rewritten chain and a moved jump",
+      [
+        "*filter",
+        ":DPA-web - [0:0]",
+        "-D DOCKER-USER 1",
+        `-I DOCKER-USER 1 -p udp -m conntrack --ctorigdstport 53 ${T} -j DPA-web`,
+        `-A DPA-web -s 198.18.3.0/24 ${T} -j RETURN`,
+        `-A DPA-web ${T} -j DROP`,
+        "COMMIT",
+        "",
+      ].join("\n"),
+    ],
+    [
+      "a deleted allowlist",
+      ["*filter", ":DPA-web - [0:0]", "-D DOCKER-USER 1", "-X DPA-web", "COMMIT", ""].join("\n"),
+    ],
+  ])("%s: gives the snapshot's rules back", (_name, payload) => {
+    const after = applyPayload(before, payload, "ipv4");
+    expect(pick(after)).not.toEqual(pick(applyPayload(before, "*filter\nCOMMIT\n", "ipv4")));
+    const undone = applyPayload(after, renderRollback(before, payload, "web", "ipv4"), "ipv4");
+    expect(pick(undone)).toEqual(pick(applyPayload(before, "*filter\nCOMMIT\n", "ipv4")));
+  });
+});
