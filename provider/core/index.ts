@@ -21,12 +21,28 @@ export {
   renderJumps,
   renderForwardJump,
 } from "./layout";
-export type { ValidationFailure, Validated, ConnectionSpec } from "./spec";
+export type {
+  ValidationFailure,
+  Validated,
+  ConnectionSpec,
+  Issue,
+  Leaf,
+  LeafCheck,
+  PortRange,
+  SourceSets,
+} from "./spec";
 export {
   validateAllowlist,
   validateConnection,
   deriveRuleName,
   propertyPath,
+  leafSchema,
+  ruleNameLeaf,
+  familyConflicts,
+  ALLOWLIST_LEAVES,
+  CONNECTION_LEAVES,
+  HOST_KEY_LINE,
+  HOST_KEY_FINGERPRINT,
   DEFAULT_RULES_V4_PATH,
   DEFAULT_RULES_V6_PATH,
 } from "./spec";
