@@ -46,6 +46,16 @@ export {
   DEFAULT_RULES_V4_PATH,
   DEFAULT_RULES_V6_PATH,
 } from "./spec";
+export type { FleetShape, PolicyPorts, RolloutArgs } from "./fleet-spec";
+export {
+  fleetIssues,
+  fleetNameIssues,
+  fleetReferenceIssues,
+  rolloutIssues,
+  policyOverlaps,
+  appliedPolicies,
+  HOST_NAME_PATTERN,
+} from "./fleet-spec";
 export type { Finding, FindingCode, Severity } from "./findings";
 export type { FilterTable, ChainModel, ParsedRule, Backend } from "./parse";
 export { parseFilterTable, getChain, hasDockerChains, canonicalRule } from "./parse";
