@@ -16,7 +16,10 @@
 import * as pulumi from "@pulumi/pulumi";
 
 import type { AllowlistArgs, ConnectionArgs, PersistenceArgs } from "./args";
+import { fleetIssues, propertyPath, rolloutIssues, type Issue, type RolloutArgs } from "./core";
 import { DockerPortAllowlist } from "./resource";
+
+export type { RolloutArgs } from "./core";
 
 /** Connection fields as the fleet takes them: each may be a Pulumi Input (e.g. `pulumi.secret(key)`). */
 export type FleetConnectionArgs = { readonly [K in keyof ConnectionArgs]?: pulumi.Input<ConnectionArgs[K]> };
@@ -54,22 +57,6 @@ export interface FleetHostArgs {
   readonly extraSources?: Readonly<Record<string, readonly string[]>>;
 }
 
-/** The order in which hosts are changed. */
-export interface RolloutArgs {
-  /**
-   * Hosts changed first, on their own, before any other host: host names, or a number meaning the
-   * first N hosts in list order.
-   * @default - no canary batch
-   */
-  readonly canaries?: readonly string[] | number;
-  /**
-   * How many (non-canary) hosts are changed together. Each batch starts only after every resource of
-   * the batch before it succeeded.
-   * @default - all remaining hosts in one batch
-   */
-  readonly batchSize?: number;
-}
-
 /** Everything `new DockerPortAllowlistFleet(name, args)` takes. */
 export interface DockerPortAllowlistFleetArgs {
   /** The policies. At least one. */
@@ -100,6 +87,12 @@ export class FleetError extends Error {
   }
 }
 
+/** Throws the first issue (core/fleet-spec.ts) as a FleetError: its path, then its reason. */
+function throwFirst(issues: readonly Issue[]): void {
+  const first = issues[0];
+  if (first !== undefined) throw new FleetError(`${propertyPath(first.path)} ${first.reason}`);
+}
+
 /**
  * Splits hosts into rollout batches: the canaries first (in host-list order), then the remaining hosts
  * in list order, `batchSize` at a time.
@@ -113,26 +106,9 @@ export class FleetError extends Error {
  *   range or a batch size that is not a positive integer.
  */
 export function planRollout(hostNames: readonly string[], rollout: RolloutArgs = {}): string[][] {
-  const seen = new Set<string>();
-  for (const name of hostNames) {
-    if (seen.has(name)) {
-      throw new FleetError(
-        `host name "${name}" appears twice in hosts; every host needs a unique name. ` +
-          `Rename one of them (names are used in resource names and in rollout.canaries).`,
-      );
-    }
-    seen.add(name);
-  }
-
-  const { batchSize } = rollout;
-  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1)) {
-    throw new FleetError(
-      `rollout.batchSize is ${String(batchSize)}; it must be a whole number of hosts, 1 or more. ` +
-        `Leave it unset to change all non-canary hosts in one batch.`,
-    );
-  }
-
-  const canaries = canarySet(hostNames, rollout.canaries, seen);
+  throwFirst(rolloutIssues(hostNames, rollout));
+  const { batchSize, canaries: c } = rollout;
+  const canaries = new Set(c === undefined ? [] : typeof c === "number" ? hostNames.slice(0, c) : c);
   const batches: string[][] = [];
   const canaryBatch = hostNames.filter((h) => canaries.has(h));
   if (canaryBatch.length > 0) batches.push(canaryBatch);
@@ -141,89 +117,6 @@ export function planRollout(hostNames: readonly string[], rollout: RolloutArgs =
   const size = batchSize ?? Math.max(rest.length, 1);
   for (let i = 0; i < rest.length; i += size) batches.push(rest.slice(i, i + size));
   return batches;
-}
-
-function canarySet(
-  hostNames: readonly string[],
-  canaries: RolloutArgs["canaries"],
-  known: ReadonlySet<string>,
-): Set<string> {
-  if (canaries === undefined) return new Set();
-  if (typeof canaries === "number") {
-    if (!Number.isInteger(canaries) || canaries < 0 || canaries > hostNames.length) {
-      throw new FleetError(
-        `rollout.canaries is ${canaries}; as a number it means "the first N hosts" and must be a ` +
-          `whole number from 0 to ${hostNames.length} (the number of hosts). Or list host names instead.`,
-      );
-    }
-    return new Set(hostNames.slice(0, canaries));
-  }
-  const set = new Set<string>();
-  for (const name of canaries) {
-    if (!known.has(name)) {
-      throw new FleetError(
-        `rollout.canaries names "${name}", which is not a host of this fleet; ` +
-          `known hosts: ${[...known].join(", ") || "(none)"}. Use one of those names.`,
-      );
-    }
-    if (set.has(name)) {
-      throw new FleetError(`rollout.canaries lists "${name}" twice; list each canary host once.`);
-    }
-    set.add(name);
-  }
-  return set;
-}
-
-const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-const POLICY_NAME = /^[A-Za-z0-9_-]{1,24}$/;
-
-/**
- * Checks what the fleet itself relies on (names and references); each allowlist's own fields are
- * validated by its resource, before anything reaches a host.
- */
-function checkFleet(args: DockerPortAllowlistFleetArgs): void {
-  if (args.policies.length === 0) {
-    throw new FleetError("policies is empty; a fleet needs at least one policy ({ name, port, sources }).");
-  }
-  const policyNames = args.policies.map((p) => p.name);
-  args.policies.forEach((p, i) => {
-    if (!POLICY_NAME.test(p.name)) {
-      throw new FleetError(
-        `policies[${i}].name is ${JSON.stringify(p.name)}; a policy name becomes the chain DPA-<name> on every host, ` +
-          "so it must be 1-24 letters, digits, `_` or `-`. Pick a shorter or simpler name.",
-      );
-    }
-    if (policyNames.indexOf(p.name) !== i) {
-      throw new FleetError(
-        `policies[${i}].name ${JSON.stringify(p.name)} is already used by policies[${policyNames.indexOf(p.name)}]; ` +
-          "each policy owns its own chain, so names must be unique. Rename one, or merge their sources.",
-      );
-    }
-  });
-  const known = `known policies: ${policyNames.join(", ")}`;
-  args.hosts.forEach((h, i) => {
-    if (!HOST_NAME.test(h.name)) {
-      throw new FleetError(
-        `hosts[${i}].name is ${JSON.stringify(h.name)}; it must be 1-63 letters, digits, ".", "_" or "-", ` +
-          "starting with a letter or digit (it is part of resource names).",
-      );
-    }
-    h.policies?.forEach((p, j) => {
-      if (!policyNames.includes(p)) {
-        throw new FleetError(
-          `hosts[${i}].policies[${j}] is ${JSON.stringify(p)}, not a policy of this fleet; ${known}.`,
-        );
-      }
-    });
-    for (const p of Object.keys(h.extraSources ?? {})) {
-      if (!(h.policies ?? policyNames).includes(p)) {
-        throw new FleetError(
-          `hosts[${i}].extraSources names ${JSON.stringify(p)}, which is not applied to host ${JSON.stringify(h.name)}; ` +
-            `${known}${h.policies ? `; this host applies: ${h.policies.join(", ")}` : ""}. Fix the name or apply the policy.`,
-        );
-      }
-    }
-  });
 }
 
 /**
@@ -241,7 +134,9 @@ export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
 
   constructor(name: string, args: DockerPortAllowlistFleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("docker-port-allowlist:index:Fleet", name, {}, opts);
-    checkFleet(args);
+    // Names and references (core/fleet-spec.ts, shared with the root program's stack config);
+    // each allowlist's own fields are validated by its resource, before anything reaches a host.
+    throwFirst(fleetIssues(args));
     const batches = planRollout(
       args.hosts.map((h) => h.name),
       args.rollout,

@@ -1,15 +1,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 
-import {
-  CONFIG_REFERENCE,
-  ConfigError,
-  configKey,
-  loadStackConfig,
-  parseStackConfig,
-  TOP_LEVEL_KEYS,
-} from "../provider/config";
-import { validateConnection } from "../provider/core";
+import { ConfigError, configKey, loadStackConfig, parseStackConfig } from "../provider/config";
+import { CONFIG_REFERENCE, TOP_LEVEL_KEYS } from "../provider/config-reference";
+import { validateAllowlist, validateConnection } from "../provider/core";
+
+type Loose = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+const BASE = { port: 8080, sources: ["198.18.1.0/24"] };
 
 /** A complete, valid stack config; each case below breaks one thing in a copy of it. */
 const valid = (): Record<string, unknown> => ({
@@ -29,6 +26,10 @@ const valid = (): Record<string, unknown> => ({
 type Mutate = (c: Record<string, any>) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const P = "docker-port-allowlist:";
+// Leaf reasons come from core (provider/core/spec.ts), the same words the resource uses.
+const PORT_ALLOWED = `Allowed: a published host port 1-65535 (8080) or an inclusive range "8000-8100"`;
+const SOURCE_ALLOWED =
+  "Allowed: 198.18.1.7, 198.18.1.0/24, 2001:db8::7 or 2001:db8::/48 (prefix 0-32 for IPv4, 0-128 for IPv6). Fix: correct or remove it.";
 
 describe("parseStackConfig", () => {
   it("accepts a complete config and builds the fleet arguments, normalising string numbers", () => {
@@ -85,7 +86,11 @@ describe("parseStackConfig", () => {
       (c) => delete c.hosts,
       [["hosts", "is required (The Docker hosts, in rollout order. At least one). Set it"]],
     ],
-    ["an empty policy list", (c) => (c.policies = []), [["policies", "is empty; list at least one policy"]]],
+    [
+      "an empty policy list",
+      (c) => (c.policies = []),
+      [["policies", "is empty; a fleet needs at least one policy ({ name, port, sources })."]],
+    ],
     [
       "a misspelt top-level key",
       (c) => (c.host = []),
@@ -122,7 +127,12 @@ describe("parseStackConfig", () => {
     [
       "an SSH port out of range",
       (c) => (c.hosts[2].connection.port = 70000),
-      [["hosts[2].connection.port", "is 70000; an SSH port must be a whole number 1-65535"]],
+      [
+        [
+          "hosts[2].connection.port",
+          "70000 (number) is not allowed. Allowed: an SSH port, an integer 1-65535 (default 22).",
+        ],
+      ],
     ],
     [
       "a connection that is not an object",
@@ -135,8 +145,8 @@ describe("parseStackConfig", () => {
       [
         [
           "connection.hostKey",
-          "is not a host key; write an OpenSSH public key line (`ssh-ed25519 AAAA...`, as in known_hosts " +
-            "without the host name) or a fingerprint (`SHA256:` + 43 base64 characters, from `ssh-keygen -lf`)",
+          '"AAAAC3NzaC1lZDI1NTE5" is not allowed. Allowed: an OpenSSH public key line ("ssh-ed25519 AAAA...", ' +
+            'as in the host\'s /etc/ssh/ssh_host_ed25519_key.pub) or a fingerprint "SHA256:..." (ssh-keygen -lf).',
         ],
       ],
     ],
@@ -155,26 +165,19 @@ describe("parseStackConfig", () => {
       [
         [
           "policies[0].sources[2]",
-          'is "198.18.300.0/24", not an IP address or CIDR; write an address ("198.18.0.7", "2001:db8::7") ' +
-            'or a network ("198.18.0.0/24", "2001:db8::/48")',
+          `"198.18.300.0/24" is not an IPv4/IPv6 address or CIDR. ${SOURCE_ALLOWED}`,
         ],
       ],
     ],
     [
       "an IPv6 prefix that is too long",
       (c) => (c.policies[0].sources[1] = "2001:db8::/129"),
-      [["policies[0].sources[1]", 'is "2001:db8::/129"; the prefix length of an IPv6 network must be 0-128']],
+      [["policies[0].sources[1]", `"2001:db8::/129" is not an IPv4/IPv6 address or CIDR. ${SOURCE_ALLOWED}`]],
     ],
     [
       "a bad per-host extra source",
       (c) => (c.hosts[1].extraSources.web = ["office"]),
-      [
-        [
-          "hosts[1].extraSources.web[0]",
-          'is "office", not an IP address or CIDR; write an address ("198.18.0.7", "2001:db8::7") ' +
-            'or a network ("198.18.0.0/24", "2001:db8::/48")',
-        ],
-      ],
+      [["hosts[1].extraSources.web[0]", `"office" is not an IPv4/IPv6 address or CIDR. ${SOURCE_ALLOWED}`]],
     ],
     [
       "a port out of range",
@@ -182,7 +185,7 @@ describe("parseStackConfig", () => {
       [
         [
           "policies[0].port",
-          'is 0; a port must be 1-65535. Write a published host port (8080) or an inclusive range ("8000-8100")',
+          `0 (number) is out of range: 0 is not a port. ${PORT_ALLOWED}. Fix: use the host side of "docker run -p HOST:CONTAINER".`,
         ],
       ],
     ],
@@ -192,20 +195,19 @@ describe("parseStackConfig", () => {
       [
         [
           "policies[0].port",
-          'is "9000-8000"; a range must go from a lower to a higher port. Write a published host port (8080) ' +
-            'or an inclusive range ("8000-8100")',
+          `"9000-8000" is a range that ends before it starts. ${PORT_ALLOWED}; write "8000-9000".`,
         ],
       ],
     ],
     [
       "an unknown protocol",
       (c) => (c.policies[1].protocols = ["udp", "sctp"]),
-      [["policies[1].protocols[1]", 'is "sctp"; allowed: "tcp", "udp"']],
+      [["policies[1].protocols[1]", '"sctp" is not a protocol. Allowed: "tcp" or "udp" (lower case).']],
     ],
     [
       "an unknown action",
       (c) => (c.policies[0].action = "ACCEPT"),
-      [["policies[0].action", 'is "ACCEPT"; allowed: "DROP", "REJECT"']],
+      [["policies[0].action", '"ACCEPT" is not allowed. Allowed: "DROP", "REJECT" (default "DROP").']],
     ],
     [
       "a policy name too long for a chain",
@@ -213,7 +215,8 @@ describe("parseStackConfig", () => {
       [
         [
           "policies[0].name",
-          "must be 1-24 letters, digits, `_` or `-` (it becomes the chain DPA-<name> on every host)",
+          'is "a-very-long-policy-name-xyz"; a policy name becomes the chain DPA-<name> on every host, ' +
+            "so it must be 1-24 letters, digits, `_` or `-`. Pick a shorter or simpler name.",
         ],
       ],
     ],
@@ -223,19 +226,26 @@ describe("parseStackConfig", () => {
       [
         [
           "policies[2].name",
-          'is "web", already used by policies[0]; policy names must be unique (each owns the chain DPA-<name>)',
+          '"web" is already used by policies[0]; each policy owns its own chain, so names must be unique. ' +
+            "Rename one, or merge their sources.",
         ],
       ],
     ],
     [
       "two hosts with one name",
       (c) => (c.hosts[2].name = "web-1"),
-      [["hosts[2].name", 'is "web-1", already used by hosts[0]; host names must be unique']],
+      [
+        [
+          "hosts[2].name",
+          '"web-1" is already used by hosts[0]; every host needs a unique name. Rename one of them ' +
+            "(names are used in resource names and in rollout.canaries).",
+        ],
+      ],
     ],
     [
       "a host applying an unknown policy",
       (c) => (c.hosts[2].policies = ["dns", "ssh"]),
-      [["hosts[2].policies[1]", 'is "ssh", not a policy; known policies: web, dns']],
+      [["hosts[2].policies[1]", 'is "ssh", not a policy of this fleet; known policies: web, dns.']],
     ],
     [
       "extra sources for a policy the host does not apply",
@@ -243,8 +253,8 @@ describe("parseStackConfig", () => {
       [
         [
           "hosts[2].extraSources.web",
-          'adds sources to policy "web", which hosts[2].policies does not apply to this host; ' +
-            "add it there or remove these sources",
+          'adds sources to policy "web", which is not applied to host "dns-1"; known policies: web, dns; ' +
+            "this host applies: dns. Fix the name or apply the policy.",
         ],
       ],
     ],
@@ -261,22 +271,44 @@ describe("parseStackConfig", () => {
     [
       "an unknown canary",
       (c) => (c.rollout.canaries = ["web-9"]),
-      [["rollout.canaries[0]", 'is "web-9", not a host; known hosts: web-1, web-2, dns-1']],
+      [
+        [
+          "rollout.canaries[0]",
+          'names "web-9", which is not a host of this fleet; known hosts: web-1, web-2, dns-1. Use one of those names.',
+        ],
+      ],
     ],
     [
       "more canaries than hosts",
       (c) => (c.rollout.canaries = 4),
-      [["rollout.canaries", "is 4, more than the 3 hosts; use 0-3"]],
+      [
+        [
+          "rollout.canaries",
+          'is 4; as a number it means "the first N hosts" and must be a whole number from 0 to 3 ' +
+            "(the number of hosts). Or list host names instead.",
+        ],
+      ],
     ],
     [
       "a zero batch size",
       (c) => (c.rollout.batchSize = 0),
-      [["rollout.batchSize", "is 0; must be a whole number of hosts, 1 or more"]],
+      [
+        [
+          "rollout.batchSize",
+          "is 0; it must be a whole number of hosts, 1 or more. Leave it unset to change all non-canary hosts in one batch.",
+        ],
+      ],
     ],
     [
       "a relative persistence path",
       (c) => (c.persistence = { rulesV4Path: "rules.v4" }),
-      [["persistence.rulesV4Path", "must be an absolute path"]],
+      [
+        [
+          "persistence.rulesV4Path",
+          '"rules.v4" is not a safe absolute path. Allowed: "/" followed by letters, digits and . _ + - / ' +
+            '(no spaces, quotes, "..", or shell characters).',
+        ],
+      ],
     ],
   ];
 
@@ -299,9 +331,10 @@ describe("parseStackConfig", () => {
   });
 });
 
-describe("the core's validation as a safety net", () => {
-  // The config schema accepts any non-empty host and user; the core refuses shell characters. The
-  // core's reason is kept, and reported under the config key the bad value came from.
+describe("the core's leaf validators in the stack config", () => {
+  // The config schema judges every value with core's leaf validators: the reason is the core's
+  // own (the resource puts the property in front of it), reported under the config key the bad
+  // value came from.
   it.each<[string, Mutate, string, Record<string, string>]>([
     [
       "a host's own field",
@@ -322,7 +355,9 @@ describe("the core's validation as a safety net", () => {
     const core = validateConnection(connection);
     expect(core.ok).toBe(false);
     if (core.ok || result.ok) throw new Error("expected both to fail");
-    expect(result.issues).toEqual([{ key: P + key, reason: core.failures[0]!.reason }]);
+    expect(result.issues).toHaveLength(1);
+    expect(result.issues[0]!.key).toBe(P + key);
+    expect(`${core.failures[0]!.property} ${result.issues[0]!.reason}`).toBe(core.failures[0]!.reason);
   });
 });
 
@@ -340,9 +375,9 @@ describe("loadStackConfig", () => {
     expect(ConfigError.isInstance(error)).toBe(true);
     expect((error as Error).message).toBe(
       "The stack configuration has 2 problems:\n" +
-        `  ${P}hosts[0].connection.port: is "ssh"; an SSH port must be a whole number 1-65535\n` +
-        `  ${P}policies[0].port: is 0; a port must be 1-65535. Write a published host port (8080) or an ` +
-        'inclusive range ("8000-8100")',
+        `  ${P}hosts[0].connection.port: "ssh" is not allowed. Allowed: an SSH port, an integer 1-65535 (default 22).\n` +
+        `  ${P}policies[0].port: 0 (number) is out of range: 0 is not a port. ${PORT_ALLOWED}. ` +
+        'Fix: use the host side of "docker run -p HOST:CONTAINER".',
     );
   });
 });
@@ -368,4 +403,85 @@ describe("the config reference", () => {
       expect(TOP_LEVEL_KEYS).toContain(d.key.split(/[.[]/)[0]);
     }
   });
+});
+
+describe("the stack config and the resource give the same answer for the same value", () => {
+  // Rows where the config schema kept its own copy of a rule until both called core's leaves:
+  // where the field lives, the value, and whether it is accepted (the resource's rule, which won).
+  type Where = "policy" | "sources" | "persistence" | "connection";
+  const resource = (where: Where, field: string, value: unknown) =>
+    where === "connection"
+      ? validateConnection({ host: "198.18.0.2", privateKey: "k", [field]: value })
+      : validateAllowlist({ ...BASE, [field]: where === "sources" ? [value] : value }, "web");
+  const config = (where: Where, field: string, value: unknown) => {
+    const c = valid() as Loose;
+    if (where === "policy") c.policies[0][field] = value;
+    if (where === "sources") c.policies[0].sources = [value];
+    if (where === "persistence") c.persistence = { [field]: value };
+    if (where === "connection") c.hosts[0].connection[field] = value;
+    return parseStackConfig(c);
+  };
+
+  it.each<[Where, string, unknown, boolean]>([
+    ["policy", "port", "443-443", true], // config refused from >= to; the resource takes a one-port range
+    ["policy", "port", "9000-8000", false],
+    ["policy", "port", 65536, false],
+    ["connection", "dialErrorLimit", 1000, true],
+    ["connection", "dialErrorLimit", 1001, false], // config allowed up to 1,000,000
+    ["connection", "dialErrorLimit", -1, true],
+    ["connection", "perDialTimeout", 2.5, false], // config allowed any number > 0
+    ["connection", "perDialTimeout", 3601, false],
+    ["connection", "perDialTimeout", 30, true],
+    ["connection", "hostKey", "ssh-foo AAAA", false], // config took any ssh-/ecdsa-/sk- word + a word
+    [
+      "connection",
+      "hostKey",
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII7bxRN4p4+jf+gtBQ9+WKe85rUG/aPYo3qKb7GEebuE",
+      true,
+    ],
+    ["connection", "hostKey", `SHA256:${"a".repeat(43)}`, true],
+    ["connection", "agentSocketPath", "run/agent.sock", false], // config took any non-empty text
+    ["sources", "sources", "fe80::1%eth0", false], // node's isIP takes a zone id
+    ["sources", "sources", "198.018.1.1", false],
+    ["sources", "sources", "2001:db8::/48", true],
+    ["policy", "originalDestination", "fe80::1%eth0", false],
+    ["policy", "protocols", ["tcp", "tcp"], true], // config refused a repeat; the resource de-duplicates
+    ["persistence", "rulesV4Path", "/etc/iptables/../shadow", false], // config only asked for a leading "/"
+    ["persistence", "rulesV4Path", "/etc/sysconfig/iptables", true],
+  ])("%s %s %j: accepted %s", (where, field, value, accepted) => {
+    const r = resource(where, field, value);
+    const c = config(where, field, value);
+    expect([r.ok, c.ok]).toEqual([accepted, accepted]);
+    if (r.ok || c.ok) return;
+    // The same reason: the resource puts the property in front of it, the config the key.
+    expect(c.issues).toHaveLength(1);
+    expect(r.failures.map((f) => f.reason)).toContain(`${r.failures[0]!.property} ${c.issues[0]!.reason}`);
+  });
+});
+
+describe("the config reference and the schema", () => {
+  // Every documented key is accepted where it is documented (not refused as unknown); the
+  // other direction (every accepted key documented) holds because unknown-key messages list
+  // the allowed keys from the reference (see "a misspelt connection field").
+  const sample: Record<string, unknown> = { "hosts[].connection.proxy": { host: "198.18.0.1" } };
+  it.each(CONFIG_REFERENCE.map((d) => d.key).filter((k) => /\.[A-Za-z<>]+$/.test(k)))(
+    "accepts the documented key %s",
+    (key) => {
+      const cfg = valid() as Loose;
+      const path = key
+        .replace("[]", "[0]")
+        .replace("<policy>", "web")
+        .split(/\.|(?=\[)/);
+      let at = cfg;
+      for (const seg of path.slice(0, -1)) {
+        const k = seg.startsWith("[") ? Number(seg.slice(1, -1)) : seg;
+        at[k] ??= {};
+        at = at[k];
+      }
+      at[path[path.length - 1]!] = sample[key] ?? "x";
+      const result = parseStackConfig(cfg);
+      const unknown = result.ok ? [] : result.issues.filter((i) => i.reason.startsWith("is not a known key"));
+      expect(unknown).toEqual([]);
+    },
+  );
 });

@@ -48,19 +48,19 @@ describe("planRollout", () => {
       "duplicate host names",
       ["a", "b", "a"],
       {},
-      'host name "a" appears twice in hosts; every host needs a unique name. Rename one of them (names are used in resource names and in rollout.canaries).',
+      'hosts[2].name "a" is already used by hosts[0]; every host needs a unique name. Rename one of them (names are used in resource names and in rollout.canaries).',
     ],
     [
       "an unknown canary",
       ["a", "b"],
       { canaries: ["c"] },
-      'rollout.canaries names "c", which is not a host of this fleet; known hosts: a, b. Use one of those names.',
+      'rollout.canaries[0] names "c", which is not a host of this fleet; known hosts: a, b. Use one of those names.',
     ],
     [
       "a canary listed twice",
       ["a", "b"],
       { canaries: ["a", "a"] },
-      'rollout.canaries lists "a" twice; list each canary host once.',
+      'rollout.canaries[1] lists "a" twice; list each canary host once.',
     ],
     [
       "too many canaries",
@@ -234,7 +234,7 @@ describe("DockerPortAllowlistFleet", () => {
         ...a,
         hosts: [{ name: "a", connection: { host: "x" }, policies: ["dns"], extraSources: { web: [] } }],
       }),
-      'hosts[0].extraSources names "web", which is not applied to host "a"; known policies: web, dns; this host applies: dns. Fix the name or apply the policy.',
+      'hosts[0].extraSources.web adds sources to policy "web", which is not applied to host "a"; known policies: web, dns; this host applies: dns. Fix the name or apply the policy.',
     ],
     [
       "a policy name too long for a chain",

@@ -21,15 +21,41 @@ export {
   renderJumps,
   renderForwardJump,
 } from "./layout";
-export type { ValidationFailure, Validated, ConnectionSpec } from "./spec";
+export type {
+  ValidationFailure,
+  Validated,
+  ConnectionSpec,
+  Issue,
+  Leaf,
+  LeafCheck,
+  PortRange,
+  SourceSets,
+} from "./spec";
 export {
   validateAllowlist,
   validateConnection,
   deriveRuleName,
   propertyPath,
+  leafSchema,
+  ruleNameLeaf,
+  familyConflicts,
+  ALLOWLIST_LEAVES,
+  CONNECTION_LEAVES,
+  HOST_KEY_LINE,
+  HOST_KEY_FINGERPRINT,
   DEFAULT_RULES_V4_PATH,
   DEFAULT_RULES_V6_PATH,
 } from "./spec";
+export type { FleetShape, PolicyPorts, RolloutArgs } from "./fleet-spec";
+export {
+  fleetIssues,
+  fleetNameIssues,
+  fleetReferenceIssues,
+  rolloutIssues,
+  policyOverlaps,
+  appliedPolicies,
+  HOST_NAME_PATTERN,
+} from "./fleet-spec";
 export type { Finding, FindingCode, Severity } from "./findings";
 export type {
   FilterTable,

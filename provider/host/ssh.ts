@@ -15,6 +15,7 @@ import { createHash } from "crypto";
 import type { Duplex } from "stream";
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { ConnectionArgs, ProxyConnectionArgs } from "../args";
+import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE } from "../core";
 import { HostError } from "./errors";
 
 /** Knobs of the transport that are not part of the user's connection args. */
@@ -97,11 +98,9 @@ export function fingerprintOfKeyBlob(blob: Buffer): string {
  */
 export function expectedFingerprint(pin: string, host: string): string {
   const trimmed = pin.trim();
-  if (/^SHA256:[A-Za-z0-9+/]{43}=?$/.test(trimmed)) return trimmed.replace(/=$/, "");
-  const fields = trimmed.split(/\s+/);
-  if (fields.length >= 2 && /^(ssh-|ecdsa-|sk-)/.test(fields[0]) && /^[A-Za-z0-9+/]+=*$/.test(fields[1])) {
-    return fingerprintOfKeyBlob(Buffer.from(fields[1], "base64"));
-  }
+  if (HOST_KEY_FINGERPRINT.test(trimmed)) return trimmed.replace(/=$/, "");
+  const line = HOST_KEY_LINE.exec(trimmed);
+  if (line !== null) return fingerprintOfKeyBlob(Buffer.from(line[1]!, "base64"));
   throw new HostError(
     `connection.hostKey is neither an OpenSSH public key line ("ssh-ed25519 AAAA...") nor a SHA256 ` +
       `fingerprint ("SHA256:" + 43 base64 characters). Fix: copy it from /etc/ssh/ssh_host_ed25519_key.pub ` +

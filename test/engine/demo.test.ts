@@ -35,7 +35,7 @@ describe("the root program with a bad stack config", () => {
         "docker-port-allowlist:hosts[1].connection.host: is required (Address (IP or DNS name) of the host's SSH server).",
       );
       expect(text).toContain(
-        'docker-port-allowlist:policies[0].sources[1]: is "office", not an IP address or CIDR',
+        'docker-port-allowlist:policies[0].sources[1]: "office" is not an IPv4/IPv6 address or CIDR',
       );
       // A RunError: the message alone, no stack trace of the program; and no allowlist was planned.
       expect(text).not.toMatch(/at Object\.<anonymous>|program\/index\.ts:\d+/);
