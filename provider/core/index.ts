@@ -7,7 +7,7 @@
  */
 export type { Family, Cidr } from "./ip";
 export { parseCidr, parseAddress, formatCidr, compareCidr } from "./ip";
-export type { AllowlistSpec, Protocol, Action, Ipv6Mode } from "./layout";
+export type { AllowlistSpec, Protocol, Action, Ipv6Mode, PortRange } from "./layout";
 export {
   RULE_NAME_MAX,
   RULE_NAME_PATTERN,
@@ -28,7 +28,6 @@ export type {
   Issue,
   Leaf,
   LeafCheck,
-  PortRange,
   SourceSets,
 } from "./spec";
 export {
@@ -57,15 +56,7 @@ export {
   HOST_NAME_PATTERN,
 } from "./fleet-spec";
 export type { Finding, FindingCode, Severity } from "./findings";
-export type {
-  FilterTable,
-  ChainModel,
-  ParsedRule,
-  Negatable,
-  PortRange,
-  RuleCommand,
-  Backend,
-} from "./parse";
+export type { FilterTable, ChainModel, ParsedRule, Negatable, RuleCommand, Backend } from "./parse";
 export { parseFilterTable, getChain, hasDockerChains, canonicalRule, parseRuleCommand } from "./parse";
 export { fingerprint, fingerprintLines, FINGERPRINT_AWK, FINGERPRINT_CHAINS } from "./fingerprint";
 export type { Plan, FamilyPlan } from "./plan";

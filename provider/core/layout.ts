@@ -46,12 +46,18 @@ export type Protocol = "tcp" | "udp";
 export type Action = "DROP" | "REJECT";
 export type Ipv6Mode = "auto" | "on" | "off";
 
+/** An inclusive range of ports; a single port has `from === to`. */
+export interface PortRange {
+  readonly from: number;
+  readonly to: number;
+}
+
 /** A validated allowlist: everything normalised, nothing left to check. */
 export interface AllowlistSpec {
   /** Name of what is owned on the host. */
   readonly ruleName: string;
   /** Inclusive port range; `from === to` for a single port. */
-  readonly ports: { readonly from: number; readonly to: number };
+  readonly ports: PortRange;
   /** Sorted, de-duplicated. */
   readonly protocols: readonly Protocol[];
   /** Per family, host bits cleared, sorted, de-duplicated. */
@@ -87,7 +93,7 @@ function sourceMatch(source: Cidr): string {
   return source.prefix === 0 ? "" : `-s ${formatCidr(source)} `;
 }
 
-function portText(ports: { readonly from: number; readonly to: number }): string {
+function portText(ports: PortRange): string {
   return ports.from === ports.to ? String(ports.from) : `${ports.from}:${ports.to}`;
 }
 

@@ -13,18 +13,12 @@
  */
 import { finding, tool, type Finding } from "./findings";
 import { formatCidr, parseCidr, type Family } from "./ip";
-import { DOCKER_USER, TAG_PREFIX } from "./layout";
+import { DOCKER_USER, TAG_PREFIX, type PortRange } from "./layout";
 
 /** A match and whether `!` negates it (`! -i docker0`). */
 export interface Negatable<T> {
   readonly value: T;
   readonly negated: boolean;
-}
-
-/** An inclusive port range; `from === to` for a single port. */
-export interface PortRange {
-  readonly from: number;
-  readonly to: number;
 }
 
 /**

@@ -30,6 +30,7 @@ import {
   type Action,
   type AllowlistSpec,
   type Ipv6Mode,
+  type PortRange,
   type Protocol,
 } from "./layout";
 
@@ -114,12 +115,6 @@ export function leafSchema<T, O = T>(check: LeafCheck<T>, out?: (value: T, input
 
 // ---------------------------------------------------------------------------------------------
 // Allowlist leaves
-
-/** An inclusive range of published host ports; a single port has `from === to`. */
-export interface PortRange {
-  readonly from: number;
-  readonly to: number;
-}
 
 const PORT_TEXT = /^([0-9]{1,5})(?:-([0-9]{1,5}))?$/;
 
