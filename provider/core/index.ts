@@ -27,6 +27,7 @@ export {
   validateConnection,
   deriveRuleName,
   propertyPath,
+  usesSudo,
   DEFAULT_RULES_V4_PATH,
   DEFAULT_RULES_V6_PATH,
 } from "./spec";

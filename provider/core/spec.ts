@@ -493,6 +493,11 @@ const proxySchema = z
     return result.data;
   });
 
+/** Whether the host scripts run through `sudo -n`: as asked, else for every user but root. */
+export function usesSudo(conn: { readonly user?: string; readonly sudo?: boolean }): boolean {
+  return conn.sudo ?? (conn.user ?? "root") !== "root";
+}
+
 /**
  * Validates `connection`. `property` is the path failures are reported under
  * (default `"connection"`).
@@ -525,7 +530,10 @@ export function validateConnection(input: unknown, property = "connection"): Val
     };
   }
   const d = result.data;
-  const sudo = (input as { sudo?: unknown }).sudo === undefined ? d.user !== "root" : d.sudo;
+  const sudo = usesSudo({
+    user: d.user,
+    sudo: (input as { sudo?: unknown }).sudo === undefined ? undefined : d.sudo,
+  });
   const spec: ConnectionSpec = stripUndefined({
     ...d,
     proxy: d.proxy === undefined ? undefined : stripUndefined(d.proxy),
