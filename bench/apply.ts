@@ -9,24 +9,18 @@
  *     ts.transpileModule(fs.readFileSync(f,"utf8"),{compilerOptions:{module:1,target:9}}).outputText,f);
  *     require("./bench/apply.ts")' [runs] [--parallel | --parallel-only]
  *
- * The operations go through `syncHost` with the core's `planAllowlist` / `verifyApplied`, exactly
- * as `provider/host/lifecycle.ts` converges (that module does not expose its hooks); the plan and
- * verify callbacks double as timestamps of the exchanges. The 20-host run uses `lifecycle.create`.
+ * The operations go through `syncHost` with `convergeOptions`, the plan and verify with which the
+ * provider converges a host; wrapped, those callbacks double as timestamps of the exchanges. The
+ * 20-host run uses `lifecycle.create`.
  */
 import { execFileSync } from "child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
 import { startLab, type Lab, type LabHost } from "../lab";
-import {
-  planAllowlist,
-  validateAllowlist,
-  verifyApplied,
-  type AllowlistSpec,
-  type Plan,
-} from "../provider/core";
+import { planAllowlist, validateAllowlist, type AllowlistSpec, type Plan } from "../provider/core";
 import { applyPayload } from "../test/core/support/simulate";
-import { syncHost, type HostOutcome } from "../provider/host";
+import { convergeOptions, syncHost, type HostOutcome } from "../provider/host";
 import { check, create } from "../provider/host/lifecycle";
 
 const RULE = "bench";
@@ -81,25 +75,21 @@ async function timedSync(
   let tPlanned = 0;
   let tVerify = 0;
   let tVerified = 0;
+  // The provider's own plan and verify (convergeOptions), timed from outside.
+  const base = convergeOptions(desired, { ruleName: RULE }, { cutConntrack });
   const outcome = await syncHost<Plan>(
     { host: host.ipv4, hostKey: host.hostKey, privateKey: lab.clientKey.privateKey },
     {
-      ruleName: RULE,
-      cutConntrack,
-      requireDockerUser: desired !== null,
-      plan: (live) => {
+      ...base,
+      plan: async (live, snapshot) => {
         tPlan = performance.now();
-        const p = planAllowlist(live, desired, RULE);
-        if (p.blocked && desired !== null)
-          throw new Error(`plan blocked on ${host.name}: ${p.changes.join("; ")}`);
+        const p = await base.plan(live, snapshot);
         tPlanned = performance.now();
         return p;
       },
-      verify: (family, saveText) => {
+      verify: (family, saveText, plan) => {
         if (tVerify === 0) tVerify = performance.now();
-        const problems = verifyApplied(saveText, desired, RULE, family)
-          .filter((f) => f.severity === "error")
-          .map((f) => f.message);
+        const problems = base.verify(family, saveText, plan);
         tVerified = performance.now();
         return problems;
       },

@@ -6,11 +6,10 @@
  * `core/spec.ts` (zod); this file only says what a user may write and what each field means.
  */
 
-/** A transport protocol Docker can publish. */
-export type Protocol = "tcp" | "udp";
+import type { Action, Ipv6Mode, Protocol } from "./core/layout";
 
-/** What happens to a packet for the port whose source is not allowed. */
-export type Action = "DROP" | "REJECT";
+// The domain's words are defined once, by the core that renders them into rules.
+export type { Action, Ipv6Mode, Protocol };
 
 /**
  * How to reach a Docker host over SSH. Shaped like `@pulumi/command`'s `remote.Connection`
@@ -92,7 +91,7 @@ export interface AllowlistArgs {
    * "on": require it (error if the host has no IPv6 Docker chains). "off": IPv4 only.
    * @default "auto"
    */
-  readonly ipv6?: "auto" | "on" | "off";
+  readonly ipv6?: Ipv6Mode;
 }
 
 /** Where and whether the live rules are saved for reboots. */

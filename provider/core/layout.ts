@@ -42,8 +42,11 @@ export const TAG_PREFIX = "dpa:";
 export const FORWARD_TAG = "dpa::forward";
 export const DOCKER_USER = "DOCKER-USER";
 
+/** A transport protocol Docker can publish. */
 export type Protocol = "tcp" | "udp";
+/** What happens to a packet for the port whose source is not allowed. */
 export type Action = "DROP" | "REJECT";
+/** Whether an allowlist polices IPv6 too: "auto" (when Docker manages ip6tables), "on", "off". */
 export type Ipv6Mode = "auto" | "on" | "off";
 
 /** An inclusive range of ports; a single port has `from === to`. */

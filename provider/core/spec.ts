@@ -526,6 +526,11 @@ function proxyLeaf(value: unknown): Leaf<Omit<ConnectionSpec, "proxy" | "sudo"> 
   return pass(stripUndefined(result.data!) as Omit<ConnectionSpec, "proxy" | "sudo">);
 }
 
+/** Whether the host scripts run through `sudo -n`: as asked, else for every user but root. */
+export function usesSudo(conn: { readonly user?: string; readonly sudo?: boolean }): boolean {
+  return conn.sudo ?? (conn.user ?? "root") !== "root";
+}
+
 /**
  * Validates `connection`. `property` is the path failures are reported under
  * (default `"connection"`).
@@ -550,7 +555,10 @@ export function validateConnection(input: unknown, property = "connection"): Val
   const result = schema.safeParse(input);
   if (!result.success) return { ok: false, failures: toFailures(fromZod(result.error.issues), [property]) };
   const d = result.data;
-  const sudo = (input as { sudo?: unknown }).sudo === undefined ? d.user !== "root" : d.sudo;
+  const sudo = usesSudo({
+    user: d.user,
+    sudo: (input as { sudo?: unknown }).sudo === undefined ? undefined : d.sudo,
+  });
   const spec: ConnectionSpec = stripUndefined({ ...d, sudo });
   return { ok: true, spec };
 }

@@ -2,7 +2,7 @@
  * What the dynamic provider's methods do, in plain async functions (no closure capture).
  *
  * `provider/dynamic.ts` only forwards to these; they validate with the core, plan with the core
- * and talk to the host through `syncHost` / `inspectHost` (one SSH connection per call).
+ * and talk to the host through `converge` / `inspectHost` (one SSH connection per call).
  *
  * State layout: outputs = the checked inputs (so read/delete know how to reach the host and
  * what they own) + computed fields. `rules` is computed in `check` from the declaration, so
@@ -15,17 +15,18 @@ import {
   renderDesiredRules,
   validateAllowlist,
   validateConnection,
-  verifyApplied,
   chainName,
   tagOf,
   type AllowlistSpec,
   type ConnectionSpec,
-  type Finding,
+  type Family,
   type Plan,
   type ValidationFailure,
 } from "../core";
+import { converge, findingMessages } from "./converge";
 import { HostError } from "./errors";
-import { inspectHost, syncHost, type FamilyName, type HostOutcome } from "./index";
+import type { HostOutcome } from "./options";
+import { inspectHost } from "./sync";
 
 /** The value Pulumi sends for an input that is not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -177,45 +178,6 @@ function toConnectionArgs(c: ConnectionSpec): ConnectionArgs {
   return c;
 }
 
-function messages(findings: readonly Finding[]): string[] {
-  return findings.map((f) => `[${f.family}] ${f.severity}: ${f.message}`);
-}
-
-function planner(spec: AllowlistSpec | null, ruleName: string) {
-  return (live: { ipv4: string | null; ipv6: string | null }) => planAllowlist(live, spec, ruleName);
-}
-
-function blockedError(host: string, plan: Plan): HostError {
-  return new HostError(
-    `the host is not in a state this allowlist can be applied to; nothing was changed:\n` +
-      messages(plan.findings.filter((f) => f.severity === "error")).join("\n"),
-    { host, kind: "precondition" },
-  );
-}
-
-async function converge(
-  conn: ConnectionSpec,
-  spec: AllowlistSpec | null,
-  ruleName: string,
-  persistence: { persist: boolean; rulesV4Path: string; rulesV6Path: string },
-): Promise<HostOutcome<Plan>> {
-  const outcome = await syncHost<Plan>(toConnectionArgs(conn), {
-    ruleName,
-    ...persistence,
-    requireDockerUser: spec !== null,
-    plan: (live) => {
-      const plan = planner(spec, ruleName)(live);
-      if (plan.blocked && spec !== null) throw blockedError(conn.host, plan);
-      return plan;
-    },
-    verify: (family, saveText) =>
-      verifyApplied(saveText, spec, ruleName, family)
-        .filter((f) => f.severity === "error")
-        .map((f) => f.message),
-  });
-  return outcome;
-}
-
 function report(operation: OperationReport["operation"], o: HostOutcome<Plan>): OperationReport {
   return {
     operation,
@@ -251,7 +213,7 @@ function outputs(
     chain: chainName(spec.ruleName),
     // From the state after the change, exactly as `read` computes it, so a refresh right after
     // an up finds nothing new ("docker-user-created" and the like belong to the change only).
-    hostFindings: messages(planAllowlist(o.live, spec, spec.ruleName).findings),
+    hostFindings: findingMessages(planAllowlist(o.live, spec, spec.ruleName).findings),
     persisted,
     families: policedFamilies(spec, o.live),
     inSync: true,
@@ -307,7 +269,7 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
   const { spec, conn } = specOf(inputs);
   const id = idOf(conn, spec.ruleName);
   try {
-    const o = await converge(conn, spec, spec.ruleName, spec);
+    const o = await converge(toConnectionArgs(conn), spec, spec);
     return { id, outs: outputs(inputs, spec, o, "create", true) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
@@ -322,7 +284,7 @@ export async function update(
 ): Promise<{ outs: Outputs }> {
   const { spec, conn } = specOf(news);
   try {
-    const o = await converge(conn, spec, spec.ruleName, spec);
+    const o = await converge(toConnectionArgs(conn), spec, spec);
     return { outs: outputs(news, spec, o, "update", true) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
@@ -332,7 +294,7 @@ export async function update(
 
 export async function remove(_id: string, props: Record<string, unknown>): Promise<void> {
   const { spec, conn } = specOf(props);
-  await converge(conn, null, spec.ruleName, spec);
+  await converge(toConnectionArgs(conn), null, spec);
 }
 
 /** Our lines in a live save text, in the order {@link renderDesiredRules} renders them. */
@@ -362,9 +324,7 @@ export async function read(
   if (!plan.inSync) {
     // Only families that really differ take the live lines: a family the host does not police
     // (ipv6 "auto" on a host without IPv6 Docker chains) must not look like drift forever.
-    const drifted: FamilyName[] = plan.blocked
-      ? ["ipv4", "ipv6"]
-      : (Object.keys(plan.families) as FamilyName[]);
+    const drifted: Family[] = plan.blocked ? ["ipv4", "ipv6"] : (Object.keys(plan.families) as Family[]);
     for (const f of drifted) rules[f] = ownedLines(live[f], spec.ruleName);
   }
   const persisted =
@@ -372,7 +332,7 @@ export async function read(
     (["ipv4", "ipv6"] as const).every(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
-  const hostFindings = messages(plan.findings);
+  const hostFindings = findingMessages(plan.findings);
   const { __provider: _ignored, ...rest } = props;
   const next: Outputs = {
     ...(rest as unknown as Outputs),

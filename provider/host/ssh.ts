@@ -15,72 +15,11 @@ import { createHash } from "crypto";
 import type { Duplex } from "stream";
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { ConnectionArgs, ProxyConnectionArgs } from "../args";
-import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE } from "../core";
+import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE, usesSudo } from "../core";
 import { HostError } from "./errors";
+import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionOptions, SessionStats } from "./exec";
 
-/** Knobs of the transport that are not part of the user's connection args. */
-export interface SessionOptions {
-  /**
-   * Default time one exec may take, in milliseconds.
-   * @default 120000
-   */
-  readonly commandTimeoutMs?: number;
-  /**
-   * First delay between dial attempts; doubles each attempt.
-   * @default 500
-   */
-  readonly retryBaseDelayMs?: number;
-  /**
-   * Upper bound of the delay between dial attempts.
-   * @default 8000
-   */
-  readonly retryMaxDelayMs?: number;
-  /** Receives warnings (e.g. "no host key pinned"). @default - dropped */
-  readonly warn?: (message: string) => void;
-}
-
-/** Counters for one operation on one host. */
-export interface SessionStats {
-  /** SSH connections established to the target host (the bar is 1 per operation). */
-  connections: number;
-  /** SSH connections established to jump hosts. */
-  proxyConnections: number;
-  /** Dial attempts to the target, including failed ones. */
-  dialAttempts: number;
-  /**
-   * Request/response exchanges with the target in which the client waits for the host's answer
-   * before it can go on: starting an exec (answer: its output) and, inside the one exec of a
-   * write, each plan sent (answer: the applied state). The bar is 2 per operation.
-   */
-  roundTrips: number;
-  /** `commit` lines sent to confirm a verified apply (0 or 1); they close the plan's exchange. */
-  commits: number;
-}
-
-/** What came back from one exec. A non-zero exit is not an error at this level. */
-export interface ExecResult {
-  readonly code: number | null;
-  readonly signal?: string;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Lets an exec's caller talk back while the remote command runs (the commit handshake). */
-export interface ExecChannel {
-  write(text: string): void;
-  end(): void;
-}
-
-export interface ExecOptions {
-  /** Written to the command's stdin right after start. */
-  readonly stdin?: string;
-  /** Close stdin after `stdin` was written. @default true */
-  readonly endStdin?: boolean;
-  /** @default SessionOptions.commandTimeoutMs */
-  readonly timeoutMs?: number;
-  /** Called with all stdout received so far, on every chunk. */
-  readonly onStdout?: (stdoutSoFar: string, channel: ExecChannel) => void;
-}
+export type { ExecChannel, ExecOptions, ExecResult, SessionOptions, SessionStats } from "./exec";
 
 const DEFAULT_PORT = 22;
 const DEFAULT_USER = "root";
@@ -121,7 +60,7 @@ function label(conn: ProxyConnectionArgs): string {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** One established connection to a host (possibly through a jump host). */
-export class SshSession {
+export class SshSession implements HostExec {
   public readonly stats: SessionStats = {
     connections: 0,
     proxyConnections: 0,
@@ -151,6 +90,11 @@ export class SshSession {
   /** The login user. */
   public get user(): string {
     return this.conn.user ?? DEFAULT_USER;
+  }
+
+  /** Whether the scripts run under `sudo -n`: as configured, else for any user but root. */
+  public get sudo(): boolean {
+    return usesSudo(this.conn);
   }
 
   /** Opens the connection (retrying the dial with backoff) and returns the ready session. */

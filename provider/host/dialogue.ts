@@ -1,0 +1,169 @@
+/**
+ * The wire protocol with the host scripts: the command lines that start them, the plan message
+ * the client sends, and the dialogue on the one exec of a write (question/answer by
+ * `@@DPA:await-*` lines, see SYNC_SCRIPT in ./scripts.ts).
+ */
+import { renderRollback, type Family } from "../core";
+import type { ExecChannel, ExecResult, HostExec } from "./exec";
+import { rulesPaths, type HostTarget, type PlanLike, type ResolvedLimits } from "./options";
+import { READ_SCRIPT, SYNC_SCRIPT, remoteCommand } from "./scripts";
+import { FAMILIES, FAMILY_DIGIT, type HostSnapshot } from "./snapshot";
+
+/** The command line of the read script (refresh): argv rule, rulesV4Path, rulesV6Path. */
+export function readCommand(target: HostTarget, sudo: boolean): string {
+  const p = rulesPaths(target);
+  return remoteCommand(READ_SCRIPT, "dpa-read", [target.ruleName, p.v4, p.v6], sudo);
+}
+
+/** The command line of the sync script, in the argv order SYNC_SCRIPT reads. */
+export function syncCommand(target: HostTarget, limits: ResolvedLimits, sudo: boolean): string {
+  const p = rulesPaths(target);
+  return remoteCommand(
+    SYNC_SCRIPT,
+    "dpa-sync",
+    [
+      target.ruleName,
+      p.v4,
+      p.v6,
+      String(limits.lockWaitSeconds),
+      String(limits.planTimeoutSeconds),
+      String(limits.commitTimeoutSeconds),
+      (target.persist ?? true) ? "1" : "0",
+      String(limits.maxAttempts),
+    ],
+    sudo,
+  );
+}
+
+/**
+ * How long the client waits for the whole sync exec: every wait the script may do, plus a
+ * minute of slack for the work itself.
+ */
+export function syncTimeoutMs(limits: ResolvedLimits): number {
+  return (
+    (limits.lockWaitSeconds +
+      limits.maxAttempts * limits.planTimeoutSeconds +
+      limits.commitTimeoutSeconds +
+      60) *
+    1000
+  );
+}
+
+/** What the host's reply to one message was: its output up to the next question, or to the end. */
+export interface Reply {
+  readonly text: string;
+  /** The question that ended it, or "closed" when the script ended (then `result` is set). */
+  readonly until: "await-plan" | "await-commit" | "closed";
+  readonly result?: ExecResult;
+}
+
+/**
+ * One exec channel kept open for the dialogue with {@link SYNC_SCRIPT}. Every wait is bounded:
+ * by the exec's timeout here, and on the host by the script's own read timeouts.
+ */
+export class Dialogue {
+  private stdout = "";
+  private offset = 0;
+  private channel?: ExecChannel;
+  private result?: ExecResult;
+  private error?: unknown;
+  private wake?: () => void;
+
+  constructor(session: HostExec, name: string, command: string, timeoutMs: number) {
+    void session
+      .exec(name, command, {
+        endStdin: false,
+        timeoutMs,
+        onStdout: (soFar, channel) => {
+          this.stdout = soFar;
+          this.channel = channel;
+          this.wake?.();
+        },
+      })
+      .then(
+        (r) => {
+          this.result = r;
+          this.wake?.();
+        },
+        (err: unknown) => {
+          this.error = err;
+          this.wake?.();
+        },
+      );
+  }
+
+  /** Waits for the host's next question (or the end of the script). */
+  public async next(): Promise<Reply> {
+    for (;;) {
+      const rest = this.stdout.slice(this.offset);
+      const m = /(^|\n)@@DPA:(await-plan|await-commit)[^\n]*\n/.exec(rest);
+      if (m !== null) {
+        const end = m.index + m[0].length;
+        this.offset += end;
+        return { text: rest.slice(0, end), until: m[2] as "await-plan" | "await-commit" };
+      }
+      if (this.error !== undefined) throw this.error;
+      if (this.result !== undefined) {
+        const text = this.result.stdout.slice(this.offset);
+        this.offset = this.result.stdout.length;
+        return { text, until: "closed", result: this.result };
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  public send(text: string): void {
+    try {
+      this.channel?.write(text);
+    } catch {
+      // The script already ended (e.g. its plan timeout); next() reports how it ended.
+    }
+  }
+
+  public end(): void {
+    try {
+      this.channel?.end();
+    } catch {
+      // As above: nothing left to close.
+    }
+  }
+
+  /** Tells the host there is nothing to do: it exits at once, releasing the lock. */
+  public async release(): Promise<void> {
+    this.send("none\n");
+    this.end();
+    try {
+      await this.next();
+    } catch {
+      // The caller reports its own, more useful error.
+    }
+  }
+}
+
+/**
+ * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6>` (the core's fingerprint of
+ * the state each family's plan was made from, `-` for a family left alone), then payload/rollback
+ * sections per changed family, the conntrack cut policy the plan carries and `@@DPA:end`.
+ */
+export function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: boolean): string {
+  const fps: Record<Family, string> = { ipv4: "-", ipv6: "-" };
+  const body: string[] = [];
+  const cuts: string[] = [];
+  for (const fam of FAMILIES) {
+    const fp = plan.families[fam];
+    if (fp === undefined || plan.inSync) continue;
+    const before = snapshot[fam] ?? "";
+    fps[fam] = fp.fingerprint;
+    body.push(`@@DPA:payload${FAMILY_DIGIT[fam]}`, fp.payload.replace(/\n$/, ""));
+    body.push(
+      `@@DPA:rollback${FAMILY_DIGIT[fam]}`,
+      renderRollback(before, fp.payload, rule, fam).replace(/\n$/, ""),
+    );
+    if (cut) cuts.push(...(fp.conntrack ?? []));
+  }
+  if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
+  body.push("@@DPA:end");
+  const text = body.join("\n") + "\n";
+  const header = ["plan", String(text.split("\n").length - 1), fps.ipv4, fps.ipv6].join(" ");
+  return header + "\n" + text;
+}

@@ -1,0 +1,99 @@
+/**
+ * The seam between the host edge and its transport: what the dialogue with the host scripts
+ * needs from "a shell on the host", and nothing more.
+ *
+ * Two implementations: {@link SshSession} (./ssh.ts, the real thing) and {@link LocalExec}
+ * (./local.ts, the same command line run with `bash -c` on this machine), so the dialogue and
+ * every exit code of the scripts are tested without SSH, and the lab only has to prove SSH.
+ */
+import type { ConnectionArgs } from "../args";
+
+/** Counters for one operation on one host. */
+export interface SessionStats {
+  /** SSH connections established to the target host (the bar is 1 per operation). */
+  connections: number;
+  /** SSH connections established to jump hosts. */
+  proxyConnections: number;
+  /** Dial attempts to the target, including failed ones. */
+  dialAttempts: number;
+  /**
+   * Request/response exchanges with the target in which the client waits for the host's answer
+   * before it can go on: starting an exec (answer: its output) and, inside the one exec of a
+   * write, each plan sent (answer: the applied state). The bar is 2 per operation.
+   */
+  roundTrips: number;
+  /** `commit` lines sent to confirm a verified apply (0 or 1); they close the plan's exchange. */
+  commits: number;
+}
+
+/** What came back from one exec. A non-zero exit is not an error at this level. */
+export interface ExecResult {
+  readonly code: number | null;
+  readonly signal?: string;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Lets an exec's caller talk back while the remote command runs (the commit handshake). */
+export interface ExecChannel {
+  write(text: string): void;
+  end(): void;
+}
+
+export interface ExecOptions {
+  /** Written to the command's stdin right after start. */
+  readonly stdin?: string;
+  /** Close stdin after `stdin` was written. @default true */
+  readonly endStdin?: boolean;
+  /** @default - the transport's default command timeout */
+  readonly timeoutMs?: number;
+  /** Called with all stdout received so far, on every chunk. */
+  readonly onStdout?: (stdoutSoFar: string, channel: ExecChannel) => void;
+}
+
+/** Knobs of the transport that are not part of the user's connection args. */
+export interface SessionOptions {
+  /**
+   * Default time one exec may take, in milliseconds.
+   * @default 120000
+   */
+  readonly commandTimeoutMs?: number;
+  /**
+   * First delay between dial attempts; doubles each attempt.
+   * @default 500
+   */
+  readonly retryBaseDelayMs?: number;
+  /**
+   * Upper bound of the delay between dial attempts.
+   * @default 8000
+   */
+  readonly retryMaxDelayMs?: number;
+  /** Receives warnings (e.g. "no host key pinned"). @default - dropped */
+  readonly warn?: (message: string) => void;
+}
+
+/** A shell on one host, open for one operation. */
+export interface HostExec {
+  /** Host name as the user wrote it; the `host` of every error. */
+  readonly host: string;
+  /** The login user, for messages. */
+  readonly user: string;
+  /** Whether the scripts must run under `sudo -n` (see `usesSudo` in core). */
+  readonly sudo: boolean;
+  readonly stats: SessionStats;
+  /**
+   * Runs one command line (one exec = one round trip). Resolves with its exit code and output;
+   * rejects with a HostError on timeout or a lost transport.
+   */
+  exec(name: string, command: string, opts?: ExecOptions): Promise<ExecResult>;
+  /** Counts one more exchange on an open exec (a plan sent, whose answer we wait for). */
+  countRoundTrip(): void;
+  /** Counts the `commit` confirmation of an apply. */
+  countCommit(): void;
+  /** Drops the transport at once, without a goodbye (tests use it to simulate a crash). */
+  destroy(): void;
+  close(): void;
+}
+
+/** Opens the transport to a host: {@link SshSession.open} unless a test or tool says otherwise. */
+export type Connect = (conn: ConnectionArgs, options: SessionOptions) => Promise<HostExec>;

@@ -1,0 +1,126 @@
+/**
+ * How the host scripts end, turned into HostErrors that say what failed and how to fix it: the
+ * exit codes of `dpa-sync` (named in ./remote/exit-codes.sh, the one table the script and this
+ * module share) and sudo's own refusals.
+ */
+import { HostError } from "./errors";
+import type { HostExec } from "./exec";
+import { EXIT } from "./scripts";
+import type { HostTarget, ResolvedLimits } from "./options";
+import type { Sections } from "./snapshot";
+
+/**
+ * The host-wide lock the sync script takes from its read to its commit. The script spells the
+ * same path (scripts.ts); messages name it from here.
+ */
+export const HOST_LOCK_PATH = "/run/docker-port-allowlist.lock";
+
+/** How one run of the sync script ended. */
+export interface Ending {
+  readonly code: number | null;
+  readonly sections: Sections;
+  readonly stderr: string;
+  /** What verification found (they made the client answer "rollback"). */
+  readonly problems: readonly string[];
+}
+
+/** sudo's own refusal (password needed, sudo missing), or undefined when stderr is not that. */
+export function sudoError(
+  session: HostExec,
+  command: string,
+  code: number | null,
+  stderr: string,
+): HostError | undefined {
+  if (!/^sudo: /m.test(stderr) && !(code === 127 && /sudo/.test(stderr))) return undefined;
+  const needsPassword = /password is required|terminal is required|askpass/.test(stderr);
+  return new HostError(
+    needsPassword
+      ? `user ${session.user} needs a password for sudo, but this provider runs \`sudo -n\` (never types ` +
+          `passwords). Fix: allow ${session.user} to run iptables, ip6tables, iptables-save/-restore, flock ` +
+          `and conntrack without a password (NOPASSWD in /etc/sudoers.d), or connect as root.`
+      : `sudo failed for user ${session.user}. Fix: install sudo and allow ${session.user} to run the ` +
+          `iptables tools without a password, or connect as root.`,
+    { host: session.host, kind: "sudo", command, exitCode: code, stderr },
+  );
+}
+
+/** The HostError for a sync script that did not end in success. */
+export function failure(session: HostExec, run: Ending, opts: HostTarget & ResolvedLimits): HostError {
+  const host = session.host;
+  const base = { host, command: "dpa-sync", exitCode: run.code, stderr: run.stderr };
+  const header = (k: string) => run.sections.get(k)?.header ?? "";
+  const lock = HOST_LOCK_PATH;
+  switch (run.code) {
+    case EXIT.CONFLICT:
+      return new HostError(
+        `the rules in DOCKER-USER / FORWARD / DPA-${opts.ruleName} changed between our read and our apply ` +
+          `on each of ${opts.maxAttempts} attempts, although we held ${lock}: a writer that does not take ` +
+          `that lock (Docker restarting, a person, another tool) is busy. Nothing was changed by us. Fix: retry ` +
+          `when the other change is done.`,
+        { ...base, kind: "conflict" },
+      );
+    case EXIT.TEST_FAILED:
+      return new HostError(
+        `iptables-restore --test rejected the planned rules (${header("test-failed")}); nothing was changed. ` +
+          `This is a bug or an iptables without the conntrack/comment matches: report it with the stderr below.`,
+        { ...base, kind: "command" },
+      );
+    case EXIT.APPLY_FAILED:
+      return new HostError(
+        `applying the rules failed (${header("apply-failed")}); every family was restored to its snapshot, nothing changed.`,
+        { ...base, kind: "rolled-back" },
+      );
+    case EXIT.ROLLED_BACK:
+      return new HostError(
+        run.problems.length > 0
+          ? `the rules read back after applying did not match the plan, so the host rolled back to its snapshot: ${run.problems.join("; ")}`
+          : `no commit reached the host in time, so it rolled back to its snapshot (${header("rolled-back")}).`,
+        { ...base, kind: "rolled-back" },
+      );
+    case EXIT.PERSIST_FAILED:
+      return new HostError(
+        `the rules are LIVE but saving them for reboots failed (${header("persist-failed")}): the saved file ` +
+          `and the live rules differ. Fix: create the directory / make it writable, or set persist: false ` +
+          `or rulesV4Path/rulesV6Path; the next \`pulumi up\` saves again.`,
+        { ...base, kind: "persist" },
+      );
+    case EXIT.LOCK_TIMEOUT:
+      return new HostError(
+        `another writer held ${lock} for more than lockWaitSeconds=${opts.lockWaitSeconds}; nothing was ` +
+          `changed. Fix: retry, or look for a stuck process holding the lock (fuser ${lock}).`,
+        { ...base, kind: "conflict" },
+      );
+    case EXIT.ROLLBACK_FAILED:
+      return new HostError(
+        `applying failed AND the rollback failed: DOCKER-USER / the allowlist chain may be half-changed. ` +
+          `Fix: inspect \`iptables-save -t filter\` on the host and run \`pulumi refresh\` then \`pulumi up\`.`,
+        { ...base, kind: "rollback-failed" },
+      );
+    case EXIT.NO_PLAN:
+      return new HostError(
+        `the host got no plan within planTimeoutSeconds=${opts.planTimeoutSeconds} (${header("no-plan")}), ` +
+          `so it released ${lock} without changing anything. Fix: retry; if planning is this slow, raise ` +
+          `planTimeoutSeconds.`,
+        { ...base, kind: "timeout" },
+      );
+    case EXIT.NO_FLOCK:
+      return new HostError(
+        `flock is not installed, so changes cannot be serialized. Fix: install util-linux.`,
+        {
+          ...base,
+          kind: "precondition",
+        },
+      );
+    default:
+      return (
+        sudoError(session, "dpa-sync", run.code, run.stderr) ??
+        new HostError(
+          `the sync step failed (${header("error") || "unexpected exit"}); nothing was changed.`,
+          {
+            ...base,
+            kind: "command",
+          },
+        )
+      );
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * What callers of the host edge say (target, limits, plan/verify callbacks, hooks) and what they
+ * get back; the defaults of every limit, resolved in one place.
+ */
+import { DEFAULT_RULES_V4_PATH, DEFAULT_RULES_V6_PATH, type Family } from "../core";
+import type { Connect, HostExec, SessionOptions, SessionStats } from "./exec";
+import type { HostSnapshot } from "./snapshot";
+
+/** What `plan` must give back: the core's `Plan`, structurally. */
+export interface PlanLike {
+  readonly inSync: boolean;
+  /** An error finding prevents applying; nothing is sent to the host. */
+  readonly blocked?: boolean;
+  readonly changes: readonly string[];
+  readonly families: { readonly ipv4?: FamilyPlanLike; readonly ipv6?: FamilyPlanLike };
+}
+
+/** One family of a {@link PlanLike}: the core's `FamilyPlan`, structurally. */
+export interface FamilyPlanLike {
+  readonly payload: string;
+  readonly fingerprint: string;
+  /** Policy lines of the host's conntrack cut after the commit (none: no flow is cut). */
+  readonly conntrack?: readonly string[];
+}
+
+/** Where and whether to save rules for reboots, and who owns what (the chain name). */
+export interface HostTarget {
+  /** The allowlist's ruleName (chain `DPA-<ruleName>`). Validated by the core. */
+  readonly ruleName: string;
+  /** @default true */
+  readonly persist?: boolean;
+  /** @default "/etc/iptables/rules.v4" (core's DEFAULT_RULES_V4_PATH) */
+  readonly rulesV4Path?: string;
+  /** @default "/etc/iptables/rules.v6" (core's DEFAULT_RULES_V6_PATH) */
+  readonly rulesV6Path?: string;
+}
+
+/** Bounds of the host dialogue: every wait under the host lock has one. */
+export interface ApplyLimits {
+  /**
+   * Seconds the host waits for our "commit" before it rolls back by itself.
+   * @default 30
+   */
+  readonly commitTimeoutSeconds?: number;
+  /** Seconds to wait for another writer's host lock. @default 30 */
+  readonly lockWaitSeconds?: number;
+  /**
+   * Seconds the host (holding the lock) waits for our plan after printing its state; then it
+   * releases the lock and changes nothing.
+   * @default 30
+   */
+  readonly planTimeoutSeconds?: number;
+  /**
+   * Plans sent per operation: a plan the host refuses because a writer that ignores our lock
+   * changed the rules is re-made from the fresh state, up to this many plans in all.
+   * @default 3
+   */
+  readonly maxAttempts?: number;
+}
+
+/** {@link ApplyLimits} with every default filled in. */
+export type ResolvedLimits = { readonly [K in keyof ApplyLimits]-?: number };
+
+export function resolveLimits(l: ApplyLimits): ResolvedLimits {
+  return {
+    commitTimeoutSeconds: l.commitTimeoutSeconds ?? 30,
+    lockWaitSeconds: l.lockWaitSeconds ?? 30,
+    planTimeoutSeconds: l.planTimeoutSeconds ?? 30,
+    maxAttempts: Math.max(1, Math.floor(l.maxAttempts ?? 3)),
+  };
+}
+
+/** The rules files the scripts take as argv: a path, or "-" when persistence is off. */
+export function rulesPaths(target: HostTarget): { v4: string; v6: string } {
+  const on = target.persist ?? true;
+  return {
+    v4: on ? (target.rulesV4Path ?? DEFAULT_RULES_V4_PATH) : "-",
+    v6: on ? (target.rulesV6Path ?? DEFAULT_RULES_V6_PATH) : "-",
+  };
+}
+
+export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimits {
+  /** Builds the plan from the live rules (called again when a foreign writer changed them). */
+  readonly plan: (
+    live: { ipv4: string | null; ipv6: string | null },
+    snapshot: HostSnapshot,
+  ) => P | Promise<P>;
+  /**
+   * Checks the rules as they are after the apply, before the commit. Returns problems; any
+   * problem rolls the host back.
+   */
+  readonly verify: (family: Family, saveText: string, plan: P) => readonly string[];
+  /**
+   * Delete the conntrack entries of sources that lost access, so their live flows stop at once
+   * (the ESTABLISHED fast path would let them go on for days). Needs `conntrack` on the host.
+   * @default true
+   */
+  readonly cutConntrack?: boolean;
+  /**
+   * Test hook: runs after verification, before "commit" is sent (the host lock is held).
+   * (Method syntax on purpose: a hook written for `SshSession` stays assignable.)
+   */
+  beforeCommit?(session: HostExec): void | Promise<void>;
+  /** Transport options (timeouts, retry pacing, warnings). */
+  readonly session?: SessionOptions;
+  /**
+   * Opens the transport.
+   * @default - SSH ({@link SshSession.open}); tests pass a {@link LocalExec}
+   */
+  readonly connect?: Connect;
+}
+
+/** What one operation did on one host. */
+export interface HostOutcome<P extends PlanLike> {
+  readonly snapshot: HostSnapshot;
+  readonly plan: P;
+  /** True when rules were changed (and committed). */
+  readonly applied: boolean;
+  /** True when the saved files match the live rules at the end (or persistence is off). */
+  readonly persisted: boolean;
+  /** Live `iptables-save -t filter` per family after the operation. */
+  readonly live: { readonly ipv4: string | null; readonly ipv6: string | null };
+  readonly conntrackDeleted: number;
+  /** True when a foreign writer's change made us plan more than once. */
+  readonly replanned: boolean;
+  /** Plans made (1 unless a writer that ignores our lock changed the rules meanwhile). */
+  readonly attempts: number;
+  readonly stats: SessionStats & { readonly ms: number };
+}

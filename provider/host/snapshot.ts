@@ -1,0 +1,150 @@
+/**
+ * The live state of one host as the scripts' `report_state` prints it, and the preconditions a
+ * host must meet before rules are added to it.
+ *
+ * Pure: text in, typed snapshot (or a HostError) out.
+ */
+import type { Family } from "../core";
+import { HostError } from "./errors";
+
+/** Both families, in the order the host prints and applies them. */
+export const FAMILIES: readonly Family[] = ["ipv4", "ipv6"];
+/** The digit the scripts use for a family (`save4`, `payload6`, `new4`...). */
+export const FAMILY_DIGIT: Record<Family, "4" | "6"> = { ipv4: "4", ipv6: "6" };
+
+/**
+ * Which iptables `iptables` on the host is, as `iptables -V` names it in parentheses. (The
+ * core's `Backend` names the same thing from a save header's tool name: "nft".)
+ */
+export type HostBackend = "nf_tables" | "legacy" | "unknown";
+
+/** The live state of one host, as read in one round trip. */
+export interface HostSnapshot {
+  readonly host: string;
+  readonly uid?: number;
+  /** Which iptables backend `iptables` on the host is. */
+  readonly backend: HostBackend;
+  readonly iptablesVersion: string;
+  /** `iptables-save -t filter`, or null when it failed (then `ipv4Error` says why). */
+  readonly ipv4: string | null;
+  readonly ipv4Error?: string;
+  /** `ip6tables-save -t filter`, or null (no ip6tables, IPv6 off in the kernel...). */
+  readonly ipv6: string | null;
+  readonly ipv6Error?: string;
+  /** Set only when this backend has no Docker chains: what the other backend has. */
+  readonly otherBackend?: { readonly tool: string; readonly dockerChains: number };
+  /** Count of nftables tables named like Docker's (Docker 29 nftables firewall backend). */
+  readonly nftDockerTables: number;
+  readonly tools: { readonly conntrack: boolean; readonly flock: boolean };
+  /**
+   * Fingerprint of our chains in the saved rules files and in the live rules; "missing" when
+   * the file does not exist, "off" when persistence is off.
+   */
+  readonly persisted: { readonly ipv4: string; readonly ipv6: string };
+  readonly liveFingerprint: { readonly ipv4: string; readonly ipv6: string };
+}
+
+/** Sections of script output, as `parseSections` (./scripts.ts) splits them. */
+export type Sections = Map<string, { header: string; body: string }>;
+
+function kv(body: string | undefined): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const line of (body ?? "").split("\n")) {
+    const i = line.indexOf("=");
+    if (i > 0) map.set(line.slice(0, i), line.slice(i + 1));
+  }
+  return map;
+}
+
+/** The snapshot in the sections `report_state` prints (scripts.ts). */
+export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
+  const meta = kv(sections.get("meta")?.body);
+  const other = kv(sections.get("other")?.body);
+  const persisted = kv(sections.get("persisted")?.body);
+  const save = (n: "4" | "6") => {
+    const s = sections.get(`save${n}`);
+    const ok = s !== undefined && s.header.endsWith(" rc=0");
+    return {
+      text: ok ? s.body : null,
+      error: ok ? undefined : (sections.get(`save${n}err`)?.body.trim() ?? "no output"),
+    };
+  };
+  const s4 = save("4");
+  const s6 = save("6");
+  const version = meta.get("iptables") ?? "";
+  const uid = Number(meta.get("uid"));
+  return {
+    host,
+    uid: Number.isInteger(uid) ? uid : undefined,
+    backend: /nf_tables/.test(version) ? "nf_tables" : /legacy/.test(version) ? "legacy" : "unknown",
+    iptablesVersion: version,
+    ipv4: s4.text,
+    ipv4Error: s4.error,
+    ipv6: s6.text,
+    ipv6Error: s6.error,
+    otherBackend: other.has("backend")
+      ? { tool: other.get("backend") ?? "", dockerChains: Number(other.get("dockerChains") ?? "0") }
+      : undefined,
+    nftDockerTables: Number(other.get("nftDockerTables") ?? "0"),
+    tools: { conntrack: meta.get("tool.conntrack") === "yes", flock: meta.get("tool.flock") === "yes" },
+    persisted: { ipv4: persisted.get("v4") ?? "missing", ipv6: persisted.get("v6") ?? "missing" },
+    liveFingerprint: { ipv4: persisted.get("live4") ?? "", ipv6: persisted.get("live6") ?? "" },
+  };
+}
+
+/** True when persistence is on and a family's saved file lags behind its live rules. */
+export function needsPersist(snapshot: HostSnapshot, persist: boolean): boolean {
+  return (
+    persist &&
+    FAMILIES.some((f) => snapshot[f] !== null && snapshot.persisted[f] !== snapshot.liveFingerprint[f])
+  );
+}
+
+/**
+ * Refuses hosts where rules would be inert or land in the wrong place. Called before any change
+ * that adds rules (create/update); deleting and reading stay possible on a broken host.
+ */
+export function assertChangeable(snapshot: HostSnapshot): void {
+  const host = snapshot.host;
+  if (snapshot.ipv4 === null) {
+    throw new HostError(
+      `iptables-save failed (${snapshot.ipv4Error ?? "unknown error"}). Fix: install iptables and check ` +
+        `that the user may run it (root, or sudo without password).`,
+      { host, kind: "precondition", command: "dpa-read" },
+    );
+  }
+  if (!snapshot.tools.flock) {
+    throw new HostError(`flock is not installed, so changes cannot be serialized. Fix: install util-linux.`, {
+      host,
+      kind: "precondition",
+    });
+  }
+  if (/^:DOCKER-USER /m.test(snapshot.ipv4)) return;
+  const other = snapshot.otherBackend;
+  if (other !== undefined && other.dockerChains > 0) {
+    const fixTo = snapshot.backend === "nf_tables" ? "iptables-legacy" : "iptables-nft";
+    throw new HostError(
+      `iptables backend mismatch: \`iptables\` here is ${snapshot.backend} (${snapshot.iptablesVersion}), but ` +
+        `Docker's chains (${other.dockerChains} DOCKER* chains) live in the other backend (${other.tool}). Rules ` +
+        `written here would be invisible to Docker's traffic. Fix: make \`iptables\` point to the backend ` +
+        `Docker uses (update-alternatives --set iptables /usr/sbin/${fixTo}; same for ip6tables) or restart ` +
+        `Docker after switching.`,
+      { host, kind: "precondition" },
+    );
+  }
+  if (snapshot.nftDockerTables > 0) {
+    throw new HostError(
+      `DOCKER-USER does not exist because Docker runs its nftables firewall backend ("firewall-backend": ` +
+        `"nftables", Docker 29+), which has no DOCKER-USER chain. This provider manages DOCKER-USER only. ` +
+        `Fix: set "firewall-backend": "iptables" in /etc/docker/daemon.json and restart Docker.`,
+      { host, kind: "precondition" },
+    );
+  }
+  throw new HostError(
+    `the iptables chain DOCKER-USER does not exist (${snapshot.iptablesVersion}). Docker creates it when ` +
+      `it starts and manages iptables. Fix: start Docker (systemctl start docker) and make sure ` +
+      `"iptables": false is not set in /etc/docker/daemon.json; rules added without it would never see ` +
+      `traffic to published ports.`,
+    { host, kind: "precondition" },
+  );
+}

@@ -1,0 +1,205 @@
+/**
+ * The operations on one host: read it (refresh), or sync it (lock, read, plan, apply, verify,
+ * commit, persist) in one exec.
+ *
+ * One write operation on one host = one connection and ONE exec (`dpa-sync`) that holds the host
+ * lock from the read to the commit. So allowlists applied in parallel to the same host (a fleet
+ * with several policies per host) queue on the lock and never see each other's changes as
+ * conflicts. The fingerprint check stays: it catches writers that do not take our lock (Docker,
+ * people), and then the state is re-read and re-planned in the same exec, up to `maxAttempts`
+ * times. See {@link syncHost} for what a round trip is.
+ *
+ * This module knows nothing about what an allowlist means: planning and verification are
+ * callbacks (see ./converge.ts for the core's), so the edge can be tested with hand-written
+ * payloads and the core without a host.
+ */
+import type { ConnectionArgs } from "../args";
+import { HostError } from "./errors";
+import type { Connect, HostExec, SessionOptions, SessionStats } from "./exec";
+import { Dialogue, planMessage, readCommand, syncCommand, syncTimeoutMs, type Reply } from "./dialogue";
+import { failure, sudoError } from "./failure";
+import {
+  resolveLimits,
+  type ApplyOptions,
+  type HostOutcome,
+  type HostTarget,
+  type PlanLike,
+} from "./options";
+import { EXIT, parseSections } from "./scripts";
+import {
+  FAMILIES,
+  FAMILY_DIGIT,
+  assertChangeable,
+  needsPersist,
+  parseSnapshot,
+  type HostSnapshot,
+} from "./snapshot";
+import { SshSession } from "./ssh";
+
+const ssh: Connect = (conn, options) => SshSession.open(conn, options);
+
+/** Read-only: the host's facts and filter tables, in one exec, without the lock. */
+export async function readHost(session: HostExec, target: HostTarget): Promise<HostSnapshot> {
+  const res = await session.exec("dpa-read", readCommand(target, session.sudo));
+  const sections = parseSections(res.stdout);
+  if (res.code !== 0 || !sections.has("end")) {
+    throw (
+      sudoError(session, "dpa-read", res.code, res.stderr) ??
+      new HostError(
+        `reading the firewall state failed. Fix: make sure bash, iptables and coreutils are installed ` +
+          `and the user may run them.`,
+        { host: session.host, kind: "command", command: "dpa-read", exitCode: res.code, stderr: res.stderr },
+      )
+    );
+  }
+  return parseSnapshot(session.host, sections);
+}
+
+/**
+ * One operation on one host over ONE connection and ONE exec: lock, read, plan, and (when
+ * needed) apply + verify + commit + persist, all under the host lock. Throws HostError; on
+ * success tells what happened and what it cost.
+ *
+ * Round trips (`stats.roundTrips`) count request/response exchanges on the channel in which the
+ * client waits for the host's answer before it can go on: opening the exec (answer: the state,
+ * read under the lock) and each plan sent (answer: the applied state, or a conflict with the
+ * fresh state). In sync = 1; a change = 2; each re-plan after a foreign writer's change adds 1.
+ * The `commit` line that confirms a verified apply closes the second exchange; it is counted in
+ * `stats.commits` (0 or 1), so nothing the operation sends is left uncounted.
+ */
+export async function syncHost<P extends PlanLike>(
+  conn: ConnectionArgs,
+  opts: ApplyOptions<P> & { readonly requireDockerUser: boolean },
+): Promise<HostOutcome<P>> {
+  const started = Date.now();
+  const session = await (opts.connect ?? ssh)(conn, opts.session ?? {});
+  const limits = resolveLimits(opts);
+  const persistOn = opts.persist ?? true;
+  let snapshot: HostSnapshot | undefined;
+  let plan: P | undefined;
+  let attempts = 0;
+  try {
+    const d = new Dialogue(
+      session,
+      "dpa-sync",
+      syncCommand(opts, limits, session.sudo),
+      syncTimeoutMs(limits),
+    );
+    const ended = (r: Reply, text: string, problems: readonly string[] = []): HostError =>
+      failure(
+        session,
+        {
+          code: r.result?.code ?? null,
+          sections: parseSections(text),
+          stderr: r.result?.stderr ?? "",
+          problems,
+        },
+        { ...opts, ...limits },
+      );
+
+    // Exchange 1: the host takes the lock and answers with the state.
+    let reply = await d.next();
+    for (;;) {
+      if (reply.until !== "await-plan") throw ended(reply, reply.text);
+      attempts++;
+      snapshot = parseSnapshot(session.host, parseSections(reply.text));
+      try {
+        if (opts.requireDockerUser) assertChangeable(snapshot);
+        plan = await opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
+      } catch (err) {
+        await d.release();
+        throw err;
+      }
+      if (plan.blocked === true) {
+        // Nothing applicable (e.g. no DOCKER-USER while deleting): leave the host alone.
+        await d.release();
+        return done(
+          false,
+          !needsPersist(snapshot, persistOn),
+          { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 },
+          0,
+        );
+      }
+      if (plan.inSync && !needsPersist(snapshot, persistOn)) {
+        await d.release();
+        return done(false, true, { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0);
+      }
+      // Exchange 2 (and one more per re-plan): the plan; the answer is the applied state, or a
+      // conflict with the fresh state when a writer that ignores our lock changed the rules.
+      session.countRoundTrip();
+      d.send(planMessage(snapshot, plan, opts.ruleName, opts.cutConntrack ?? true));
+      reply = await d.next();
+      if (reply.until !== "await-plan") break;
+    }
+
+    let tail = reply.text;
+    const problems: string[] = [];
+    if (reply.until === "await-commit") {
+      const sections = parseSections(reply.text);
+      for (const fam of FAMILIES) {
+        const s = sections.get(`new${FAMILY_DIGIT[fam]}`);
+        if (s === undefined) continue;
+        try {
+          problems.push(...opts.verify(fam, s.body, plan!).map((m) => `${fam}: ${m}`));
+        } catch (err) {
+          problems.push(`${fam}: verification threw: ${(err as Error).message}`);
+        }
+      }
+      if (problems.length === 0) await opts.beforeCommit?.(session);
+      d.send(problems.length === 0 ? "commit\n" : "rollback\n");
+      session.countCommit();
+      d.end();
+      reply = await d.next();
+      tail += reply.text;
+    }
+    if (reply.result?.code !== EXIT.DONE) throw ended(reply, tail, problems);
+    const sections = parseSections(tail);
+    const live = {
+      ipv4: sections.get("new4")?.body ?? snapshot.ipv4,
+      ipv6: sections.get("new6")?.body ?? snapshot.ipv6,
+    };
+    const deleted = Number((sections.get("conntrack-deleted")?.header ?? "x 0").split(" ")[1]);
+    return done(sections.has("committed"), true, live, deleted);
+
+    function done(
+      applied: boolean,
+      persisted: boolean,
+      live: { ipv4: string | null; ipv6: string | null },
+      conntrackDeleted: number,
+    ): HostOutcome<P> {
+      return {
+        snapshot: snapshot!,
+        plan: plan!,
+        applied,
+        persisted,
+        live,
+        conntrackDeleted,
+        replanned: attempts > 1,
+        attempts,
+        stats: { ...session.stats, ms: Date.now() - started },
+      };
+    }
+  } catch (err) {
+    if (HostError.isInstance(err)) err.stats = { ...session.stats, ms: Date.now() - started };
+    throw err;
+  } finally {
+    session.close();
+  }
+}
+
+/** Read-only operation (refresh): one connection, one round trip. */
+export async function inspectHost(
+  conn: ConnectionArgs,
+  target: HostTarget,
+  session?: SessionOptions,
+  connect: Connect = ssh,
+): Promise<{ snapshot: HostSnapshot; stats: SessionStats & { ms: number } }> {
+  const started = Date.now();
+  const s = await connect(conn, session ?? {});
+  try {
+    const snapshot = await readHost(s, target);
+    return { snapshot, stats: { ...s.stats, ms: Date.now() - started } };
+  } finally {
+    s.close();
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * A "host" on this machine for the real host scripts: LocalExec runs the exact command line the
+ * SSH edge sends, inside a private mount namespace (`unshare --user --map-root-user --mount`,
+ * no root and no network namespace needed) in which
+ * - /usr/local/sbin is a directory of stub tools (iptables, ip6tables, *-save, *-restore,
+ *   conntrack, ip, nft, sudo). The scripts reset PATH to the system directories, and
+ *   /usr/local/sbin is the first of them, so the stubs win without changing the scripts;
+ * - /run is this host's own directory, so /run/docker-port-allowlist.lock is a file of this
+ *   test (the test holds it with `flock` on `lockPath`, the same file);
+ * - optionally /usr/bin lacks some tools (a directory of symlinks to the real ones minus those),
+ *   to show what the scripts do on a host without them.
+ *
+ * The stubs keep the host's state in files under `state/`:
+ * - `save4` / `save6`: what `iptables-save` / `ip6tables-save` print (`save4.fail` instead:
+ *   they fail with it as stderr; `save4.fail.<n>`: only their n-th call fails);
+ * - `iptables-restore --test` keeps its input in `test4` and fails with `test4.fail` if present;
+ * - every other restore is counted: the n-th one's input lands in `restore4.<n>` (written last,
+ *   so tests wait for it), fails with `restore4.fail.<n>` if present, and otherwise moves the
+ *   rules to `next4` (the state the test says the payload leads to; the plan hook writes it)
+ *   or, when there is no `next4`, back to the state before (a rollback);
+ * - `conntrack -L -f ipv4` prints `flows4`; each `conntrack -D ...` is a line of `deleted`.
+ */
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "fs";
+import { tmpdir } from "os";
+import { join } from "path";
+import type { Family } from "../../provider/core";
+import { applyPayload } from "../core/support/simulate";
+import {
+  LocalExec,
+  type Connect,
+  type HostExec,
+  type HostSnapshot,
+  type PlanLike,
+} from "../../provider/host";
+
+const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** Runs in the new mount namespace, then hands over to the command line ($2) as sshd would. */
+const ENTER = String.raw`
+set -e
+mount --bind "$1/stubs" /usr/local/sbin
+mount --bind "$1/run" /run
+if [ -d "$1/usrbin" ]; then
+  mkdir -p "$1/realbin"
+  mount --bind /usr/bin "$1/realbin"
+  mount --bind "$1/usrbin" /usr/bin
+fi
+set +e
+exec bash -c "$2"
+`;
+
+type Live = { ipv4: string | null; ipv6: string | null };
+
+const DIGIT: Record<Family, "4" | "6"> = { ipv4: "4", ipv6: "6" };
+
+function stubs(state: string): Record<string, string> {
+  // `fail` prints a failure file as one stderr line: real tools end their messages with a newline.
+  const head = `#!/bin/sh\nS='${state}'\nfail() { printf '%s\\n' "$(cat "$1")" >&2; }\n`;
+  const iptables = (tool: string) =>
+    head +
+    `case "$1" in\n` +
+    `  -V) echo "${tool} v1.8.9 (nf_tables)" ;;\n` +
+    `  *) echo "$*" >> "$S/${tool}.calls" ;;\n` +
+    `esac\n`;
+  const save = (n: string) =>
+    head +
+    `c=$(( $(cat "$S/save${n}.count" 2>/dev/null || echo 0) + 1 )); echo "$c" > "$S/save${n}.count"\n` +
+    `for f in "$S/save${n}.fail" "$S/save${n}.fail.$c"; do\n` +
+    `  if [ -e "$f" ]; then fail "$f"; exit 1; fi\n` +
+    `done\n` +
+    `cat "$S/save${n}"\n`;
+  const restore = (n: string) =>
+    head +
+    `for a in "$@"; do\n` +
+    `  if [ "$a" = --test ]; then\n` +
+    `    cat > "$S/test${n}"\n` +
+    `    if [ -e "$S/test${n}.fail" ]; then fail "$S/test${n}.fail"; exit 1; fi\n` +
+    `    exit 0\n` +
+    `  fi\n` +
+    `done\n` +
+    `c=$(( $(cat "$S/restore${n}.count" 2>/dev/null || echo 0) + 1 )); echo "$c" > "$S/restore${n}.count"\n` +
+    `cat > "$S/restore${n}.$c.tmp"\n` +
+    `if [ -e "$S/restore${n}.fail.$c" ]; then\n` +
+    `  fail "$S/restore${n}.fail.$c"; mv "$S/restore${n}.$c.tmp" "$S/restore${n}.$c"; exit 1\n` +
+    `fi\n` +
+    `if [ -e "$S/next${n}" ]; then cp "$S/save${n}" "$S/prev${n}"; mv "$S/next${n}" "$S/save${n}"\n` +
+    `else cp "$S/prev${n}" "$S/save${n}"; fi\n` +
+    `mv "$S/restore${n}.$c.tmp" "$S/restore${n}.$c"\n`;
+  return {
+    iptables: iptables("iptables"),
+    ip6tables: iptables("ip6tables"),
+    "iptables-save": save("4"),
+    "ip6tables-save": save("6"),
+    "iptables-restore": restore("4"),
+    "ip6tables-restore": restore("6"),
+    "iptables-legacy-save": head + `cat "$S/legacy-save" 2>/dev/null\n`,
+    "iptables-nft-save": head + `cat "$S/legacy-save" 2>/dev/null\n`,
+    nft: head + `cat "$S/nft-tables" 2>/dev/null\n`,
+    conntrack:
+      head +
+      `case "$1" in\n` +
+      `  -L) [ "$3" = ipv4 ] && cat "$S/flows4" 2>/dev/null; [ "$3" = ipv6 ] && cat "$S/flows6" 2>/dev/null ;;\n` +
+      `  -D) echo "$*" >> "$S/deleted" ;;\n` +
+      `esac\n` +
+      `exit 0\n`,
+    ip:
+      head +
+      `[ "$3" = inet ] && echo "4: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0"\n` +
+      `exit 0\n`,
+    sudo: head + `echo "sudo: a password is required" >&2\nexit 1\n`,
+  };
+}
+
+export interface StubHostOptions {
+  /** Tools /usr/bin lacks on this host (e.g. ["flock"]). @default - none */
+  readonly without?: readonly string[];
+}
+
+/** One stub host in a temp dir; `remove()` deletes it. */
+export class StubHost {
+  public readonly root: string;
+  public readonly state: string;
+  /** The host's /run/docker-port-allowlist.lock, seen from outside its namespace. */
+  public readonly lockPath: string;
+  private readonly holders: ChildProcessWithoutNullStreams[] = [];
+
+  constructor(opts: StubHostOptions = {}) {
+    this.root = mkdtempSync(join(tmpdir(), "dpa-stubhost-"));
+    this.state = join(this.root, "state");
+    this.lockPath = join(this.root, "run", "docker-port-allowlist.lock");
+    for (const d of ["stubs", "run", "state", "etc"]) mkdirSync(join(this.root, d));
+    for (const [name, text] of Object.entries(stubs(this.state))) {
+      writeFileSync(join(this.root, "stubs", name), text, { mode: 0o755 });
+    }
+    if (opts.without !== undefined && opts.without.length > 0) {
+      const farm = join(this.root, "usrbin");
+      mkdirSync(farm);
+      for (const name of readdirSync("/usr/bin")) {
+        if (!opts.without.includes(name)) symlinkSync(join(this.root, "realbin", name), join(farm, name));
+      }
+    }
+  }
+
+  /** A fresh session on this host (what `SshSession.open` is for a real one). */
+  public exec(extra: { sudo?: boolean } = {}): HostExec {
+    return new LocalExec({
+      host: "stubhost",
+      sudo: extra.sudo,
+      shell: [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "bash",
+        "-c",
+        ENTER,
+        "dpa-stubhost",
+        this.root,
+      ],
+      env: { ...process.env, PATH: SYSTEM_PATH, LC_ALL: "C" },
+    });
+  }
+
+  /** The `connect` option of syncHost / converge for this host; `opened` sees each session. */
+  public connect(opened?: (s: HostExec) => void): Connect {
+    return (conn) => {
+      const s = this.exec({ sudo: conn.sudo });
+      opened?.(s);
+      return Promise.resolve(s);
+    };
+  }
+
+  public write(name: string, text: string): void {
+    writeFileSync(join(this.state, name), text);
+  }
+
+  public read(name: string): string {
+    return readFileSync(join(this.state, name), "utf8");
+  }
+
+  public has(name: string): boolean {
+    return existsSync(join(this.state, name));
+  }
+
+  /**
+   * Wraps a plan callback so the stub restore knows where each payload leads: the core's
+   * restore simulator applied to the rules the plan was made from.
+   */
+  public leadsTo<P extends PlanLike>(
+    plan: (live: Live, snapshot: HostSnapshot) => P | Promise<P>,
+  ): (live: Live, snapshot: HostSnapshot) => Promise<P> {
+    return async (live, snapshot) => {
+      const p = await plan(live, snapshot);
+      for (const fam of ["ipv4", "ipv6"] as const) {
+        const f = p.families[fam];
+        if (f !== undefined && live[fam] !== null) {
+          this.write(`next${DIGIT[fam]}`, applyPayload(live[fam], f.payload, fam));
+        }
+      }
+      return p;
+    };
+  }
+
+  /** Holds the host lock (from outside, on the same file) until `release()`; resolves once held. */
+  public async holdLock(): Promise<{ release(): Promise<void> }> {
+    const child = spawn("flock", [this.lockPath, "-c", "echo held; exec cat >/dev/null"]);
+    this.holders.push(child);
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (b: Buffer) => {
+        if (b.toString().includes("held")) resolve();
+      });
+      child.on("error", reject);
+      child.on("exit", () => reject(new Error("flock exited before holding the lock")));
+    });
+    return {
+      release: () =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null) return resolve();
+          child.on("exit", () => resolve());
+          child.stdin.end();
+        }),
+    };
+  }
+
+  /** True when nobody holds the host lock right now. */
+  public lockFree(): boolean {
+    return spawnSync("flock", ["-n", this.lockPath, "true"]).status === 0;
+  }
+
+  public remove(): void {
+    for (const h of this.holders) if (h.exitCode === null) h.kill("SIGKILL");
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** Resolves once `check()` holds (polled), or rejects after `ms`: for events, not for time. */
+export async function until(check: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`waited ${ms} ms for an event that did not happen`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

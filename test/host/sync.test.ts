@@ -1,0 +1,391 @@
+/**
+ * The REAL host scripts (dpa-read, dpa-sync) and the dialogue with them, run on this machine
+ * through the exec seam (LocalExec) against stub iptables/conntrack tools (./stubhost.ts): every
+ * way the sync script can end, and what the client makes of it. The lab proves the same over
+ * SSH against real iptables.
+ */
+import { mkdirSync, readFileSync, rmSync } from "fs";
+import { join } from "path";
+import { fingerprint, planAllowlist, validateAllowlist, type AllowlistSpec } from "../../provider/core";
+import {
+  converge,
+  convergeOptions,
+  inspectHost,
+  readHost,
+  syncHost,
+  type ConvergeHooks,
+  type HostExec,
+} from "../../provider/host";
+import { hostError } from "./support";
+import { StubHost, until } from "./stubhost";
+
+jest.setTimeout(30_000);
+
+const FIXTURE = join(__dirname, "..", "core", "fixtures", "docker28");
+const SAVE4 = readFileSync(join(FIXTURE, "iptables-save.v4.txt"), "utf8");
+const SAVE6 = readFileSync(join(FIXTURE, "iptables-save.v6.txt"), "utf8");
+const CONN = { host: "stubhost" };
+
+function spec(ruleName: string, sources: string[], extra: Record<string, unknown> = {}): AllowlistSpec {
+  const v = validateAllowlist({ port: 8080, protocols: ["tcp"], sources, ruleName, ...extra }, ruleName);
+  if (!v.ok) throw new Error(JSON.stringify(v.failures));
+  return v.spec;
+}
+
+let host: StubHost;
+beforeEach(() => {
+  host = new StubHost();
+  host.write("save4", SAVE4);
+  host.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
+});
+afterEach(() => host.remove());
+
+/** Converges the stub host, its rules files in the host's temp dir, the restore stub told where payloads lead. */
+function sync(desired: AllowlistSpec | null, ruleName: string, hooks: ConvergeHooks = {}) {
+  const target = {
+    ruleName,
+    rulesV4Path: join(host.root, "etc", "rules.v4"),
+    rulesV6Path: join(host.root, "etc", "rules.v6"),
+  };
+  const base = convergeOptions(desired, target, { connect: host.connect(), ...hooks });
+  return syncHost(CONN, { ...base, plan: host.leadsTo(base.plan) });
+}
+
+describe("dpa-read through the exec seam", () => {
+  test("reports the facts and both families, with the same fingerprint as the core", async () => {
+    host.write("save6", SAVE6);
+    rmState("save6.fail");
+    const s = host.exec();
+    const snapshot = await readHost(s, { ruleName: "web", persist: false });
+    s.close();
+    expect(snapshot).toMatchObject({
+      host: "stubhost",
+      uid: 0,
+      backend: "nf_tables",
+      iptablesVersion: "iptables v1.8.9 (nf_tables)",
+      ipv4: SAVE4,
+      ipv6: SAVE6,
+      tools: { conntrack: true, flock: true },
+      persisted: { ipv4: "off", ipv6: "off" },
+      liveFingerprint: { ipv4: fingerprint(SAVE4, "web"), ipv6: fingerprint(SAVE6, "web") },
+    });
+    expect(s.stats).toMatchObject({ roundTrips: 1 });
+  });
+
+  test("a family whose save fails is null with the tool's stderr, and a missing rules file is 'missing'", async () => {
+    const { snapshot, stats } = await inspectHost(
+      CONN,
+      { ruleName: "web", rulesV4Path: join(host.root, "etc", "none.v4") },
+      undefined,
+      host.connect(),
+    );
+    expect(snapshot.ipv6).toBeNull();
+    expect(snapshot.ipv6Error).toBe("ip6tables-save: IPv6 is off on this host");
+    expect(snapshot.persisted.ipv4).toBe("missing");
+    expect(stats).toMatchObject({ connections: 1, roundTrips: 1 });
+  });
+
+  test("without DOCKER-USER it looks at the other backend and at nftables, and the precondition names the cause", async () => {
+    host.write(
+      "save4",
+      SAVE4.split("\n")
+        .filter((l) => !l.includes("DOCKER-USER"))
+        .join("\n"),
+    );
+    host.write("legacy-save", ":DOCKER - [0:0]\n:DOCKER-USER - [0:0]\n");
+    const err = await hostError(sync(spec("mism", ["198.18.200.0/24"]), "mism"));
+    expect(err.kind).toBe("precondition");
+    expect(err.message).toContain("iptables backend mismatch: `iptables` here is nf_tables");
+    expect(err.message).toContain("(2 DOCKER* chains) live in the other backend (iptables-legacy-save)");
+    expect(host.lockFree()).toBe(true);
+
+    host.write("legacy-save", "");
+    host.write("nft-tables", "table ip docker-bridges\n");
+    const nft = await hostError(sync(spec("nft29", ["198.18.200.0/24"]), "nft29"));
+    expect(nft.kind).toBe("precondition");
+    expect(nft.message).toContain(
+      'Docker runs its nftables firewall backend ("firewall-backend": "nftables"',
+    );
+  });
+
+  test("a user whose sudo needs a password gets the sudo error", async () => {
+    const s = host.exec({ sudo: true });
+    const err = await hostError(readHost(s, { ruleName: "web" }));
+    s.close();
+    expect(err.kind).toBe("sudo");
+    expect(err.message).toContain("user root needs a password for sudo");
+    expect(err.message).toContain("command: dpa-read, exit code 1");
+  });
+});
+
+describe("dpa-sync through the exec seam: every way it ends", () => {
+  test("done (0): applies in two round trips, verifies, commits, persists exactly the live rules; then a no-op in one", async () => {
+    const s = spec("web", ["198.18.1.0/24"]);
+    const first = await sync(s, "web");
+    expect(first.applied).toBe(true);
+    expect(first.persisted).toBe(true);
+    expect(first.stats).toMatchObject({ connections: 1, roundTrips: 2, commits: 1 });
+    expect(host.read("test4")).toBe(host.read("restore4.1"));
+    expect(first.live.ipv4).toBe(host.read("save4"));
+    expect(planAllowlist({ ipv4: host.read("save4"), ipv6: null }, s, "web").inSync).toBe(true);
+    expect(readFileSync(join(host.root, "etc", "rules.v4"), "utf8")).toBe(host.read("save4"));
+    expect(host.has("restore4.2")).toBe(false);
+
+    const again = await sync(s, "web");
+    expect(again.applied).toBe(false);
+    expect(again.stats).toMatchObject({ connections: 1, roundTrips: 1, commits: 0 });
+    expect(host.has("restore4.2")).toBe(false);
+  });
+
+  test("done (0) with a cut: the live flow of a removed source is deleted, the allowed one kept", async () => {
+    await sync(spec("web", ["198.18.1.0/24", "198.18.2.0/24"]), "web");
+    const flow = (src: string, sport: number) =>
+      `tcp      6 431999 ESTABLISHED src=${src} dst=192.0.2.10 sport=${sport} dport=8080 ` +
+      `src=172.17.0.2 dst=${src} sport=80 dport=${sport} [ASSURED] mark=0 use=1`;
+    host.write("flows4", [flow("198.18.1.5", 40001), flow("198.18.2.5", 40002)].join("\n") + "\n");
+    const r = await sync(spec("web", ["198.18.1.0/24"]), "web");
+    expect(r.applied).toBe(true);
+    expect(r.conntrackDeleted).toBe(1);
+    expect(host.read("deleted")).toBe(
+      "-D -f ipv4 -p tcp -s 198.18.2.5 -d 192.0.2.10 --sport 40002 --dport 8080\n",
+    );
+  });
+
+  test("a writer that ignores the lock and changes FORWARD once forces one re-plan in the same exec", async () => {
+    let calls = 0;
+    const s = spec("fwd", ["198.18.200.3"]);
+    const r = await sync(s, "fwd", {
+      plan: (live) => {
+        if (calls++ === 0)
+          host.write("save4", addRule(host.read("save4"), "-A FORWARD -s 198.18.99.0/24 -j DROP"));
+        return planAllowlist(live, s, "fwd");
+      },
+    });
+    expect(r.replanned).toBe(true);
+    expect(calls).toBe(2);
+    expect(r.stats).toMatchObject({ connections: 1, roundTrips: 3 });
+  });
+
+  test("conflict (10): DOCKER-USER changed before every apply is given up on after maxAttempts plans", async () => {
+    let calls = 0;
+    const s = spec("busy", ["198.18.200.4"]);
+    const err = await hostError(
+      sync(s, "busy", {
+        maxAttempts: 3,
+        plan: (live) => {
+          calls++;
+          host.write("save4", addRule(host.read("save4"), `-A DOCKER-USER -s 198.18.98.${calls}/32 -j DROP`));
+          return planAllowlist(live, s, "busy");
+        },
+      }),
+    );
+    expect(calls).toBe(3);
+    expect(err.kind).toBe("conflict");
+    expect(err.exitCode).toBe(10);
+    expect(err.message).toContain(
+      "changed between our read and our apply on each of 3 attempts, although we held /run/docker-port-allowlist.lock",
+    );
+    expect(err.stats).toMatchObject({ connections: 1, roundTrips: 4 });
+    expect(host.has("restore4.1")).toBe(false);
+  });
+
+  test("test-failed (11): a payload iptables-restore --test rejects changes nothing", async () => {
+    host.write("test4.fail", "iptables-restore: line 5 failed");
+    const err = await hostError(sync(spec("web", ["198.18.1.0/24"]), "web"));
+    expect(err.kind).toBe("command");
+    expect(err.exitCode).toBe(11);
+    expect(err.message).toContain(
+      "iptables-restore --test rejected the planned rules (test-failed 4); nothing was changed",
+    );
+    expect(err.stderr).toContain("iptables-restore: line 5 failed");
+    expect(host.read("save4")).toBe(SAVE4);
+    expect(host.has("restore4.1")).toBe(false);
+  });
+
+  test("apply-failed (12): IPv6 failing after IPv4 was applied restores IPv4 from its rollback", async () => {
+    host.write("save6", SAVE6);
+    rmState("save6.fail");
+    host.write("restore6.fail.1", "ip6tables-restore: Too many links");
+    const err = await hostError(sync(spec("web", ["198.18.1.0/24", "2001:db8:5::/48"]), "web"));
+    expect(err.kind).toBe("rolled-back");
+    expect(err.exitCode).toBe(12);
+    expect(err.message).toContain("applying the rules failed (apply-failed 6); every family was restored");
+    expect(err.stderr).toContain("Too many links");
+    expect(host.read("restore4.2")).toContain("*filter");
+    expect(host.read("save4")).toBe(SAVE4);
+    expect(host.read("save6")).toBe(SAVE6);
+  });
+
+  test("rollback-failed (16): when the rollback fails too, the error says the host may be half-changed", async () => {
+    host.write("save6", SAVE6);
+    rmState("save6.fail");
+    host.write("restore6.fail.1", "ip6tables-restore: Too many links");
+    host.write("restore4.fail.2", "iptables-restore: rollback refused");
+    const err = await hostError(sync(spec("web", ["198.18.1.0/24", "2001:db8:5::/48"]), "web"));
+    expect(err.kind).toBe("rollback-failed");
+    expect(err.exitCode).toBe(16);
+    expect(err.message).toContain("applying failed AND the rollback failed");
+    expect(err.stderr).toContain("iptables-restore: rollback refused");
+  });
+
+  test("rolled-back (13): a verification that fails sends rollback and names the difference", async () => {
+    const s = spec("vfy", ["198.18.200.0/24"]);
+    const err = await hostError(
+      sync(s, "vfy", {
+        // A payload that writes one rule more than planned: the read-back must catch it.
+        plan: (live) => {
+          const p = planAllowlist(live, s, "vfy");
+          const v4 = p.families.ipv4!;
+          const extra = '-A DPA-vfy -s 198.18.250.0/24 -m comment --comment "dpa:vfy" -j RETURN\nCOMMIT';
+          return {
+            ...p,
+            families: { ipv4: { ...v4, payload: v4.payload.replace(/COMMIT\s*$/, extra + "\n") } },
+          };
+        },
+      }),
+    );
+    expect(err.kind).toBe("rolled-back");
+    expect(err.exitCode).toBe(13);
+    expect(err.message).toContain("did not match the plan");
+    expect(err.message).toContain("198.18.250.0/24");
+    expect(host.read("save4")).toBe(SAVE4);
+  });
+
+  test("rolled-back (13): no commit within commitTimeoutSeconds rolls back on the host by itself", async () => {
+    const err = await hostError(
+      sync(spec("slow", ["198.18.200.0/24"]), "slow", {
+        commitTimeoutSeconds: 1,
+        // Hold the commit back until the host has rolled back on its own (its second restore).
+        beforeCommit: () => until(() => host.has("restore4.2")),
+      }),
+    );
+    expect(err.kind).toBe("rolled-back");
+    expect(err.message).toContain(
+      "no commit reached the host in time, so it rolled back to its snapshot (rolled-back no-commit)",
+    );
+    expect(host.read("save4")).toBe(SAVE4);
+  });
+
+  test("a transport lost before the commit fails the call at once; the host rolls back on EOF", async () => {
+    let sawApplied = false;
+    const err = await hostError(
+      sync(spec("cut", ["198.18.200.0/24"]), "cut", {
+        beforeCommit: (session: HostExec) => {
+          sawApplied = host.read("save4").includes(":DPA-cut");
+          session.destroy();
+        },
+      }),
+    );
+    expect(sawApplied).toBe(true);
+    expect(err.message).toMatch(/SSH connection was lost while "dpa-sync" ran/);
+    await until(() => host.has("restore4.2"));
+    expect(host.read("save4")).toBe(SAVE4);
+    await until(() => host.lockFree());
+  });
+
+  test("persist-failed (14): the rules are live but the rules file's directory is missing", async () => {
+    const s = spec("nosave", ["198.18.200.0/24"]);
+    const err = await hostError(
+      sync(s, "nosave", { rulesV4Path: join(host.root, "missing-dir", "rules.v4") }),
+    );
+    expect(err.kind).toBe("persist");
+    expect(err.exitCode).toBe(14);
+    expect(err.message).toContain("the rules are LIVE but saving them for reboots failed");
+    expect(err.message).toContain(`directory ${join(host.root, "missing-dir")} does not exist`);
+    expect(planAllowlist({ ipv4: host.read("save4"), ipv6: null }, s, "nosave").inSync).toBe(true);
+  });
+
+  test("lock-timeout (15): another writer holding the lock longer than lockWaitSeconds changes nothing", async () => {
+    const holder = await host.holdLock();
+    try {
+      const err = await hostError(sync(spec("waiter", ["198.18.200.7"]), "waiter", { lockWaitSeconds: 1 }));
+      expect(err.kind).toBe("conflict");
+      expect(err.exitCode).toBe(15);
+      expect(err.message).toContain(
+        "another writer held /run/docker-port-allowlist.lock for more than lockWaitSeconds=1; nothing was changed",
+      );
+    } finally {
+      await holder.release();
+    }
+    expect(host.read("save4")).toBe(SAVE4);
+  });
+
+  test("no-plan (17): a plan that does not arrive within planTimeoutSeconds releases the lock and changes nothing", async () => {
+    const s = spec("late", ["198.18.200.5"]);
+    const err = await hostError(
+      sync(s, "late", {
+        planTimeoutSeconds: 1,
+        plan: async (live) => {
+          // Answer only once the host has given up on us and released the lock.
+          await until(() => host.lockFree());
+          return planAllowlist(live, s, "late");
+        },
+      }),
+    );
+    expect(err.kind).toBe("timeout");
+    expect(err.exitCode).toBe(17);
+    expect(err.message).toContain(
+      "the host got no plan within planTimeoutSeconds=1 (no-plan none within 1s)",
+    );
+    expect(host.has("restore4.1")).toBe(false);
+  });
+
+  test("setup failed (20): a lock file that cannot be opened ends the script before it reads anything", async () => {
+    rmState("../run");
+    mkdirState("../run/docker-port-allowlist.lock");
+    const err = await hostError(sync(spec("web", ["198.18.1.0/24"]), "web"));
+    expect(err.kind).toBe("command");
+    expect(err.exitCode).toBe(20);
+    expect(err.message).toContain(
+      "the sync step failed (error cannot open /run/docker-port-allowlist.lock); nothing was changed.",
+    );
+  });
+
+  test("setup failed (20): iptables-save failing in the check before the apply", async () => {
+    // The 1st save is the state; the 2nd is the re-read under the lock that the fingerprint checks.
+    host.write("save4.fail.2", "iptables-save: resource busy");
+    const err = await hostError(sync(spec("web", ["198.18.1.0/24"]), "web"));
+    expect(err.kind).toBe("command");
+    expect(err.exitCode).toBe(20);
+    expect(err.message).toContain("the sync step failed (error iptables-save failed)");
+    expect(err.stderr).toContain("iptables-save: resource busy");
+  });
+
+  test("flock missing (21): the script refuses before taking any lock", async () => {
+    host.remove();
+    host = new StubHost({ without: ["flock"] });
+    host.write("save4", SAVE4);
+    const err = await hostError(sync(spec("web", ["198.18.1.0/24"]), "web"));
+    expect(err.kind).toBe("precondition");
+    expect(err.exitCode).toBe(21);
+    expect(err.message).toContain(
+      "flock is not installed, so changes cannot be serialized. Fix: install util-linux.",
+    );
+  });
+
+  test("the provider's converge goes through the same seam", async () => {
+    const s = spec("web", ["198.18.1.0/24"]);
+    const base = convergeOptions(s, s);
+    const o = await converge(CONN, s, s, {
+      connect: host.connect(),
+      persist: false,
+      plan: host.leadsTo(base.plan),
+    });
+    expect(o.applied).toBe(true);
+    expect(o.stats).toMatchObject({ connections: 1, roundTrips: 2, commits: 1 });
+    expect(o.live.ipv4).toContain(":DPA-web ");
+  });
+});
+
+/** A rule line added to the filter table, just before its COMMIT. */
+function addRule(save: string, rule: string): string {
+  return save.replace(/^COMMIT$/m, `${rule}\nCOMMIT`);
+}
+
+function rmState(rel: string): void {
+  rmSync(join(host.state, rel), { recursive: true, force: true });
+}
+
+function mkdirState(rel: string): void {
+  mkdirSync(join(host.state, rel), { recursive: true });
+}
