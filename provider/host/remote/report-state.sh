@@ -52,4 +52,3 @@ done
 [ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | fp)"
 echo "@@DPA:end"
 }
-report_state
