@@ -21,7 +21,7 @@ import { startLab, type Lab, type LabHost } from "../lab";
 import { planAllowlist, validateAllowlist, type AllowlistSpec, type Plan } from "../provider/core";
 import { applyPayload } from "../test/core/support/simulate";
 import { convergeOptions, syncHost, type HostOutcome } from "../provider/host";
-import { check, create } from "../provider/host/lifecycle";
+import { check, create } from "../provider/pulumi/lifecycle";
 
 const RULE = "bench";
 

@@ -3,7 +3,7 @@
  * from stack config, so a fleet can be managed without writing TypeScript.
  *
  * Every key of the `docker-port-allowlist:` namespace is read here, including misspelt ones, and
- * validated as a whole by provider/config.ts (with core's validators) before any resource exists:
+ * validated as a whole by ./config.ts (with core's validators) before any resource exists:
  * a bad config fails the preview with every problem listed under its full key, and nothing
  * reaches a host.
  */
@@ -14,8 +14,8 @@ import * as pulumi from "@pulumi/pulumi";
 // plain-node process that cannot load .ts sources. The config schema is pure and read from source.
 import { DockerPortAllowlistFleet } from "docker-port-allowlist";
 
-import { ConfigError, loadStackConfig } from "../provider/config";
-import { CONFIG_NAMESPACE } from "../provider/config-reference";
+import { ConfigError, loadStackConfig } from "./config";
+import { CONFIG_NAMESPACE } from "./config-reference";
 
 /** The namespace's raw values: objects and lists arrive as JSON text, scalars as plain text. */
 function rawConfig(): Record<string, unknown> {

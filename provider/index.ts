@@ -4,7 +4,7 @@
  * Public API: the {@link DockerPortAllowlist} resource, its argument types, and the pieces
  * other tools may reuse (the pure core and the SSH edge's error class).
  */
-export { DockerPortAllowlist, type DockerPortAllowlistArgs } from "./resource";
+export { DockerPortAllowlist, type DockerPortAllowlistArgs } from "./pulumi/resource";
 export type {
   ConnectionArgs,
   ProxyConnectionArgs,
@@ -14,9 +14,9 @@ export type {
   Protocol,
   Action,
 } from "./args";
-export { dockerPortAllowlistProvider } from "./dynamic";
+export { dockerPortAllowlistProvider } from "./pulumi/dynamic";
 export { HostError, type HostErrorKind } from "./host/errors";
-export type { OperationReport, RuleLines } from "./host/lifecycle";
+export type { OperationReport, RuleLines } from "./pulumi/lifecycle";
 export {
   DockerPortAllowlistFleet,
   FleetError,
@@ -26,4 +26,4 @@ export {
   type FleetHostArgs,
   type FleetPolicyArgs,
   type RolloutArgs,
-} from "./fleet";
+} from "./pulumi/fleet";

@@ -17,7 +17,7 @@
  *      to explore and tear down instead).
  *
  * Exported pieces (`runDemo`, `demoStackConfig`, `expectedReach`) are what test/engine/demo.test.ts
- * and test/fleet-demo.test.ts check.
+ * and test/scripts/demo.test.ts check.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";

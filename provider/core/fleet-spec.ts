@@ -2,8 +2,8 @@
  * Validation of a fleet as a whole: names, references between hosts and policies, the rollout.
  *
  * Pure functions over plain data (no @pulumi/pulumi, no I/O), shared by the fleet component
- * (provider/fleet.ts, which throws the first issue as a FleetError) and the root program's
- * stack-config schema (provider/config.ts, which lists every issue under its config key). Each
+ * (provider/pulumi/fleet.ts, which throws the first issue as a FleetError) and the root program's
+ * stack-config schema (program/config.ts, which lists every issue under its config key). Each
  * field's own rule (a policy's port, sources...) is a leaf validator in ./spec.ts; this module
  * checks only what needs more than one field.
  *

@@ -5,7 +5,7 @@
  * - Leaf validators ({@link ALLOWLIST_LEAVES}, {@link CONNECTION_LEAVES}, {@link ruleNameLeaf}):
  *   one function per field, `(value) => Leaf<T>`, the only place where a field's rule (its
  *   pattern, its limits, its default) is written. The resource (below) and the root program's
- *   stack-config schema (provider/config.ts) both call them, so the two can never disagree.
+ *   stack-config schema (program/config.ts) both call them, so the two can never disagree.
  * - {@link validateAllowlist} and {@link validateConnection}: the resource's object structure
  *   (zod; unknown keys ignored) around those leaves, plus the checks between fields.
  *

@@ -1,6 +1,6 @@
 # Decides which live flows to cut after a commit: run by sync.sh as
 #   awk -v fam=ipv4|ipv6 "$cut_awk" POLICY -
-# POLICY: the lines of the family the client sent (`conntrackPolicy` in provider/host/rollback.ts):
+# POLICY: the lines of the family the client sent (`conntrackPolicyOf` in provider/core/conntrack.ts, carried in the plan):
 #   P <fam> <proto> <lo> <hi> <dst|->   a policed port range
 #   A <fam> <cidr>                      an allowed network
 #   B <fam>                             (ignored here: sync.sh then adds an A line per bridge)
@@ -8,7 +8,7 @@
 # policed port that was DNATed (the reply comes from another address than the original
 # destination: a connection to a published port, not an outbound flow of a container) and whose
 # original source no allowed network contains.
-# Portable awk only (no gawk extensions): test/host/rollback.test.ts runs it with mawk and busybox.
+# Portable awk only (no gawk extensions): test/host/cut.test.ts runs it with mawk and busybox.
 function v4int(a,   p) { split(a, p, "."); return ((p[1] * 256 + p[2]) * 256 + p[3]) * 256 + p[4] }
 function pad4(g) { return substr("0000" g, length(g) + 1) }
 function v6hex(a,   n, head, tail, hg, tg, hn, tn, i, out) {

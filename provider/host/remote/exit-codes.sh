@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Exit codes of sync.sh: the one table. The loader (provider/host/scripts.ts) puts this file in
 # place of sync.sh's `. ./exit-codes.sh` and parses its `EXIT_<NAME>=<code>` lines into the
-# `EXIT` map that failure() in provider/host/index.ts switches on. One assignment per line, a
+# `EXIT` map that failure() in provider/host/failure.ts switches on. One assignment per line, a
 # comment after each: what the code means for the host.
 # shellcheck disable=SC2034 # checked alone, nothing here uses the names; sync.sh does
 EXIT_DONE=0             # done; or nothing to do

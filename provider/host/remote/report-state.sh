@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
-# save6, save6err, other, persisted, end (parsed by parseSnapshot in provider/host/index.ts).
+# save6, save6err, other, persisted, end (parsed by parseSnapshot in provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.

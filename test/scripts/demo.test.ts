@@ -1,5 +1,5 @@
-import { parseStackConfig } from "../provider/config";
-import { demoStackConfig, expectedReach, renderMatrix, type ReachCell } from "../scripts/demo";
+import { parseStackConfig } from "../../program/config";
+import { demoStackConfig, expectedReach, renderMatrix, type ReachCell } from "../../scripts/demo";
 
 // A lab as the demo sees it: only addresses and host keys matter here.
 const fakeLab = {

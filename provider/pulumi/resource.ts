@@ -16,9 +16,9 @@
  * DOCKER-USER first (`hostFindings`).
  */
 import * as pulumi from "@pulumi/pulumi";
-import type { DockerPortAllowlistPlainArgs, ConnectionArgs } from "./args";
+import type { DockerPortAllowlistPlainArgs, ConnectionArgs } from "../args";
 import { dockerPortAllowlistProvider } from "./dynamic";
-import type { OperationReport, RuleLines } from "./host/lifecycle";
+import type { OperationReport, RuleLines } from "./lifecycle";
 
 /** Every field may be a Pulumi Input; nested connection fields too. */
 export type DockerPortAllowlistArgs = {

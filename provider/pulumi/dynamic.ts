@@ -9,11 +9,12 @@
 import * as path from "path";
 import type * as pulumi from "@pulumi/pulumi";
 
-// Compiled package layout: this file is bin/provider/dynamic.js, the implementation
-// bin/provider/host/lifecycle.js. Captured as a plain string by closure serialization.
-const IMPLEMENTATION: string = path.join(__dirname, "host", "lifecycle");
+// Compiled package layout: this file is bin/provider/pulumi/dynamic.js, the implementation
+// bin/provider/pulumi/lifecycle.js. Captured as a plain string by closure serialization. (Stacks
+// made by 0.1.0 captured bin/provider/host/lifecycle; that path stays as a re-export.)
+const IMPLEMENTATION: string = path.join(__dirname, "lifecycle");
 
-type Impl = typeof import("./host/lifecycle");
+type Impl = typeof import("./lifecycle");
 
 /** The provider object passed to `pulumi.dynamic.Resource`. */
 export const dockerPortAllowlistProvider: pulumi.dynamic.ResourceProvider = {

@@ -6,7 +6,7 @@
  */
 import { startLab, type Lab } from "../../lab";
 import { planAllowlist, validateAllowlist } from "../../provider/core";
-import { check, create, type Outputs } from "../../provider/host/lifecycle";
+import { check, create, type Outputs } from "../../provider/pulumi/lifecycle";
 
 jest.setTimeout(240_000);
 

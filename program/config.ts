@@ -19,7 +19,7 @@
  */
 import { z } from "zod";
 
-import type { ConnectionArgs } from "./args";
+import type { ConnectionArgs } from "../provider/args";
 import { CONFIG_NAMESPACE, CONFIG_REFERENCE, TOP_LEVEL_KEYS, type ConfigKeyDoc } from "./config-reference";
 import {
   ALLOWLIST_LEAVES,
@@ -31,8 +31,8 @@ import {
   policyOverlaps,
   type Issue,
   type LeafCheck,
-} from "./core";
-import type { DockerPortAllowlistFleetArgs, FleetHostArgs, FleetPolicyArgs } from "./fleet";
+} from "../provider/core";
+import type { DockerPortAllowlistFleetArgs, FleetHostArgs, FleetPolicyArgs } from "../provider/pulumi/fleet";
 
 export { CONFIG_NAMESPACE } from "./config-reference";
 

@@ -3,7 +3,7 @@
  * README.md's config reference lists and what the schema's messages quote (a key's type, what a
  * missing key means, an example value, the keys allowed next to a misspelt one).
  *
- * Data only. test/config.test.ts keeps it in step with the schema in ./config.ts (every schema
+ * Data only. test/program/config.test.ts keeps it in step with the schema in ./config.ts (every schema
  * key documented, every documented key accepted) and with README.md.
  */
 

@@ -4,7 +4,7 @@
  * exists with `persisted: false` (not lost, not silently fine), and the next update saves.
  */
 import { startLab, type Lab } from "../../lab";
-import { check, create, diff, read, update } from "../../provider/host/lifecycle";
+import { check, create, diff, read, update } from "../../provider/pulumi/lifecycle";
 
 jest.setTimeout(180_000);
 

@@ -7,7 +7,7 @@ import {
   planRollout,
   type DockerPortAllowlistFleetArgs,
   type RolloutArgs,
-} from "../provider/fleet";
+} from "../../provider/pulumi/fleet";
 
 const hosts = (n: number) => Array.from({ length: n }, (_, i) => `h${i + 1}`);
 

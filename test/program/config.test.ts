@@ -1,9 +1,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 
-import { ConfigError, configKey, loadStackConfig, parseStackConfig } from "../provider/config";
-import { CONFIG_REFERENCE, TOP_LEVEL_KEYS } from "../provider/config-reference";
-import { validateAllowlist, validateConnection } from "../provider/core";
+import { ConfigError, configKey, loadStackConfig, parseStackConfig } from "../../program/config";
+import { CONFIG_REFERENCE, TOP_LEVEL_KEYS } from "../../program/config-reference";
+import { validateAllowlist, validateConnection } from "../../provider/core";
 
 type Loose = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const BASE = { port: 8080, sources: ["198.18.1.0/24"] };

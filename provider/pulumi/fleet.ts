@@ -15,11 +15,11 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 
-import type { AllowlistArgs, ConnectionArgs, PersistenceArgs } from "./args";
-import { fleetIssues, propertyPath, rolloutIssues, type Issue, type RolloutArgs } from "./core";
+import type { AllowlistArgs, ConnectionArgs, PersistenceArgs } from "../args";
+import { fleetIssues, propertyPath, rolloutIssues, type Issue, type RolloutArgs } from "../core";
 import { DockerPortAllowlist } from "./resource";
 
-export type { RolloutArgs } from "./core";
+export type { RolloutArgs } from "../core";
 
 /** Connection fields as the fleet takes them: each may be a Pulumi Input (e.g. `pulumi.secret(key)`). */
 export type FleetConnectionArgs = { readonly [K in keyof ConnectionArgs]?: pulumi.Input<ConnectionArgs[K]> };

@@ -2,8 +2,8 @@
  * The dynamic provider's pure decisions: what `check` adds and refuses, what `diff` updates or
  * replaces, and that the serialized provider captures nothing but the implementation's path.
  */
-import { dockerPortAllowlistProvider } from "../provider/dynamic";
-import { UNKNOWN, check, diff, ownedLines } from "../provider/host/lifecycle";
+import { dockerPortAllowlistProvider } from "../../provider/pulumi/dynamic";
+import { UNKNOWN, check, diff, ownedLines } from "../../provider/pulumi/lifecycle";
 
 const connection = {
   host: "198.18.0.10",

@@ -1,0 +1,348 @@
+/**
+ * What the dynamic provider's methods do, in plain async functions (no closure capture).
+ *
+ * `provider/pulumi/dynamic.ts` only forwards to these; they validate with the core, plan with the core
+ * and talk to the host through `converge` / `inspectHost` (one SSH connection per call).
+ *
+ * State layout: outputs = the checked inputs (so read/delete know how to reach the host and
+ * what they own) + computed fields. `rules` is computed in `check` from the declaration, so
+ * `pulumi preview --diff` shows rule-level changes; `read` replaces it with the live rules when
+ * the host drifted, so the next `up` shows and repairs exactly the drift.
+ */
+import type { ConnectionArgs } from "../args";
+import {
+  planAllowlist,
+  renderDesiredRules,
+  validateAllowlist,
+  validateConnection,
+  chainName,
+  tagOf,
+  type AllowlistSpec,
+  type ConnectionSpec,
+  type Family,
+  type Plan,
+  type ValidationFailure,
+} from "../core";
+import { converge, findingMessages } from "../host/converge";
+import { HostError } from "../host/errors";
+import type { HostOutcome } from "../host/options";
+import { inspectHost } from "../host/sync";
+
+/** The value Pulumi sends for an input that is not known yet (preview). */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+/** Rules per family, exactly as `iptables-save` prints them: our jumps first, then our chain. */
+export interface RuleLines {
+  ipv4: string[];
+  ipv6: string[];
+}
+
+/** Inputs after `check` (what the resource class sends, plus computed `ruleName` and `rules`). */
+export interface CheckedInputs {
+  readonly connection: Record<string, unknown>;
+  /** The Pulumi resource name, injected by the resource class to derive a default ruleName. */
+  readonly resourceName: string;
+  readonly ruleName: string;
+  readonly rules: RuleLines;
+  readonly [key: string]: unknown;
+}
+
+/** What an operation cost on the host. */
+export interface OperationReport {
+  operation: "create" | "update" | "delete";
+  connections: number;
+  proxyConnections: number;
+  roundTrips: number;
+  ms: number;
+  applied: boolean;
+  replanned: boolean;
+  conntrackDeleted: number;
+}
+
+export interface Outputs extends CheckedInputs {
+  /** `DPA-<ruleName>`. */
+  readonly chain: string;
+  /** Warnings about the host (fail-open FORWARD, foreign rules above ours...), cause and fix. */
+  readonly hostFindings: string[];
+  /** False when the live rules are not (yet) saved for reboots; the next `up` saves them. */
+  readonly persisted: boolean;
+  /** Which families the allowlist polices on this host. */
+  readonly families: string[];
+  /**
+   * False when the last refresh found the host off plan (rules changed by hand, FORWARD no
+   * longer jumping to DOCKER-USER first...): the next `up` applies the plan again.
+   */
+  readonly inSync: boolean;
+  readonly lastOperation: OperationReport;
+}
+
+/** Keys of the user's declaration (and check's computed ones) that an update must apply. */
+const INPUT_KEYS = [
+  "connection",
+  "port",
+  "protocols",
+  "sources",
+  "originalDestination",
+  "action",
+  "exemptDockerBridges",
+  "ruleName",
+  "ipv6",
+  "persist",
+  "rulesV4Path",
+  "rulesV6Path",
+  "rules",
+] as const;
+
+function containsUnknown(value: unknown): boolean {
+  if (value === UNKNOWN) return true;
+  if (Array.isArray(value)) return value.some(containsUnknown);
+  if (typeof value === "object" && value !== null) return Object.values(value).some(containsUnknown);
+  return false;
+}
+
+/** `check`: validation failures, or the inputs plus the rendered rules. */
+export function check(
+  _olds: Record<string, unknown>,
+  news: Record<string, unknown>,
+): { inputs?: Record<string, unknown>; failures?: ValidationFailure[] } {
+  const failures: ValidationFailure[] = [];
+  const resourceName = typeof news.resourceName === "string" ? news.resourceName : "allowlist";
+  const { connection, ...rest } = news;
+  if (!containsUnknown(connection)) {
+    const c = validateConnection(connection);
+    if (!c.ok) failures.push(...c.failures);
+  }
+  // During preview parts of the declaration may be unknown; then the rules are unknown too.
+  if (containsUnknown(rest)) {
+    return failures.length > 0 ? { failures } : { inputs: { ...news } };
+  }
+  const a = validateAllowlist(rest, resourceName);
+  if (!a.ok) failures.push(...a.failures);
+  if (failures.length > 0 || !a.ok) return { failures };
+  const spec = a.spec;
+  return {
+    inputs: {
+      ...news,
+      ruleName: spec.ruleName,
+      rules: { ipv4: renderDesiredRules(spec, "ipv4"), ipv6: renderDesiredRules(spec, "ipv6") },
+    },
+  };
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** `diff`: which inputs changed; a different host, SSH port or ruleName is a new resource. */
+export function diff(
+  olds: Record<string, unknown>,
+  news: Record<string, unknown>,
+): { changes: boolean; replaces: string[]; deleteBeforeReplace: boolean } {
+  const oc = (olds.connection ?? {}) as Record<string, unknown>;
+  const nc = (news.connection ?? {}) as Record<string, unknown>;
+  const replaces: string[] = [];
+  if (!same(oc.host, nc.host)) replaces.push("connection.host");
+  if (!same(oc.port ?? 22, nc.port ?? 22)) replaces.push("connection.port");
+  if (!same(olds.ruleName, news.ruleName)) replaces.push("ruleName");
+  const changed = INPUT_KEYS.filter((k) => !same(olds[k], news[k]));
+  // A failed save leaves `persisted: false` in state; the next `up` must save again.
+  const unsaved = olds.persisted === false && news.persist !== false;
+  // Drift outside our own lines (e.g. a fail-open FORWARD chain) shows in hostFindings only;
+  // read() records it as inSync: false so that the next `up` repairs it.
+  const offPlan = olds.inSync === false;
+  return {
+    changes: changed.length > 0 || unsaved || offPlan || replaces.length > 0,
+    replaces,
+    // The old and new resource may be the same host reached under two names: delete the old
+    // chain first, or deleting it afterwards would remove what the create just made.
+    deleteBeforeReplace: replaces.length > 0,
+  };
+}
+
+function specOf(inputs: Record<string, unknown>): { spec: AllowlistSpec; conn: ConnectionSpec } {
+  const { connection, ...rest } = inputs;
+  const resourceName = typeof inputs.resourceName === "string" ? inputs.resourceName : "allowlist";
+  const a = validateAllowlist(rest, resourceName);
+  const c = validateConnection(connection);
+  const failures = [...(a.ok ? [] : a.failures), ...(c.ok ? [] : c.failures)];
+  if (!a.ok || !c.ok) {
+    // check() already refused these; reaching here means state from an incompatible version.
+    throw new Error(
+      `invalid DockerPortAllowlist inputs: ${failures.map((f) => `${f.property}: ${f.reason}`).join("; ")}`,
+    );
+  }
+  return { spec: a.spec, conn: c.spec };
+}
+
+function toConnectionArgs(c: ConnectionSpec): ConnectionArgs {
+  return c;
+}
+
+function report(operation: OperationReport["operation"], o: HostOutcome<Plan>): OperationReport {
+  return {
+    operation,
+    connections: o.stats.connections,
+    proxyConnections: o.stats.proxyConnections,
+    roundTrips: o.stats.roundTrips,
+    ms: o.stats.ms,
+    applied: o.applied,
+    replanned: o.replanned,
+    conntrackDeleted: o.conntrackDeleted,
+  };
+}
+
+function policedFamilies(spec: AllowlistSpec, live: { ipv4: string | null; ipv6: string | null }): string[] {
+  const out: string[] = [];
+  for (const f of ["ipv4", "ipv6"] as const) {
+    const text = live[f];
+    if (text !== null && text.includes(`:${chainName(spec.ruleName)} `)) out.push(f);
+  }
+  return out;
+}
+
+function outputs(
+  inputs: Record<string, unknown>,
+  spec: AllowlistSpec,
+  o: HostOutcome<Plan>,
+  operation: OperationReport["operation"],
+  persisted: boolean,
+): Outputs {
+  const { __provider: _ignored, ...rest } = inputs;
+  return {
+    ...(rest as CheckedInputs),
+    chain: chainName(spec.ruleName),
+    // From the state after the change, exactly as `read` computes it, so a refresh right after
+    // an up finds nothing new ("docker-user-created" and the like belong to the change only).
+    hostFindings: findingMessages(planAllowlist(o.live, spec, spec.ruleName).findings),
+    persisted,
+    families: policedFamilies(spec, o.live),
+    inSync: true,
+    lastOperation: report(operation, o),
+  };
+}
+
+/**
+ * A create/update whose rules went live but could not be saved: tell the engine the resource
+ * exists (with `persisted: false`) instead of losing it, so the next `up` saves again.
+ */
+function partial(
+  err: HostError,
+  id: string,
+  inputs: Record<string, unknown>,
+  spec: AllowlistSpec,
+  operation: OperationReport["operation"],
+): Error {
+  const e = new Error(err.message, { cause: err }) as Error & {
+    id: string;
+    properties: unknown;
+    reasons: string[];
+  };
+  e.id = id;
+  const { __provider: _ignored, ...rest } = inputs;
+  e.properties = {
+    ...rest,
+    chain: chainName(spec.ruleName),
+    hostFindings: [],
+    persisted: false,
+    families: [],
+    inSync: true,
+    lastOperation: {
+      operation,
+      connections: err.stats?.connections ?? 0,
+      proxyConnections: err.stats?.proxyConnections ?? 0,
+      roundTrips: err.stats?.roundTrips ?? 0,
+      ms: err.stats?.ms ?? 0,
+      applied: true,
+      replanned: false,
+      conntrackDeleted: 0,
+    },
+  };
+  e.reasons = [err.message];
+  return e;
+}
+
+function idOf(conn: ConnectionSpec, ruleName: string): string {
+  return `${conn.host}:${conn.port}/${ruleName}`;
+}
+
+export async function create(inputs: Record<string, unknown>): Promise<{ id: string; outs: Outputs }> {
+  const { spec, conn } = specOf(inputs);
+  const id = idOf(conn, spec.ruleName);
+  try {
+    const o = await converge(toConnectionArgs(conn), spec, spec);
+    return { id, outs: outputs(inputs, spec, o, "create", true) };
+  } catch (err) {
+    if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
+    throw err;
+  }
+}
+
+export async function update(
+  id: string,
+  _olds: Record<string, unknown>,
+  news: Record<string, unknown>,
+): Promise<{ outs: Outputs }> {
+  const { spec, conn } = specOf(news);
+  try {
+    const o = await converge(toConnectionArgs(conn), spec, spec);
+    return { outs: outputs(news, spec, o, "update", true) };
+  } catch (err) {
+    if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
+    throw err;
+  }
+}
+
+export async function remove(_id: string, props: Record<string, unknown>): Promise<void> {
+  const { spec, conn } = specOf(props);
+  await converge(toConnectionArgs(conn), null, spec);
+}
+
+/** Our lines in a live save text, in the order {@link renderDesiredRules} renders them. */
+export function ownedLines(saveText: string | null, ruleName: string): string[] {
+  if (saveText === null) return [];
+  const chain = chainName(ruleName);
+  const tag = `--comment "${tagOf(ruleName)}"`;
+  const lines = saveText.split("\n");
+  const jumps = lines.filter(
+    (l) => l.startsWith("-A DOCKER-USER ") && l.endsWith(` -j ${chain}`) && l.includes(tag),
+  );
+  const rules = lines.filter((l) => l.startsWith(`-A ${chain} `));
+  return [...jumps, ...rules];
+}
+
+/** `read` (refresh): the live rules where they drifted, fail-open and other findings. */
+export async function read(
+  id: string,
+  props: Record<string, unknown>,
+): Promise<{ id: string; props: Outputs; inputs: Record<string, unknown> }> {
+  const { spec, conn } = specOf(props);
+  const { snapshot } = await inspectHost(toConnectionArgs(conn), spec);
+  const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
+  const plan = planAllowlist(live, spec, spec.ruleName);
+  const old = props as unknown as Outputs;
+  const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
+  if (!plan.inSync) {
+    // Only families that really differ take the live lines: a family the host does not police
+    // (ipv6 "auto" on a host without IPv6 Docker chains) must not look like drift forever.
+    const drifted: Family[] = plan.blocked ? ["ipv4", "ipv6"] : (Object.keys(plan.families) as Family[]);
+    for (const f of drifted) rules[f] = ownedLines(live[f], spec.ruleName);
+  }
+  const persisted =
+    !spec.persist ||
+    (["ipv4", "ipv6"] as const).every(
+      (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
+    );
+  const hostFindings = findingMessages(plan.findings);
+  const { __provider: _ignored, ...rest } = props;
+  const next: Outputs = {
+    ...(rest as unknown as Outputs),
+    rules,
+    persisted,
+    hostFindings,
+    inSync: plan.inSync,
+  };
+  const inputs: Record<string, unknown> = {};
+  for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];
+  inputs.rules = rules;
+  return { id, props: next, inputs };
+}
