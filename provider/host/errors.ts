@@ -88,3 +88,25 @@ export class HostError extends Error {
     return parts.join("\n");
   }
 }
+
+/** How an exec ended without an exit code; one wording for every {@link HostExec} implementation. */
+export function execEndedError(
+  host: string,
+  name: string,
+  how: { readonly timeoutMs: number } | "connection-lost",
+  stderr: string,
+): HostError {
+  return how === "connection-lost"
+    ? new HostError(`the SSH connection was lost while "${name}" ran`, {
+        host,
+        kind: "command",
+        command: name,
+        stderr,
+      })
+    : new HostError(`"${name}" did not finish within ${how.timeoutMs / 1000}s`, {
+        host,
+        kind: "timeout",
+        command: name,
+        stderr,
+      });
+}

@@ -8,7 +8,7 @@
  * scripts must finish or roll back on their own, which is what the tests check.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "child_process";
-import { HostError } from "./errors";
+import { HostError, execEndedError } from "./errors";
 import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionStats } from "./exec";
 
 export interface LocalExecOptions {
@@ -74,30 +74,11 @@ export class LocalExec implements HostExec {
         this.lost.delete(onLost);
         f();
       };
-      const onLost = () =>
-        settle(() =>
-          reject(
-            new HostError(`the SSH connection was lost while "${name}" ran`, {
-              host: this.host,
-              kind: "command",
-              command: name,
-              stderr,
-            }),
-          ),
-        );
+      const onLost = () => settle(() => reject(execEndedError(this.host, name, "connection-lost", stderr)));
       this.lost.add(onLost);
       const timer = setTimeout(() => {
         this.kill(child);
-        settle(() =>
-          reject(
-            new HostError(`"${name}" did not finish within ${timeoutMs / 1000}s`, {
-              host: this.host,
-              kind: "timeout",
-              command: name,
-              stderr,
-            }),
-          ),
-        );
+        settle(() => reject(execEndedError(this.host, name, { timeoutMs }, stderr)));
       }, timeoutMs);
       const api: ExecChannel = {
         write: (text) => {

@@ -16,7 +16,7 @@ import type { Duplex } from "stream";
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { ConnectionArgs, ProxyConnectionArgs } from "../args";
 import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE, usesSudo } from "../core";
-import { HostError } from "./errors";
+import { HostError, execEndedError } from "./errors";
 import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionOptions, SessionStats } from "./exec";
 
 export type { ExecChannel, ExecOptions, ExecResult, SessionOptions, SessionStats } from "./exec";
@@ -296,15 +296,7 @@ export class SshSession implements HostExec {
       let stderr = "";
       let settled = false;
       let channel: ClientChannel | undefined;
-      const onClientClose = () =>
-        fail(
-          new HostError(`the SSH connection was lost while "${name}" ran`, {
-            host: this.host,
-            kind: "command",
-            command: name,
-            stderr,
-          }),
-        );
+      const onClientClose = () => fail(execEndedError(this.host, name, "connection-lost", stderr));
       const fail = (err: Error) => {
         if (settled) return;
         settled = true;
@@ -321,14 +313,7 @@ export class SshSession implements HostExec {
           }
           channel.close();
         }
-        fail(
-          new HostError(`"${name}" did not finish within ${timeoutMs / 1000}s`, {
-            host: this.host,
-            kind: "timeout",
-            command: name,
-            stderr,
-          }),
-        );
+        fail(execEndedError(this.host, name, { timeoutMs }, stderr));
       }, timeoutMs);
       client.once("close", onClientClose);
       client.exec(command, (err, ch) => {

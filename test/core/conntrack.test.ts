@@ -12,21 +12,7 @@ import {
   type Family,
 } from "../../provider/core";
 
-const T = '-m comment --comment "dpa:web"';
-const before = [
-  "*filter",
-  ":FORWARD DROP [0:0]",
-  ":DOCKER-USER - [0:0]",
-  ":DPA-web - [0:0]",
-  "-A FORWARD -j DOCKER-USER",
-  `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 ${T} -j DPA-web`,
-  "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
-  `-A DPA-web -s 198.18.1.0/24 ${T} -j RETURN`,
-  `-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN`,
-  `-A DPA-web ${T} -j DROP`,
-  "COMMIT",
-  "",
-].join("\n");
+import { WEB_STATE as before, WEB_TAG as T } from "./support/fixtures";
 
 describe("conntrackPolicy", () => {
   test("lists the policed ports and the sources the chain lets in after the change", () => {

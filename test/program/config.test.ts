@@ -392,7 +392,7 @@ describe("configKey", () => {
 });
 
 describe("the config reference", () => {
-  const readme = () => fs.readFileSync(path.join(__dirname, "..", "README.md"), "utf8");
+  const readme = () => fs.readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8");
 
   it.each(CONFIG_REFERENCE.map((d) => d.key))("documents %s in README.md", (key) => {
     expect(readme()).toContain(`\`${key}\``);

@@ -7,6 +7,28 @@ import { validateAllowlist, type AllowlistSpec } from "../../../provider/core";
 
 export const FIXTURES = join(__dirname, "..", "fixtures");
 
+/** The comment tag of the allowlist `web` in {@link WEB_STATE}. */
+export const WEB_TAG = '-m comment --comment "dpa:web"';
+
+/**
+ * A small hand-made filter table with the allowlist `web` (8080/tcp, two sources) and a foreign
+ * rule in DOCKER-USER: the state the rollback and conntrack-policy tables start from.
+ */
+export const WEB_STATE = [
+  "*filter",
+  ":FORWARD DROP [0:0]",
+  ":DOCKER-USER - [0:0]",
+  ":DPA-web - [0:0]",
+  "-A FORWARD -j DOCKER-USER",
+  `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 ${WEB_TAG} -j DPA-web`,
+  "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
+  `-A DPA-web -s 198.18.1.0/24 ${WEB_TAG} -j RETURN`,
+  `-A DPA-web -s 198.18.2.7/32 ${WEB_TAG} -j RETURN`,
+  `-A DPA-web ${WEB_TAG} -j DROP`,
+  "COMMIT",
+  "",
+].join("\n");
+
 export interface FixtureCase {
   readonly name: string;
   readonly dir: string;
