@@ -6,16 +6,19 @@
  * script recomputes this fingerprint on the host, under the lock, with nothing but awk and
  * sha256sum, and refuses on a mismatch:
  *
- *   iptables-save -t filter | awk -v chain=DPA-web "$FINGERPRINT_AWK" | sha256sum
+ *   iptables-save -t filter | awk -v chain=DPA-web -v forward=1 "$FINGERPRINT_AWK" | sha256sum
  *
- * Definition (docs/DESIGN.md "Fingerprint"): the chains covered are every chain a plan may touch,
- * {@link FINGERPRINT_CHAINS} plus `DPA-<ruleName>`. Over the lines of the filter table (lines
+ * Definition (docs/DESIGN.md "Fingerprint"): the chains covered are, for a plan's conflict check,
+ * every chain a plan may touch ({@link FINGERPRINT_CHAINS} plus `DPA-<ruleName>`); for comparing a
+ * saved rules file with the live rules, the ones the allowlist owns (DOCKER-USER and our chain):
+ * FORWARD is Docker's, rebuilt at every start, and `ip6tables-save` of all tables prints no empty
+ * filter table where `-t filter` prints one, so FORWARD would make a saved file look stale. Over the lines of the filter table (lines
  * before any `*table` line count as filter; other tables, e.g. mangle's own FORWARD in a full
  * `iptables-save` rules file, do not), keep the chain headers of covered chains (only the `:NAME`
  * token; policy and counters change on their own) and their `-A` rules verbatim, in file order,
  * each followed by "\n"; sha256, lower-case hex. Fields split like awk's default (runs of blanks,
- * leading ones ignored). The same definition serves the plan's conflict check and the comparison
- * of a persisted rules file with the live rules.
+ * leading ones ignored). The same definition, with FORWARD switched off, compares a persisted rules
+ * file with the live rules.
  *
  * Pure (node's crypto only). The host runs exactly {@link FINGERPRINT_AWK}: the remote scripts
  * carry no fingerprint logic of their own (provider/host/remote/prelude.sh).
@@ -23,14 +26,20 @@
 import { createHash } from "crypto";
 import { DOCKER_USER, chainName } from "./layout";
 
-/** The chains every fingerprint covers besides the allowlist's own `DPA-<ruleName>`. */
+/** The chains a plan's fingerprint covers besides the allowlist's own `DPA-<ruleName>`. */
 export const FINGERPRINT_CHAINS: readonly string[] = ["FORWARD", DOCKER_USER];
 
-const covered = FINGERPRINT_CHAINS.map((c) => `n == "${c}"`).join(" || ");
+/** "plan": every chain a plan may touch; "saved": only what the allowlist owns (no FORWARD). */
+export type FingerprintScope = "plan" | "saved";
+
+const covered = FINGERPRINT_CHAINS.map((c) =>
+  c === "FORWARD" ? `(forward && n == "${c}")` : `n == "${c}"`,
+).join(" || ");
 
 /**
- * The awk program; pass the owned chain as `-v chain=DPA-<ruleName>`. Works with mawk, gawk and
- * busybox awk (no regex, no gawk extensions). Contains no single quote and no newline.
+ * The awk program; pass the owned chain as `-v chain=DPA-<ruleName>` and the scope as
+ * `-v forward=1` ("plan") or `-v forward=0` ("saved"). Works with mawk, gawk and busybox awk (no
+ * regex, no gawk extensions). Contains no single quote and no newline.
  */
 export const FINGERPRINT_AWK =
   'substr($1, 1, 1) == "*" { t = substr($1, 2); next } ' +
@@ -39,8 +48,13 @@ export const FINGERPRINT_AWK =
   `$1 == "-A" { n = $2; if (${covered} || n == chain) print }`;
 
 /** The lines the fingerprint covers (exported for tests and for messages on a mismatch). */
-export function fingerprintLines(saveText: string, ruleName: string): string[] {
+export function fingerprintLines(
+  saveText: string,
+  ruleName: string,
+  scope: FingerprintScope = "plan",
+): string[] {
   const chains = new Set([...FINGERPRINT_CHAINS, chainName(ruleName)]);
+  if (scope === "saved") chains.delete("FORWARD");
   const records = saveText.split("\n");
   // awk makes no record of the empty string after a final newline.
   if (records.length > 0 && records[records.length - 1] === "") records.pop();
@@ -66,8 +80,8 @@ export function fingerprintLines(saveText: string, ruleName: string): string[] {
 }
 
 /** sha256 hex of {@link fingerprintLines}, each line followed by "\n". */
-export function fingerprint(saveText: string, ruleName: string): string {
+export function fingerprint(saveText: string, ruleName: string, scope: FingerprintScope = "plan"): string {
   const hash = createHash("sha256");
-  for (const line of fingerprintLines(saveText, ruleName)) hash.update(`${line}\n`);
+  for (const line of fingerprintLines(saveText, ruleName, scope)) hash.update(`${line}\n`);
   return hash.digest("hex");
 }

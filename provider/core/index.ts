@@ -59,7 +59,13 @@ export {
 export type { Finding, FindingCode, Severity } from "./findings";
 export type { FilterTable, ChainModel, ParsedRule, Negatable, RuleCommand, Backend } from "./parse";
 export { parseFilterTable, getChain, hasDockerChains, canonicalRule, parseRuleCommand } from "./parse";
-export { fingerprint, fingerprintLines, FINGERPRINT_AWK, FINGERPRINT_CHAINS } from "./fingerprint";
+export {
+  fingerprint,
+  fingerprintLines,
+  FINGERPRINT_AWK,
+  FINGERPRINT_CHAINS,
+  type FingerprintScope,
+} from "./fingerprint";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
 export { RestoreBuilder } from "./restore";

@@ -37,8 +37,8 @@ export interface HostSnapshot {
   readonly nftDockerTables: number;
   readonly tools: { readonly conntrack: boolean; readonly flock: boolean };
   /**
-   * Fingerprint of our chains in the saved rules files and in the live rules; "missing" when
-   * the file does not exist, "off" when persistence is off.
+   * The core's "saved"-scope fingerprint (DOCKER-USER and our chain) of the saved rules files
+   * and of the live rules; "missing" when the file does not exist, "off" when persistence is off.
    */
   readonly persisted: { readonly ipv4: string; readonly ipv6: string };
   readonly liveFingerprint: { readonly ipv4: string; readonly ipv6: string };

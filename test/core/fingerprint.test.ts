@@ -7,18 +7,28 @@
 import { execFileSync } from "child_process";
 import { createHash } from "crypto";
 import { existsSync } from "fs";
-import { FINGERPRINT_AWK, FINGERPRINT_CHAINS, fingerprint, fingerprintLines } from "../../provider/core";
+import {
+  FINGERPRINT_AWK,
+  FINGERPRINT_CHAINS,
+  fingerprint,
+  fingerprintLines,
+  type FingerprintScope,
+} from "../../provider/core";
 import { caseNames, loadCase } from "./support/fixtures";
 
 const AWKS: string[][] = [["awk"]];
 for (const gawk of ["/usr/bin/gawk"]) if (existsSync(gawk)) AWKS.push([gawk]);
 if (existsSync("/bin/busybox")) AWKS.push(["/bin/busybox", "awk"]);
 
-function hostFingerprint(awk: string[], saveText: string, ruleName: string): string {
-  const out = execFileSync(awk[0], [...awk.slice(1), "-v", `chain=DPA-${ruleName}`, FINGERPRINT_AWK], {
-    input: saveText,
-    encoding: "utf8",
-  });
+function hostFingerprint(
+  awk: string[],
+  saveText: string,
+  ruleName: string,
+  scope: FingerprintScope = "plan",
+): string {
+  const forward = scope === "plan" ? "1" : "0";
+  const args = [...awk.slice(1), "-v", `chain=DPA-${ruleName}`, "-v", `forward=${forward}`, FINGERPRINT_AWK];
+  const out = execFileSync(awk[0], args, { input: saveText, encoding: "utf8" });
   return createHash("sha256").update(out).digest("hex");
 }
 
@@ -32,6 +42,7 @@ const inputs = caseNames().flatMap((name) => {
 describe.each(AWKS.map((a) => [a.join(" "), a] as const))("with %s", (_label, awk) => {
   it.each(inputs)("agrees on %s", (_name, text, ruleName) => {
     expect(hostFingerprint(awk, text, ruleName)).toBe(fingerprint(text, ruleName));
+    expect(hostFingerprint(awk, text, ruleName, "saved")).toBe(fingerprint(text, ruleName, "saved"));
   });
 
   it("agrees on text without a final newline, with leading tabs and counters", () => {
@@ -42,6 +53,7 @@ describe.each(AWKS.map((a) => [a.join(" "), a] as const))("with %s", (_label, aw
 
   it("agrees on a whole rules file (every table, as the persisted rules.v4 holds)", () => {
     expect(hostFingerprint(awk, RULES_FILE, "web")).toBe(fingerprint(RULES_FILE, "web"));
+    expect(hostFingerprint(awk, RULES_FILE, "web", "saved")).toBe(fingerprint(RULES_FILE, "web", "saved"));
   });
 });
 
@@ -120,5 +132,24 @@ describe("fingerprint", () => {
     const b = ":DOCKER-USER - [0:0]\n-A DOCKER-USER -j RETURN\n-A DOCKER-USER -s 198.18.0.1/32 -j DROP\n";
     expect(fingerprint(a, "web")).not.toBe(fingerprint(b, "web"));
     expect(fingerprint(a.replace("[0:0]", "[7:99]"), "web")).toBe(fingerprint(a, "web"));
+  });
+});
+
+describe('the "saved" scope', () => {
+  it("leaves FORWARD out, so Docker's own FORWARD rules never make a saved file look stale", () => {
+    expect(fingerprintLines(RULES_FILE, "web", "saved")).toEqual([
+      ":DOCKER-USER",
+      ":DPA-web",
+      "-A DOCKER-USER -j DPA-web",
+      "-A DPA-web -j DROP",
+    ]);
+  });
+
+  it("matches an empty ip6tables-save (no table at all) with `-t filter`'s empty filter table", () => {
+    // ip6tables-save of all tables prints nothing on a host without IPv6 rules, while
+    // ip6tables-save -t filter prints the three built-in chains: the same rules, for our purpose.
+    const filterOnly = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+    expect(fingerprint("", "web", "saved")).toBe(fingerprint(filterOnly, "web", "saved"));
+    expect(fingerprint("", "web")).not.toBe(fingerprint(filterOnly, "web"));
   });
 });

@@ -126,11 +126,11 @@ describe("fp on the host", () => {
   const dir = mkdtempSync(join(tmpdir(), "dpa-fp-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  const hostFp = (text: string, ruleName: string): string => {
+  const hostFp = (text: string, ruleName: string, fn: "fp" | "saved_fp" = "fp"): string => {
     const file = join(dir, "rules");
     writeFileSync(file, text);
-    const script = `${prelude}\nrule="$1"\nfp < "$2"\n`;
-    return execFileSync("bash", ["-c", script, "fp-test", ruleName, file], { encoding: "utf8" }).trim();
+    const script = `${prelude}\nrule="$1"\n"$3" < "$2"\n`;
+    return execFileSync("bash", ["-c", script, "fp-test", ruleName, file, fn], { encoding: "utf8" }).trim();
   };
 
   const inputs = caseNames().flatMap((name) => {
@@ -142,6 +142,7 @@ describe("fp on the host", () => {
 
   test.each(inputs)("agrees with core on %s", (_name, text, ruleName) => {
     expect(hostFp(text, ruleName)).toBe(fingerprint(text, ruleName));
+    expect(hostFp(text, ruleName, "saved_fp")).toBe(fingerprint(text, ruleName, "saved"));
   });
 
   test("agrees with core on a rules file with every table, and hashes what sha256sum hashes", () => {

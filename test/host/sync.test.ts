@@ -67,7 +67,7 @@ describe("dpa-read through the exec seam", () => {
       ipv6: SAVE6,
       tools: { conntrack: true, flock: true },
       persisted: { ipv4: "off", ipv6: "off" },
-      liveFingerprint: { ipv4: fingerprint(SAVE4, "web"), ipv6: fingerprint(SAVE6, "web") },
+      liveFingerprint: { ipv4: fingerprint(SAVE4, "web", "saved"), ipv6: fingerprint(SAVE6, "web", "saved") },
     });
     expect(s.stats).toMatchObject({ roundTrips: 1 });
   });

@@ -8,6 +8,8 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # loader: the host has no fingerprint logic of its own, so it computes exactly what the planner
 # computed from the same text (docs/DESIGN.md "Fingerprint").
 fingerprint_awk='@FINGERPRINT_AWK@'
-# Fingerprint of the rules text on stdin for our chain, sha256 hex.
+# Fingerprints of the rules text on stdin for our chain, sha256 hex: fp covers every chain a plan
+# may touch (the conflict check), saved_fp only what we own (a saved file against the live rules).
 # shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
-fp() { awk -v chain="DPA-$rule" "$fingerprint_awk" | sha256sum | cut -d" " -f1; }
+fp() { awk -v chain="DPA-$rule" -v forward=1 "$fingerprint_awk" | sha256sum | cut -d" " -f1; }
+saved_fp() { awk -v chain="DPA-$rule" -v forward=0 "$fingerprint_awk" | sha256sum | cut -d" " -f1; }

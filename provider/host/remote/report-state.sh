@@ -2,7 +2,7 @@
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
 # save6, save6err, other, persisted, end (parsed by parseSnapshot in provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
-# one exchange. Reads $rule (through fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
+# one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
@@ -45,10 +45,10 @@ for f in "4:$v4path" "6:$v6path"; do
   if [ "$path" = "-" ]; then echo "v$fam=off"
   elif [ ! -e "$path" ]; then echo "v$fam=missing"
   elif [ ! -r "$path" ]; then echo "v$fam=unreadable"
-  else echo "v$fam=$(fp < "$path")"
+  else echo "v$fam=$(saved_fp < "$path")"
   fi
 done
-[ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | fp)"
-[ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | fp)"
+[ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | saved_fp)"
+[ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | saved_fp)"
 echo "@@DPA:end"
 }

@@ -161,7 +161,7 @@ if [ "$persist" = 1 ]; then
     fi
     t="$dir/.$(basename "$path").dpa-tmp.$$"
     if "$bin-save" > "$t" 2>"$tmp/err" && mv -f "$t" "$path" 2>>"$tmp/err"; then
-      echo "@@DPA:persisted $fam $(fp < "$path")"
+      echo "@@DPA:persisted $fam $(saved_fp < "$path")"
     else
       rm -f "$t"; echo "@@DPA:persist-failed $fam write to $path failed"; cat "$tmp/err" >&2; exit "$EXIT_PERSIST_FAILED"
     fi
