@@ -189,8 +189,9 @@ describe("DockerPortAllowlistFleet", () => {
         c: ["web"],
       },
     );
-    // Let the mocks see every registration.
-    await new Promise((r) => setTimeout(r, 100));
+    // Every allowlist's id resolves once the mocks have seen its registration: wait for those.
+    const all = Object.values(fleet.allowlists).flatMap((byPolicy) => Object.values(byPolicy));
+    await Promise.all(all.map((a) => new Promise((resolve) => a.id.apply(resolve))));
     const allowlists = registered.filter((r) => r.type === "pulumi-nodejs:dynamic:Resource");
     expect(allowlists.map((r) => r.name)).toEqual([
       "edge-b-web",
