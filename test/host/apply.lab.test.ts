@@ -81,7 +81,8 @@ describe("syncHost on a real host", () => {
   test("computes on the host (awk + sha256sum) the same fingerprint as the core", async () => {
     const h = lab.hosts[0];
     const { snapshot } = await inspectHost(conn(h), { ruleName: "web" });
-    expect(snapshot.liveFingerprint.ipv4).toBe(fingerprint(snapshot.ipv4 ?? "", "web"));
+    // The read reports the "saved" scope (what is compared with the rules file).
+    expect(snapshot.liveFingerprint.ipv4).toBe(fingerprint(snapshot.ipv4 ?? "", "web", "saved"));
     expect(snapshot.liveFingerprint.ipv4).toMatch(/^[0-9a-f]{64}$/);
     expect(snapshot.persisted.ipv4).toBe(snapshot.liveFingerprint.ipv4);
     expect(snapshot.backend).toBe("nf_tables");
