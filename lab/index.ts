@@ -39,6 +39,13 @@ export interface StartLabOptions {
    */
   readonly ipv6?: boolean;
   /**
+   * With `ipv6: true`: whether the daemons run with IPv6 too. `false` keeps Docker's defaults
+   * (IPv6 off): the namespaces and clients have IPv6 addresses, containers are IPv4-only, and
+   * docker-proxy serves the published ports on `[::]` (light hosts get no IPv6 Docker chains).
+   * @default true
+   */
+  readonly dockerIpv6?: boolean;
+  /**
    * Chain layout of the light hosts: Docker 20.10-27 (`docker20`, DOCKER-USER ends in RETURN)
    * or Docker 28.2+ (`docker28`: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE, no RETURN).
    * @default "docker20"
@@ -259,6 +266,11 @@ export async function startLab(options: StartLabOptions): Promise<Lab> {
     String(process.pid),
   ];
   if (options.ipv6) args.push("--ipv6");
+  if (options.dockerIpv6 === false) {
+    if (!options.ipv6)
+      throw new LabError("startLab: dockerIpv6: false needs ipv6: true (the hosts' own IPv6)");
+    args.push("--docker-ipv6", "off");
+  }
   const res = await run("bash", args, { env: { ...process.env, DPA_LAB_QUIET: "1" } });
   if (res.code !== 0) {
     throw new LabError(

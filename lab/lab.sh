@@ -2,9 +2,13 @@
 # A lab of real Docker hosts on one machine, each host a network namespace reached over real
 # SSH. Used by the tests (through lab/index.ts) and by humans and the demo:
 #
-#   bash lab/lab.sh up [--docker N] [--light N] [--clients N] [--ipv6]
+#   bash lab/lab.sh up [--docker N] [--light N] [--clients N] [--ipv6] [--docker-ipv6 on|off]
 #                      [--light-layout docker20|docker28] [--owner-pid PID]
 #       prints the path of the lab's lab.json (the LabData of lab/index.ts) on stdout.
+#       --ipv6 gives every namespace an IPv6 address and (--docker-ipv6 on, the default) starts
+#       the daemons with IPv6 and ip6tables; --docker-ipv6 off leaves dockerd's IPv6 off, as
+#       Docker's defaults do: containers IPv4-only, docker-proxy serving [::]:8080 (light hosts
+#       then get no IPv6 Docker chains).
 #   bash lab/lab.sh down ID          tear one lab down (namespaces, daemons, mounts, files)
 #   bash lab/lab.sh down-all [--stale] tear down every lab (or only those whose owner died)
 #   bash lab/lab.sh status           list labs
@@ -254,7 +258,7 @@ wait_tcp() { # $1 addr, $2 port, $3 what, $4 log: wait up to 10 s
 
 start_dockerd() { # $1 host name, $2 netns, $3 host dir, $4 host index
   local name=$1 ns=$2 hd=$3 idx=$4
-  if [[ -n $IPV6 ]]; then
+  if [[ -n $IPV6 && $DOCKER_IPV6 == on ]]; then
     printf '{"ipv6": true, "fixed-cidr-v6": "2001:db8:%x:%x::/64", "ip6tables": true, "experimental": true}\n' \
       $((0x1000 + SLOT)) "$idx" >"$hd/daemon.json"
   else
@@ -313,7 +317,9 @@ docker_host_containers() { # $1 host name, $2 host dir
 lay_light_layout() { # $1 netns, $2 layout
   local ns=$1 layout=$2
   ip netns exec "$ns" iptables-restore <"$HERE/layouts/$layout.v4.rules"
-  if [[ -n $IPV6 ]]; then ip netns exec "$ns" ip6tables-restore <"$HERE/layouts/$layout.v6.rules"; fi
+  if [[ -n $IPV6 && $DOCKER_IPV6 == on ]]; then
+    ip netns exec "$ns" ip6tables-restore <"$HERE/layouts/$layout.v6.rules"
+  fi
   # A docker0 to match the layout's rules (nothing runs behind it).
   ip -n "$ns" link add docker0 type bridge
   ip -n "$ns" addr add 172.17.0.1/16 dev docker0
@@ -341,8 +347,9 @@ start_outside() {
 # string, escaped by jq) or --argjson (a number or boolean), nothing is pasted into JSON text.
 # One object per host and client, one line each, then the whole file from those lines.
 write_json() {
-  local p4=$1 p6=$2 i ipv6=false
+  local p4=$1 p6=$2 i ipv6=false docker_ipv6=false
   if [[ -n $IPV6 ]]; then ipv6=true; fi
+  if [[ -n $IPV6 && $DOCKER_IPV6 == on ]]; then docker_ipv6=true; fi
   local hosts="$DIR/lab.hosts.tmp" clients="$DIR/lab.clients.tmp"
   : >"$hosts"
   : >"$clients"
@@ -355,7 +362,7 @@ write_json() {
     if [[ $kind == docker ]]; then docker_pid=$(cat "$hd/docker.pid"); fi
     jq -c -n --arg name "$name" --arg kind "$kind" --arg netns "$ID-$name" --arg ipv4 "$p4.$((10 + i))" \
       --arg ipv6 "${IPV6:+$p6::$((10 + i))}" --arg hostKey "$key" --arg hostKeyFingerprint "$fp" \
-      --arg etcIptablesDir "$hd/etc-iptables" --arg layout "$layout" --argjson dockerIpv6 "$ipv6" \
+      --arg etcIptablesDir "$hd/etc-iptables" --arg layout "$layout" --argjson dockerIpv6 "$docker_ipv6" \
       --argjson sshdPid "$(cat "$hd/sshd.launch-pid")" --argjson nsPid "$(cat "$hd/ns-anchor.pid")" \
       --arg dockerHost "unix://$hd/docker.sock" --arg dockerPid "$docker_pid" '
       {name: $name, kind: $kind, netns: $netns, ipv4: $ipv4}
@@ -425,16 +432,17 @@ up_failed() {
 }
 
 cmd_up() {
-  N_DOCKER=1 N_LIGHT=0 N_CLIENTS=2 IPV6="" LIGHT_LAYOUT=docker20 OWNER=""
+  N_DOCKER=1 N_LIGHT=0 N_CLIENTS=2 IPV6="" DOCKER_IPV6=on LIGHT_LAYOUT=docker20 OWNER=""
   while (($#)); do
     case $1 in
     --docker) N_DOCKER=$2 && shift ;;
     --light) N_LIGHT=$2 && shift ;;
     --clients) N_CLIENTS=$2 && shift ;;
     --ipv6) IPV6=1 ;;
+    --docker-ipv6) DOCKER_IPV6=$2 && shift ;;
     --light-layout) LIGHT_LAYOUT=$2 && shift ;;
     --owner-pid) OWNER=$2 && shift ;;
-    *) die "up: unknown option '$1'; allowed: --docker N --light N --clients N --ipv6 --light-layout docker20|docker28 --owner-pid PID" ;;
+    *) die "up: unknown option '$1'; allowed: --docker N --light N --clients N --ipv6 --docker-ipv6 on|off --light-layout docker20|docker28 --owner-pid PID" ;;
     esac
     shift
   done
@@ -443,6 +451,8 @@ cmd_up() {
     [[ $n =~ ^[0-9]+$ ]] || die "up: host and client counts must be whole numbers >= 0, got '$n'"
   done
   [[ -z $OWNER || $OWNER =~ ^[0-9]+$ ]] || die "up: --owner-pid must be a process id, got '$OWNER'"
+  [[ $DOCKER_IPV6 == on || $DOCKER_IPV6 == off ]] ||
+    die "up: --docker-ipv6 must be on or off, got '$DOCKER_IPV6'"
   [[ $LIGHT_LAYOUT == docker20 || $LIGHT_LAYOUT == docker28 ]] ||
     die "up: --light-layout must be docker20 or docker28, got '$LIGHT_LAYOUT'"
   N_HOSTS=$((N_DOCKER + N_LIGHT))
@@ -663,7 +673,8 @@ cmd_reboot() {
   [[ -f $DIR/lab.json ]] || die "reboot: no lab '$ID' (see: bash lab/lab.sh status)"
   local hd="$DIR/$host" ns="$ID-$host"
   [[ -f $hd/daemon.json ]] || die "reboot: '$host' is not a docker host of $ID; only docker hosts can reboot"
-  IPV6=""
+  # The daemon's own IPv6 is what daemon.json says (off for --docker-ipv6 off).
+  IPV6="" DOCKER_IPV6=on
   if grep -q '"ipv6": true' "$hd/daemon.json"; then IPV6=1; fi
   SLOT=$((10#${ID#dpa}))
   # Not while the lab is being torn down (the lock fd is closed for the daemons started here).

@@ -17,7 +17,7 @@ export type FindingCode =
   | "owned-rule-damaged"
   /** The same owned rule more than once. */
   | "duplicate-owned-rule"
-  /** A foreign rule sits above one of our jumps in DOCKER-USER, so it decides first. */
+  /** A foreign rule sits above one of our jumps in DOCKER-USER or INPUT, so it decides first. */
   | "foreign-rule-precedes-jump"
   /** A foreign rule jumps into our chain; the chain cannot be deleted while it does. */
   | "foreign-reference-to-owned-chain"
@@ -25,8 +25,13 @@ export type FindingCode =
   | "legacy-tables-present"
   /** A line the parser does not understand; kept verbatim, never deleted. */
   | "unparsed-line"
-  /** ipv6 "on" but the host shows no IPv6 Docker chains (or no ip6tables). */
+  /** ipv6 "on" but the host gave no ip6tables-save output (no ip6tables, or not allowed). */
   | "ipv6-unavailable"
+  /**
+   * ipv6 "off" on a host where ip6tables works: docker-proxy may serve the port on the host's
+   * IPv6 addresses, a path this allowlist then leaves unpoliced.
+   */
+  | "proxy-path-unpoliced"
   /** No iptables output for a family the allowlist needs. */
   | "iptables-unavailable"
   /** After an apply, the host does not show what the plan meant to write. */

@@ -1,40 +1,47 @@
 /**
  * Fingerprint of the part of a host's filter table one allowlist plans against.
  *
- * The planner deletes DOCKER-USER rules by position and may insert or delete our jump in FORWARD,
- * which is only safe if those chains have not changed between the read and the apply. The apply
- * script recomputes this fingerprint on the host, under the lock, with nothing but awk and
- * sha256sum, and refuses on a mismatch:
+ * The planner deletes DOCKER-USER and INPUT rules by position and may insert or delete our jump
+ * in FORWARD, which is only safe if those chains have not changed between the read and the
+ * apply. The apply script recomputes this fingerprint on the host, under the lock, with nothing
+ * but awk and sha256sum, and refuses on a mismatch:
  *
  *   iptables-save -t filter | awk -v chain=DPA-web -v forward=1 "$FINGERPRINT_AWK" | sha256sum
  *
  * Definition (docs/DESIGN.md "Fingerprint"): the chains covered are, for a plan's conflict check,
  * every chain a plan may touch ({@link FINGERPRINT_CHAINS} plus `DPA-<ruleName>`); for comparing a
- * saved rules file with the live rules, the ones the allowlist owns (DOCKER-USER and our chain):
- * FORWARD is Docker's, rebuilt at every start, and `ip6tables-save` of all tables prints no empty
- * filter table where `-t filter` prints one, so FORWARD would make a saved file look stale. Over the lines of the filter table (lines
- * before any `*table` line count as filter; other tables, e.g. mangle's own FORWARD in a full
- * `iptables-save` rules file, do not), keep the chain headers of covered chains (only the `:NAME`
- * token; policy and counters change on their own) and their `-A` rules verbatim, in file order,
- * each followed by "\n"; sha256, lower-case hex. Fields split like awk's default (runs of blanks,
- * leading ones ignored). The same definition, with FORWARD switched off, compares a persisted rules
- * file with the live rules.
+ * saved rules file with the live rules ("saved"), the same without FORWARD: FORWARD is Docker's,
+ * rebuilt at every start, so it would make a saved file look stale; INPUT stays, because our
+ * jumps there must survive a reboot too. Over the lines of the filter table (lines before any
+ * `*table` line count as filter; other tables, e.g. nat's or mangle's own INPUT in a full
+ * `iptables-save` rules file, do not), keep the chain headers of covered user chains (only the
+ * `:NAME` token; policy and counters change on their own) and the `-A` rules of every covered
+ * chain verbatim, in file order, each followed by "\n"; sha256, lower-case hex. Built-in chains
+ * (INPUT, FORWARD) always exist, so their header says nothing, and `ip6tables-save` of all tables
+ * prints no empty filter table where `-t filter` prints one: with the header, a good saved file
+ * of a host without IPv6 rules would look stale. Fields split like awk's default (runs of blanks,
+ * leading ones ignored).
  *
  * Pure (node's crypto only). The host runs exactly {@link FINGERPRINT_AWK}: the remote scripts
  * carry no fingerprint logic of their own (provider/host/remote/prelude.sh).
  */
 import { createHash } from "crypto";
-import { DOCKER_USER, chainName } from "./layout";
+import { DOCKER_USER, INPUT, chainName } from "./layout";
 
 /** The chains a plan's fingerprint covers besides the allowlist's own `DPA-<ruleName>`. */
-export const FINGERPRINT_CHAINS: readonly string[] = ["FORWARD", DOCKER_USER];
+export const FINGERPRINT_CHAINS: readonly string[] = [INPUT, "FORWARD", DOCKER_USER];
 
-/** "plan": every chain a plan may touch; "saved": only what the allowlist owns (no FORWARD). */
+/** Covered chains that are built in: their rules count, their header does not. */
+const BUILTIN: readonly string[] = [INPUT, "FORWARD"];
+
+/** "plan": every chain a plan may touch; "saved": what a reboot must bring back (no FORWARD). */
 export type FingerprintScope = "plan" | "saved";
 
-const covered = FINGERPRINT_CHAINS.map((c) =>
-  c === "FORWARD" ? `(forward && n == "${c}")` : `n == "${c}"`,
-).join(" || ");
+const test = (c: string): string => (c === "FORWARD" ? `(forward && n == "${c}")` : `n == "${c}"`);
+const coveredRules = FINGERPRINT_CHAINS.map(test).join(" || ");
+const coveredHeaders = FINGERPRINT_CHAINS.filter((c) => !BUILTIN.includes(c))
+  .map(test)
+  .join(" || ");
 
 /**
  * The awk program; pass the owned chain as `-v chain=DPA-<ruleName>` and the scope as
@@ -44,8 +51,8 @@ const covered = FINGERPRINT_CHAINS.map((c) =>
 export const FINGERPRINT_AWK =
   'substr($1, 1, 1) == "*" { t = substr($1, 2); next } ' +
   't != "" && t != "filter" { next } ' +
-  `$1 ~ /^:/ { n = substr($1, 2); if (${covered} || n == chain) print ":" n; next } ` +
-  `$1 == "-A" { n = $2; if (${covered} || n == chain) print }`;
+  `$1 ~ /^:/ { n = substr($1, 2); if (${coveredHeaders} || n == chain) print ":" n; next } ` +
+  `$1 == "-A" { n = $2; if (${coveredRules} || n == chain) print }`;
 
 /** The lines the fingerprint covers (exported for tests and for messages on a mismatch). */
 export function fingerprintLines(
@@ -71,7 +78,7 @@ export function fingerprintLines(
     if (table !== "" && table !== "filter") continue;
     if (first.startsWith(":")) {
       const name = first.slice(1);
-      if (chains.has(name)) out.push(`:${name}`);
+      if (chains.has(name) && !BUILTIN.includes(name)) out.push(`:${name}`);
     } else if (first === "-A" && chains.has(fields[1] ?? "")) {
       out.push(record);
     }

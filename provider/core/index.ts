@@ -13,12 +13,14 @@ export {
   RULE_NAME_PATTERN,
   DOCKER_USER,
   FORWARD_TAG,
+  INPUT,
   chainName,
   tagOf,
   declaresFamily,
   renderDesiredRules,
   renderChainRules,
   renderJumps,
+  renderInputJumps,
   renderForwardJump,
 } from "./layout";
 export type {

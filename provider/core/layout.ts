@@ -27,6 +27,20 @@
  *
  * RETURN rather than ACCEPT: an allowed packet still meets the foreign rules below our jumps
  * and Docker's own chains, which only accept what is really published.
+ *
+ * The docker-proxy path: with the userland proxy on (Docker's default), a published port is
+ * also served by `docker-proxy` on the host's own sockets, e.g. on `[::]:8080` for containers
+ * that have no IPv6 address. Such connections are not DNATed; they end on the host through
+ * `INPUT` and never reach FORWARD or DOCKER-USER. So the same chain is also jumped to from the
+ * top of INPUT, keyed on the host port itself (no DNAT: `-m tcp --dport`, `-d` for an original
+ * destination):
+ *
+ *     INPUT (our jumps first, before any foreign rule)
+ *       ! -i lo -p tcp -m tcp --dport 8080 ... -j DPA-web   (one jump per protocol)
+ *
+ * `! -i lo`: the host's own connections (to 127.0.0.1, ::1 or its own addresses, which all
+ * arrive on lo) never pass DOCKER-USER either; the INPUT path polices exactly what the FORWARD
+ * path polices: traffic from other machines.
  */
 import { compareCidr, formatAddress, formatCidr, type Cidr, type Family } from "./ip";
 
@@ -41,6 +55,8 @@ export const TAG_PREFIX = "dpa:";
  */
 export const FORWARD_TAG = "dpa::forward";
 export const DOCKER_USER = "DOCKER-USER";
+/** The built-in chain through which connections served by docker-proxy reach the host. */
+export const INPUT = "INPUT";
 
 /** A transport protocol Docker can publish. */
 export type Protocol = "tcp" | "udp";
@@ -149,6 +165,32 @@ export function renderJumps(spec: AllowlistSpec, _family: Family): string[] {
   );
 }
 
+/**
+ * One jump from INPUT into `chain` for `protocol` and `ports` (the docker-proxy path), limited to
+ * the destination address `dst` (a CIDR as iptables-save prints it: with `/32` or `/128`) when
+ * given. iptables-save prints `-d`, then `! -i lo`, then `-p` and its match, whatever the order
+ * they were given in.
+ */
+export function renderInputJump(
+  protocol: string,
+  ports: { readonly from: number; readonly to: number },
+  dst: string | undefined,
+  tag: string,
+  chain: string,
+): string {
+  const d = dst === undefined ? "" : `-d ${dst} `;
+  return `-A ${INPUT} ${d}! -i lo -p ${protocol} -m ${protocol} --dport ${portText(ports)} ${commentMatch(tag)} -j ${chain}`;
+}
+
+/** The jumps from INPUT into the owned chain, one per protocol, as `-A INPUT ...`. */
+export function renderInputJumps(spec: AllowlistSpec): string[] {
+  const d = spec.originalDestination;
+  const dst = d === undefined ? undefined : formatCidr(d);
+  return spec.protocols.map((p) =>
+    renderInputJump(p, spec.ports, dst, tagOf(spec.ruleName), chainName(spec.ruleName)),
+  );
+}
+
 /** The FORWARD jump we add where the host has none (see {@link FORWARD_TAG}). */
 export function renderForwardJump(): string {
   return `-A FORWARD ${commentMatch(FORWARD_TAG)} -j ${DOCKER_USER}`;
@@ -164,10 +206,12 @@ export function declaresFamily(spec: AllowlistSpec, family: Family): boolean {
 }
 
 /**
- * Every line this allowlist wants present in `family`, jumps first then the chain: exactly what
- * `iptables-save` prints for them. Used for preview (`pulumi preview --diff`).
+ * Every line this allowlist wants present in `family`: DOCKER-USER jumps, INPUT jumps, then the
+ * chain; exactly what `iptables-save` prints for them. Used for preview (`pulumi preview
+ * --diff`). A host whose Docker does not manage `family` (IPv6 with IPv4-only containers) gets
+ * only the INPUT jumps and the chain; the preview cannot know that and shows all of them.
  */
 export function renderDesiredRules(spec: AllowlistSpec, family: Family): string[] {
   if (!declaresFamily(spec, family)) return [];
-  return [...renderJumps(spec, family), ...renderChainRules(spec, family)];
+  return [...renderJumps(spec, family), ...renderInputJumps(spec), ...renderChainRules(spec, family)];
 }

@@ -67,6 +67,8 @@ export interface ParsedRule {
   readonly ctOrigDst?: Negatable<string>;
   /** `--ctorigdstport`: a port or an inclusive range (`8000:8100`). */
   readonly ctOrigDstPort?: Negatable<PortRange>;
+  /** `--dport` (of `-m tcp` / `-m udp`): a port or an inclusive range (`8000:8100`). */
+  readonly destinationPort?: Negatable<PortRange>;
   /** The tokens after the `-j`/`-g` target, unquoted (`["--reject-with", "icmp-port-unreachable"]`). */
   readonly targetArgs?: readonly string[];
 }
@@ -225,11 +227,13 @@ function canonicalize(tokens: string[], family: Family): RuleFields {
       if (t === "-p" || t === "--protocol") fields.protocol ??= { value: next, negated };
       else if (t === "-i" || t === "--in-interface") fields.inInterface ??= { value: next, negated };
       else if (t === "-o" || t === "--out-interface") fields.outInterface ??= { value: next, negated };
-      else if (t === "--ctorigdstport") {
+      else if (t === "--ctorigdstport" || t === "--dport" || t === "--destination-port") {
         const m = PORT_RANGE.exec(next);
         if (m !== null) {
           const from = Number(m[1]);
-          fields.ctOrigDstPort ??= { value: { from, to: m[2] === undefined ? from : Number(m[2]) }, negated };
+          const value = { value: { from, to: m[2] === undefined ? from : Number(m[2]) }, negated };
+          if (t === "--ctorigdstport") fields.ctOrigDstPort ??= value;
+          else fields.destinationPort ??= value;
         }
       }
     }

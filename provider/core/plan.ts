@@ -5,13 +5,17 @@
  * Pure functions only (no I/O). Guarantees (each proved by test/core/plan.property.test.ts):
  * - Idempotent: planning against the state a plan produces yields no change (`inSync`).
  * - Foreign rules (no `dpa:<ruleName>` tag, outside our chain) are never deleted or rewritten;
- *   the only foreign-chain edits are inserting our own tagged jumps.
+ *   the only foreign-chain edits are inserting our own tagged jumps (DOCKER-USER, INPUT, FORWARD).
+ * - Two paths to a published port are policed by the same chain: DOCKER-USER (DNATed traffic,
+ *   FORWARD) and INPUT (what docker-proxy serves on the host's own sockets, e.g. IPv6 clients of
+ *   IPv4-only containers). Our jumps sit above every foreign rule in both chains.
  * - Order and duplicates in the declared sources do not change the plan.
  * - One transaction per family: the payload is applied by one `iptables-restore --noflush`, so
- *   a host is never left half-changed. DOCKER-USER rules are deleted by position (descending),
- *   which cannot hit the wrong rule because the apply step first checks the fingerprint.
- * - Deleting an allowlist (desired null) leaves DOCKER-USER as it would be without it and
- *   removes our chain. A DOCKER-USER we created in ip6tables (Docker 20.10 makes none) is removed
+ *   a host is never left half-changed. DOCKER-USER and INPUT rules are deleted by position
+ *   (descending), which cannot hit the wrong rule because the apply step first checks the
+ *   fingerprint.
+ * - Deleting an allowlist (desired null) leaves DOCKER-USER and INPUT as they would be without
+ *   it and removes our chain. A DOCKER-USER we created in ip6tables (Docker 20.10 makes none) is removed
  *   too, with our FORWARD jump, once no rule is left in it and nothing else refers to it.
  */
 import { conntrackPolicyOf } from "./conntrack";
@@ -21,10 +25,13 @@ import type { Family } from "./ip";
 import {
   DOCKER_USER,
   FORWARD_TAG,
+  INPUT,
   chainName,
   declaresFamily,
   renderChainRules,
   renderForwardJump,
+  renderInputJump,
+  renderInputJumps,
   renderJump,
   renderJumps,
   tagOf,
@@ -80,14 +87,33 @@ interface FamilyResult {
   plan?: FamilyPlan;
 }
 
-/** Decides whether `family` is policed on this host; pushes findings when it cannot be. */
+/**
+ * Which paths of `family` this allowlist polices on this host; pushes findings where it cannot.
+ * `forward`: DOCKER-USER (Docker manages the family's iptables); `input`: INPUT, where docker-proxy
+ * serves the port on the host's own sockets (wherever the family's iptables works at all).
+ */
 function policed(
   table: FilterTable | null,
   desired: AllowlistSpec | null,
   family: Family,
   findings: Finding[],
-): { police: boolean; blocked: boolean } {
-  if (desired === null || !declaresFamily(desired, family)) return { police: false, blocked: false };
+): { forward: boolean; input: boolean; blocked: boolean } {
+  const none = { forward: false, input: false, blocked: false };
+  if (desired === null) return none;
+  if (!declaresFamily(desired, family)) {
+    // ipv6 "off" (an original destination of IPv4 binds docker-proxy to that address only).
+    if (family === "ipv6" && table !== null && desired.originalDestination === undefined) {
+      findings.push(
+        finding(
+          "proxy-path-unpoliced",
+          "warning",
+          family,
+          `ipv6 is "off", but this host has ip6tables: with Docker's userland proxy (the default), docker-proxy also serves port ${portText(desired)} on the host's IPv6 addresses, and IPv6 clients reach the container that way without passing this allowlist. Fix: set ipv6 to "auto" (IPv6 clients not in sources are then kept out), or run dockerd with "userland-proxy": false.`,
+        ),
+      );
+    }
+    return none;
+  }
   if (family === "ipv4") {
     if (table === null) {
       findings.push(
@@ -98,25 +124,32 @@ function policed(
           `No iptables-save output for IPv4 on this host: iptables is not installed or not allowed for this user. Fix: install iptables, or connect as root or with sudo.`,
         ),
       );
-      return { police: false, blocked: true };
+      return { ...none, blocked: true };
     }
-    return { police: true, blocked: false };
+    return { forward: true, input: true, blocked: false };
   }
-  const docker = table !== null && hasDockerChains(table);
-  if (desired.ipv6 === "on" && !docker) {
-    findings.push(
-      finding(
-        "ipv6-unavailable",
-        "error",
-        family,
-        table === null
-          ? `ipv6 is "on" but this host gave no ip6tables-save output. Fix: install ip6tables, or set ipv6 to "auto" or "off".`
-          : `ipv6 is "on" but ip6tables has no Docker chains: Docker does not manage IPv6 here (enable "ip6tables": true in daemon.json). Fix: enable it, or set ipv6 to "auto" or "off".`,
-      ),
-    );
-    return { police: false, blocked: true };
+  if (table === null) {
+    if (desired.ipv6 === "on") {
+      findings.push(
+        finding(
+          "ipv6-unavailable",
+          "error",
+          family,
+          `ipv6 is "on" but this host gave no ip6tables-save output. Fix: install ip6tables (or connect as a user allowed to run it), or set ipv6 to "auto" or "off".`,
+        ),
+      );
+      return { ...none, blocked: true };
+    }
+    return none; // no ip6tables: no IPv6 path to police
   }
-  return { police: docker, blocked: false };
+  // Without Docker's IPv6 chains, containers are IPv4-only and IPv6 reaches them only through
+  // docker-proxy: the INPUT path alone covers it.
+  return { forward: hasDockerChains(table), input: true, blocked: false };
+}
+
+function portText(spec: AllowlistSpec): string {
+  const { from, to } = spec.ports;
+  return `${from === to ? from : `${from}-${to}`}/${spec.protocols.join(",")}`;
 }
 
 function prefix(sign: "+" | "-" | "~", family: Family, line: string, note?: string): string {
@@ -145,6 +178,92 @@ function ruleSpec(rendered: string): string {
   return parseRuleCommand(rendered)!.spec;
 }
 
+/** Our jumps in one chain (DOCKER-USER or INPUT): which to delete (by position) and insert at the top. */
+interface Placement {
+  readonly deletes: ParsedRule[];
+  readonly inserts: string[];
+}
+
+/**
+ * Keeps `want` (rendered jumps of ours) at the top of `rules` (a chain we share with others):
+ * above every rule that is not some allowlist's, so allowlists never fight over position 1.
+ * Jumps in place stay; misplaced ones are moved back (finding `foreign-rule-precedes-jump`),
+ * missing ones inserted, stale, duplicate and damaged ones of ours deleted. Foreign rules are
+ * never touched.
+ */
+function placeJumps(
+  chainLabel: string,
+  rules: readonly ParsedRule[],
+  want: readonly string[],
+  tag: string,
+  isOurShape: (r: ParsedRule) => boolean,
+  family: Family,
+  changes: string[],
+  findings: Finding[],
+): Placement {
+  const t = tool(family);
+  let leading = 0;
+  while (leading < rules.length && isDpaComment(rules[leading].comment)) leading++;
+  const remaining = new Map<string, number>();
+  for (const j of want) remaining.set(j, (remaining.get(j) ?? 0) + 1);
+  const deletes: ParsedRule[] = [];
+  const reinsert: string[] = [];
+  for (const r of rules) {
+    if (r.comment !== tag) continue;
+    const left = remaining.get(r.canonical) ?? 0;
+    if (left > 0) {
+      remaining.set(r.canonical, left - 1);
+      if (r.position <= leading) continue; // in place
+      deletes.push(r);
+      reinsert.push(r.canonical);
+      findings.push(
+        finding(
+          "foreign-rule-precedes-jump",
+          "warning",
+          family,
+          `${t} ${chainLabel} has a rule of another owner above this allowlist's jump (position ${r.position}), so that rule decides first. The plan moves the jump back to the top.`,
+          r.line,
+        ),
+      );
+      changes.push(prefix("~", family, r.canonical, `moved to the top of ${chainLabel}`));
+      continue;
+    }
+    deletes.push(r);
+    if (want.includes(r.canonical)) {
+      findings.push(
+        finding(
+          "duplicate-owned-rule",
+          "warning",
+          family,
+          `${t} ${chainLabel} holds this allowlist's jump more than once; the plan removes the extra copy.`,
+          r.line,
+        ),
+      );
+    } else if (!isOurShape(r)) {
+      findings.push(
+        finding(
+          "owned-rule-damaged",
+          "warning",
+          family,
+          `${t} ${chainLabel} has a rule tagged "${tag}" that is not a jump this tool writes (edited by hand?); the plan replaces it.`,
+          r.line,
+        ),
+      );
+    }
+    changes.push(prefix("-", family, r.line));
+  }
+  const missing = want.filter((j) => {
+    const left = remaining.get(j) ?? 0;
+    if (left > 0) {
+      remaining.set(j, left - 1);
+      return true;
+    }
+    return false;
+  });
+  for (const j of missing) changes.push(prefix("+", family, j));
+  return { deletes, inserts: want.filter((j) => missing.includes(j) || reinsert.includes(j)) };
+}
+
 function planFamily(
   saveText: string | null,
   desired: AllowlistSpec | null,
@@ -153,7 +272,11 @@ function planFamily(
 ): FamilyResult {
   const findings: Finding[] = [];
   const table = saveText === null ? null : parseFilterTable(saveText, family);
-  const { police, blocked } = policed(table, desired, family, findings);
+  const paths = policed(table, desired, family, findings);
+  const blocked = paths.blocked;
+  // The chain is wanted wherever some path is policed; the FORWARD/DOCKER-USER part only where
+  // Docker manages the family.
+  const police = paths.forward || paths.input;
   if (table === null) return { changes: [], findings, blocked };
 
   const chain = chainName(ruleName);
@@ -162,9 +285,11 @@ function planFamily(
   const dockerUser = getChain(table, DOCKER_USER);
   const ownChain = getChain(table, chain);
   const forward = getChain(table, "FORWARD");
+  const input = getChain(table, INPUT);
 
-  // Host-wide findings only matter where we police; elsewhere they are someone else's business.
-  if (police) {
+  // Host-wide findings (about DOCKER-USER and FORWARD) only matter where we police that path;
+  // elsewhere they are someone else's business.
+  if (paths.forward) {
     for (const f of table.findings) {
       if (f.code === "docker-user-missing" && family === "ipv6") {
         findings.push({ ...f, code: "docker-user-created" });
@@ -177,12 +302,13 @@ function planFamily(
       ...table.findings.filter((f) => f.code === "legacy-tables-present" || f.code === "unparsed-line"),
     );
   }
-  if (police && dockerUser === undefined && family === "ipv4") {
+  if (paths.forward && dockerUser === undefined && family === "ipv4") {
     return { changes: [], findings, blocked: true };
   }
 
   const changes: string[] = [];
-  const wantJumps = police ? renderJumps(desired!, family) : [];
+  const wantJumps = paths.forward ? renderJumps(desired!, family) : [];
+  const wantInputJumps = paths.input ? renderInputJumps(desired!) : [];
   const wantChain = police ? renderChainRules(desired!, family) : [];
 
   // Foreign rules that jump into our chain: we cannot delete the chain while they exist.
@@ -204,7 +330,7 @@ function planFamily(
 
   // --- DOCKER-USER: create it where Docker made none (ip6tables on Docker 20.10).
   let createdDockerUser = false;
-  if (police && dockerUser === undefined) {
+  if (paths.forward && dockerUser === undefined) {
     createdDockerUser = true;
     changes.push(prefix("+", family, `-N ${DOCKER_USER}`, "Docker made no DOCKER-USER chain here"));
   }
@@ -216,7 +342,7 @@ function planFamily(
   const forwardLine = renderForwardJump();
   const forwardDeletes: ParsedRule[] = [];
   let forwardInsert = false;
-  if (police) {
+  if (paths.forward) {
     if (createdDockerUser || !forwardOk) {
       // A misplaced jump of ours goes; Docker's own (untagged) jump is never touched.
       forwardDeletes.push(...ourForward);
@@ -232,72 +358,32 @@ function planFamily(
     }
   }
 
-  // --- DOCKER-USER jumps.
+  // --- Jumps: DOCKER-USER (DNATed traffic), then INPUT (the docker-proxy path).
   const duRules = dockerUser?.rules ?? [];
-  let leading = 0;
-  while (leading < duRules.length && isDpaComment(duRules[leading].comment)) leading++;
-  const remaining = new Map<string, number>();
-  for (const j of wantJumps) remaining.set(j, (remaining.get(j) ?? 0) + 1);
-  const duDeletes: ParsedRule[] = [];
-  const reinsert: string[] = [];
-  for (const r of duRules) {
-    if (r.comment !== tag) continue;
-    const left = remaining.get(r.canonical) ?? 0;
-    if (left > 0) {
-      remaining.set(r.canonical, left - 1);
-      if (r.position <= leading) continue; // in place
-      duDeletes.push(r);
-      reinsert.push(r.canonical);
-      findings.push(
-        finding(
-          "foreign-rule-precedes-jump",
-          "warning",
-          family,
-          `${t} DOCKER-USER has a rule of another owner above this allowlist's jump (position ${r.position}), so that rule decides first. The plan moves the jump back to the top.`,
-          r.line,
-        ),
-      );
-      changes.push(prefix("~", family, r.canonical, "moved to the top of DOCKER-USER"));
-      continue;
-    }
-    duDeletes.push(r);
-    if (wantJumps.includes(r.canonical)) {
-      findings.push(
-        finding(
-          "duplicate-owned-rule",
-          "warning",
-          family,
-          `${t} DOCKER-USER holds this allowlist's jump more than once; the plan removes the extra copy.`,
-          r.line,
-        ),
-      );
-    } else if (!isOurJumpShape(r, chain)) {
-      findings.push(
-        finding(
-          "owned-rule-damaged",
-          "warning",
-          family,
-          `${t} DOCKER-USER has a rule tagged "${tag}" that is not a jump this tool writes (edited by hand?); the plan replaces it.`,
-          r.line,
-        ),
-      );
-    }
-    changes.push(prefix("-", family, r.line));
-  }
-  const missingJumps = wantJumps.filter((j) => {
-    const left = remaining.get(j) ?? 0;
-    if (left > 0) {
-      remaining.set(j, left - 1);
-      return true;
-    }
-    return false;
-  });
-  for (const j of missingJumps) changes.push(prefix("+", family, j));
-  const inserts = wantJumps.filter((j) => missingJumps.includes(j) || reinsert.includes(j));
+  const du = placeJumps(
+    DOCKER_USER,
+    duRules,
+    wantJumps,
+    tag,
+    (r) => isOurJumpShape(r, chain),
+    family,
+    changes,
+    findings,
+  );
+  const inp = placeJumps(
+    INPUT,
+    input?.rules ?? [],
+    wantInputJumps,
+    tag,
+    (r) => isOurInputJumpShape(r, chain),
+    family,
+    changes,
+    findings,
+  );
 
-  // --- Our tagged rules in other chains (not DOCKER-USER, not ours, not the FORWARD jump).
+  // --- Our tagged rules in other chains (not DOCKER-USER, INPUT or ours; not the FORWARD jump).
   const strays = table.chains
-    .filter((c) => c.name !== DOCKER_USER && c.name !== chain)
+    .filter((c) => c.name !== DOCKER_USER && c.name !== INPUT && c.name !== chain)
     .flatMap((c) => c.rules)
     .filter((r) => r.comment === tag);
   for (const r of strays) {
@@ -364,13 +450,13 @@ function planFamily(
     changes.push(prefix("-", family, `-X ${chain}`));
   }
 
-  // --- On removal: a DOCKER-USER we created (only our FORWARD jump refers to it) goes too,
-  // once nothing else is left in it.
+  // --- Where the DOCKER-USER path is not policed: a DOCKER-USER we created (only our FORWARD
+  // jump refers to it) goes too, once nothing else is left in it.
   let dropDockerUser = false;
   const forwardRemovals: ParsedRule[] = [...forwardDeletes];
-  if (!police && dockerUser !== undefined) {
-    const leftInDu = duRules.length - duDeletes.length;
-    const dpaLeft = duRules.filter((r) => isDpaComment(r.comment) && !duDeletes.includes(r)).length;
+  if (!paths.forward && dockerUser !== undefined) {
+    const leftInDu = duRules.length - du.deletes.length;
+    const dpaLeft = duRules.filter((r) => isDpaComment(r.comment) && !du.deletes.includes(r)).length;
     const otherRefs = table.chains
       .flatMap((c) => c.rules)
       .filter((r) => r.target === DOCKER_USER && !(r.chain === "FORWARD" && r.comment === FORWARD_TAG));
@@ -394,14 +480,18 @@ function planFamily(
   const restore = new RestoreBuilder().startTransaction("filter");
   if (createdDockerUser) restore.declareChain(DOCKER_USER);
   if (rewriteChain || deleteChain) restore.declareChain(chain); // creates or flushes our chain
-  for (const r of [...duDeletes].sort((a, b) => b.position - a.position)) {
+  for (const r of [...du.deletes].sort((a, b) => b.position - a.position)) {
     restore.deleteAt(DOCKER_USER, r.position);
+  }
+  for (const r of [...inp.deletes].sort((a, b) => b.position - a.position)) {
+    restore.deleteAt(INPUT, r.position);
   }
   // FORWARD and stray rules are deleted by their exact spec: their chains are not fingerprinted,
   // so positions there could have moved; the spec is what the host printed, so it matches.
   for (const r of [...forwardRemovals, ...strays]) restore.deleteRule(r.chain, r.spec);
   if (forwardInsert) restore.insert("FORWARD", 1, ruleSpec(forwardLine));
-  for (const j of [...inserts].reverse()) restore.insert(DOCKER_USER, 1, ruleSpec(j));
+  for (const j of [...du.inserts].reverse()) restore.insert(DOCKER_USER, 1, ruleSpec(j));
+  for (const j of [...inp.inserts].reverse()) restore.insert(INPUT, 1, ruleSpec(j));
   if (rewriteChain) for (const l of wantChain) restore.append(chain, ruleSpec(l));
   if (deleteChain) restore.deleteChain(chain);
   if (dropDockerUser) restore.deleteChain(DOCKER_USER);
@@ -413,11 +503,13 @@ function planFamily(
     plan: {
       payload,
       fingerprint: fingerprint(saveText!, ruleName),
-      expected: [...wantJumps, ...wantChain],
+      expected: [...wantJumps, ...wantInputJumps, ...wantChain],
       changes,
-      // Where we police, the payload leaves exactly the spec's rules (see verifyApplied), so the
-      // policy follows from the spec; where we do not, our chain is gone and nothing is cut.
-      conntrack: police ? conntrackPolicyOf(desired, family) : [],
+      // Where we police DOCKER-USER, the payload leaves exactly the spec's rules (see
+      // verifyApplied), so the policy follows from the spec. The cut only ever removes DNATed
+      // flows; what docker-proxy serves through INPUT is not DNATed, so a family policed on the
+      // INPUT path alone has nothing to cut, and a deleted allowlist cuts nothing.
+      conntrack: paths.forward ? conntrackPolicyOf(desired, family) : [],
     },
   };
 }
@@ -433,6 +525,19 @@ function isOurJumpShape(rule: ParsedRule, chain: string): boolean {
     rule.comment !== undefined &&
     // Nothing else in it: exactly the jump we would render from its own fields.
     rule.canonical === renderJump(protocol, ports, rule.ctOrigDst?.value, rule.comment, chain)
+  );
+}
+
+/** `[-d X] ! -i lo -p tcp|udp -m tcp|udp --dport P ... -j <our chain>`: a (maybe stale) INPUT jump of ours. */
+function isOurInputJumpShape(rule: ParsedRule, chain: string): boolean {
+  const protocol = rule.protocol?.value;
+  const ports = rule.destinationPort?.value;
+  return (
+    rule.target === chain &&
+    (protocol === "tcp" || protocol === "udp") &&
+    ports !== undefined &&
+    rule.comment !== undefined &&
+    rule.canonical === renderInputJump(protocol, ports, rule.destination?.value, rule.comment, chain)
   );
 }
 

@@ -31,7 +31,10 @@ import { inspectHost } from "../host/sync";
 /** The value Pulumi sends for an input that is not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
-/** Rules per family, exactly as `iptables-save` prints them: our jumps first, then our chain. */
+/**
+ * Rules per family, exactly as `iptables-save` prints them: our jumps (DOCKER-USER, then INPUT for
+ * the docker-proxy path) first, then our chain.
+ */
 export interface RuleLines {
   ipv4: string[];
   ipv6: string[];
@@ -303,11 +306,10 @@ export function ownedLines(saveText: string | null, ruleName: string): string[] 
   const chain = chainName(ruleName);
   const tag = `--comment "${tagOf(ruleName)}"`;
   const lines = saveText.split("\n");
-  const jumps = lines.filter(
-    (l) => l.startsWith("-A DOCKER-USER ") && l.endsWith(` -j ${chain}`) && l.includes(tag),
-  );
+  const jumpsIn = (from: string) =>
+    lines.filter((l) => l.startsWith(`-A ${from} `) && l.endsWith(` -j ${chain}`) && l.includes(tag));
   const rules = lines.filter((l) => l.startsWith(`-A ${chain} `));
-  return [...jumps, ...rules];
+  return [...jumpsIn("DOCKER-USER"), ...jumpsIn("INPUT"), ...rules];
 }
 
 /** `read` (refresh): the live rules where they drifted, fail-open and other findings. */

@@ -199,7 +199,22 @@ describe("typed rule fields, read once by the parser", () => {
         inInterface: not("docker0"),
         outInterface: yes("docker0"),
         protocol: yes("tcp"),
+        destinationPort: yes({ from: 80, to: 80 }),
         target: "ACCEPT",
+      },
+    ],
+    [
+      "our INPUT jump (the docker-proxy path): a port range, loopback left out",
+      "ipv6",
+      `-A DOCKER-USER -d 2001:db8::10/128 ! -i lo -p udp -m udp --dport 8000:8100 ${T} -j DPA-web`,
+      {
+        spec: `-d 2001:db8::10/128 ! -i lo -p udp -m udp --dport 8000:8100 ${T} -j DPA-web`,
+        destination: yes("2001:db8::10/128"),
+        inInterface: not("lo"),
+        protocol: yes("udp"),
+        destinationPort: yes({ from: 8000, to: 8100 }),
+        comment: "dpa:web",
+        target: "DPA-web",
       },
     ],
     [

@@ -2,13 +2,14 @@
  * Properties of the planner, over real fixture states plus random foreign rules, random
  * earlier versions of the allowlist and random specs (fast-check):
  * - applying a plan (simulated iptables-restore) converges: planning again is empty;
- * - foreign rules survive every plan, creation and deletion alike, in their order;
- * - deleting after creating leaves DOCKER-USER and FORWARD as they were;
+ * - foreign rules survive every plan, creation and deletion alike, in their order (also in
+ *   INPUT, where the docker-proxy jumps live beside ufw-like jumps and plain rules);
+ * - deleting after creating leaves DOCKER-USER, FORWARD and INPUT as they were;
  * - the order and duplication of declared sources do not change the plan;
  * - rendered rules parse back to themselves;
  * - the conntrack policy a plan carries (computed from the spec) is what the state after the
  *   apply implies (read back from it, as production did before the plan carried it);
- * - the rollback sent with a plan gives DOCKER-USER and our chain back as they were.
+ * - the rollback sent with a plan gives DOCKER-USER, INPUT and our chain back as they were.
  * The real-iptables counterpart is restore.lab.test.ts.
  */
 import fc from "fast-check";
@@ -43,6 +44,7 @@ const BASES = [
   "in-sync",
   "hand-quirks",
   "legacy-backend",
+  "ipv6-input-only",
 ].map((n) => loadCase(n).live);
 
 const v4 = fc
@@ -77,14 +79,24 @@ function toSpec(args: object): AllowlistSpec {
   return v.spec;
 }
 
-/** Foreign rules someone else added: at the top or bottom of DOCKER-USER, or in FORWARD. */
+/**
+ * Foreign rules someone else added: at the top or bottom of DOCKER-USER, FORWARD or INPUT, as
+ * plain rules or (INPUT) as ufw-like jumps into a chain of their own.
+ */
 const noiseArb = fc.array(
   fc.tuple(
-    fc.constantFrom("-I DOCKER-USER 1", "-A DOCKER-USER", "-A FORWARD", "-I FORWARD 1"),
+    fc.constantFrom(
+      "-I DOCKER-USER 1",
+      "-A DOCKER-USER",
+      "-A FORWARD",
+      "-I FORWARD 1",
+      "-I INPUT 1",
+      "-A INPUT",
+    ),
     v4,
-    fc.constantFrom("DROP", "ACCEPT", "RETURN"),
+    fc.constantFrom("DROP", "ACCEPT", "RETURN", "ufw-before-input"),
   ),
-  { maxLength: 4 },
+  { maxLength: 5 },
 );
 
 function applyPlan(live: Live, plan: Plan): Live {
@@ -97,11 +109,27 @@ function applyPlan(live: Live, plan: Plan): Live {
 }
 
 function addNoise(live: Live, noise: [string, string, string][]): Live {
-  if (live.ipv4 === null || noise.length === 0) return live;
-  const lines = noise.map(([where, src, target]) => `${where} -s ${src} -j ${target}`);
-  // Only where DOCKER-USER exists; a host without it has no place for such rules.
-  if (!live.ipv4.includes(":DOCKER-USER ")) return live;
-  return { ...live, ipv4: applyPayload(live.ipv4, ["*filter", ...lines, "COMMIT", ""].join("\n"), "ipv4") };
+  const out: Live = { ...live };
+  for (const family of ["ipv4", "ipv6"] as const) {
+    const text = live[family];
+    if (text === null || noise.length === 0) continue;
+    // Only where the chain exists; a host without DOCKER-USER has no place for such rules.
+    const rules = noise.filter(([where]) => !where.includes("DOCKER-USER") || text.includes(":DOCKER-USER "));
+    if (rules.length === 0) continue;
+    const ufw = rules.some(([, , target]) => target === "ufw-before-input")
+      ? [":ufw-before-input - [0:0]"]
+      : [];
+    // The same foreign rules in both families; IPv6 ones with a source of that family.
+    const source = (v: string) =>
+      family === "ipv4" ? v : `2001:db8:${v.split(".")[2]}::/${v.split("/")[1]}`;
+    const lines = rules.map(([where, src, target]) =>
+      target === "ufw-before-input" && !where.includes("INPUT")
+        ? `${where} -s ${source(src)} -j DROP`
+        : `${where} -s ${source(src)} -j ${target}`,
+    );
+    out[family] = applyPayload(text, ["*filter", ...ufw, ...lines, "COMMIT", ""].join("\n"), family);
+  }
+  return out;
 }
 
 /** Rules that belong to nobody we know, per chain, canonical and in order. */
@@ -196,7 +224,7 @@ describe("planner properties", () => {
     );
   });
 
-  it("deleting after creating leaves DOCKER-USER and FORWARD exactly as they were", () => {
+  it("deleting after creating leaves DOCKER-USER, FORWARD and INPUT exactly as they were", () => {
     fc.assert(
       fc.property(fc.constantFrom(...BASES), noiseArb, argsArb, (base, noise, args) => {
         const spec = toSpec(args);
@@ -218,7 +246,7 @@ describe("planner properties", () => {
           if (state[f] === null) continue;
           const pick = (text: string) =>
             parseFilterTable(text, f)
-              .chains.filter((c) => c.name === "DOCKER-USER" || c.name === "FORWARD")
+              .chains.filter((c) => ["DOCKER-USER", "FORWARD", "INPUT"].includes(c.name))
               .map((c) => [c.name, c.rules.map((r) => r.canonical)]);
           expect(pick(gone[f]!)).toEqual(pick(state[f]!));
         }
@@ -254,6 +282,7 @@ describe("planner properties", () => {
         const text = [
           "*filter",
           ":DOCKER-USER - [0:0]",
+          ":INPUT ACCEPT [0:0]",
           `:${chainName(spec.ruleName)} - [0:0]`,
           ...lines,
           "COMMIT",
@@ -261,11 +290,8 @@ describe("planner properties", () => {
         ].join("\n");
         const parsed = parseFilterTable(text, family);
         const rules = parsed.chains.flatMap((c) => c.rules);
-        expect(rules.map((r) => r.canonical)).toEqual(
-          [...lines].sort(
-            (a, b) => (a.startsWith("-A DOCKER-USER") ? 0 : 1) - (b.startsWith("-A DOCKER-USER") ? 0 : 1),
-          ),
-        );
+        // Rendered: DOCKER-USER jumps, INPUT jumps, our chain; the chain headers above say so too.
+        expect(rules.map((r) => r.canonical)).toEqual(lines);
         expect(new Set(rules.map((r) => r.comment))).toEqual(
           new Set(lines.length > 0 ? [tagOf(spec.ruleName)] : []),
         );
@@ -304,10 +330,10 @@ describe("planner properties", () => {
     );
   });
 
-  it("rolls DOCKER-USER and our chain back to the snapshot, on create, update and delete", () => {
+  it("rolls DOCKER-USER, INPUT and our chain back to the snapshot, on create, update and delete", () => {
     const owned = (text: string, family: Family, ruleName: string) =>
       parseFilterTable(text, family)
-        .chains.filter((c) => c.name === "DOCKER-USER" || c.name === chainName(ruleName))
+        .chains.filter((c) => ["DOCKER-USER", "INPUT", chainName(ruleName)].includes(c.name))
         .map((c) => [c.name, c.rules.map((r) => r.canonical)]);
     fc.assert(
       fc.property(scenario, (s) => {

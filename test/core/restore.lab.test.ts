@@ -6,7 +6,8 @@
  *    afterwards the host prints our rules byte for byte as rendered, and planning again is empty.
  * 2. On a real dockerd host of the lab: allowlists for the published 8080/tcp and 5353/udp let
  *    the allowed client in and keep another out (IPv4 and IPv6), containers still reach a server
- *    outside on the same ports, and deleting them restores the host's DOCKER-USER exactly.
+ *    outside on the same ports, and deleting them restores the host's DOCKER-USER, FORWARD and
+ *    INPUT (our docker-proxy jumps) exactly.
  *
  * Run: npx jest test/core/restore.lab.test.ts --selectProjects lab
  */
@@ -239,6 +240,7 @@ describe("allowlists on a real Docker host, checked with real traffic", () => {
     for (const family of ["ipv4", "ipv6"] as const) {
       expect(section(gone[family], "DOCKER-USER")).toEqual(section(before[family], "DOCKER-USER"));
       expect(section(gone[family], "FORWARD")).toEqual(section(before[family], "FORWARD"));
+      expect(section(gone[family], "INPUT")).toEqual(section(before[family], "INPUT"));
       expect(gone[family]).not.toContain("dpa:");
     }
     expect(await lab.probe(other, host, 8080, "tcp")).toBe(true);

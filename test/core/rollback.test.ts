@@ -44,6 +44,44 @@ describe("renderRollback", () => {
   });
 });
 
+describe("renderRollback and INPUT (the docker-proxy jumps)", () => {
+  const J = `! -i lo -p tcp -m tcp --dport 8080 ${T} -j DPA-web`;
+  const withInput = before
+    .replace(":FORWARD DROP [0:0]", ":INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:ufw-before-input - [0:0]")
+    .replace(
+      "-A FORWARD",
+      `-A INPUT -i lo -j ACCEPT\n-A INPUT -j ufw-before-input\n-A INPUT ${J}\n-A FORWARD`,
+    );
+
+  test("deletes the jumps the payload inserted by spec and re-inserts the ones it deleted where they were", () => {
+    const payload = `*filter\n-D INPUT 3\n-I INPUT 1 ${J}\n-I INPUT 1 -p udp -m udp --dport 53 ${T} -j DPA-web\nCOMMIT\n`;
+    const text = renderRollback(withInput, payload, "web");
+    expect(text.split("\n").filter((l) => l.includes("INPUT"))).toEqual([
+      `-D INPUT ${J}`,
+      `-D INPUT -p udp -m udp --dport 53 ${T} -j DPA-web`,
+      `-I INPUT 3 ${J}`,
+    ]);
+    // Never a flush of INPUT, which other tools share.
+    expect(text).not.toContain(":INPUT");
+  });
+
+  test.each([
+    [
+      "a create",
+      `*filter\n:DPA-new - [0:0]\n-I INPUT 1 ! -i lo -p udp -m udp --dport 53 -m comment --comment "dpa:new" -j DPA-new\nCOMMIT\n`,
+      "new",
+    ],
+    ["a moved jump", `*filter\n-D INPUT 3\n-I INPUT 1 ${J}\nCOMMIT\n`, "web"],
+    ["a delete", `*filter\n:DPA-web - [0:0]\n-D DOCKER-USER 1\n-D INPUT 3\n-X DPA-web\nCOMMIT\n`, "web"],
+  ])("%s: gives INPUT back rule for rule", (_name, payload, ruleName) => {
+    const input = (text: string) => text.split("\n").filter((l) => l.startsWith("-A INPUT "));
+    const after = applyPayload(withInput, payload, "ipv4");
+    expect(input(after)).not.toEqual(input(withInput));
+    const undone = applyPayload(after, renderRollback(withInput, payload, ruleName, "ipv4"), "ipv4");
+    expect(input(undone)).toEqual(input(applyPayload(withInput, "*filter\nCOMMIT\n", "ipv4")));
+  });
+});
+
 describe("renderRollback, applied over the state its payload produced", () => {
   const pick = (text: string) =>
     text

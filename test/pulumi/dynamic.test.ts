@@ -24,6 +24,8 @@ describe("check", () => {
     expect(inputs.rules).toEqual({
       ipv4: [
         '-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 -m comment --comment "dpa:web" -j DPA-web',
+        // The docker-proxy path (IPv6 clients of IPv4-only containers end there).
+        '-A INPUT ! -i lo -p tcp -m tcp --dport 8080 -m comment --comment "dpa:web" -j DPA-web',
         '-A DPA-web -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "dpa:web" -j RETURN',
         '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
         '-A DPA-web -i br-+ -m comment --comment "dpa:web" -j RETURN',
@@ -32,6 +34,8 @@ describe("check", () => {
       ],
       ipv6: [
         '-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 -m comment --comment "dpa:web" -j DPA-web',
+        // The docker-proxy path (IPv6 clients of IPv4-only containers end there).
+        '-A INPUT ! -i lo -p tcp -m tcp --dport 8080 -m comment --comment "dpa:web" -j DPA-web',
         '-A DPA-web -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "dpa:web" -j RETURN',
         '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
         '-A DPA-web -i br-+ -m comment --comment "dpa:web" -j RETURN',

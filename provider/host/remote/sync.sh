@@ -11,7 +11,7 @@
 # 1. host: takes the lock, prints the state (report_state) and `@@DPA:await-plan <attempt>`.
 # 2. client -> one line `none` (nothing to do: the host exits at once, releasing the lock) or
 #    `plan <nlines> <fp4> <fp6>` followed by <nlines> lines: sections payload4, rollback4,
-#    payload6, rollback6, conntrack, then `@@DPA:end`. fp = core fingerprint (FORWARD,
+#    payload6, rollback6, conntrack, then `@@DPA:end`. fp = core fingerprint (INPUT, FORWARD,
 #    DOCKER-USER, our chain) of the state the plan was made from ("-" = family untouched).
 #    Nothing within planTimeoutSeconds (or EOF) = EXIT_NO_PLAN, nothing changed.
 # 3. host: if a family's fingerprint differs (a writer that does not take our lock: Docker, a
