@@ -17,6 +17,7 @@ export type {
   ExecOptions,
   ExecResult,
   HostExec,
+  HostKeys,
   SessionOptions,
   SessionStats,
 } from "./exec";

@@ -3,7 +3,7 @@
  * get back; the defaults of every limit, resolved in one place.
  */
 import { DEFAULT_RULES_V4_PATH, DEFAULT_RULES_V6_PATH, type Family } from "../core";
-import type { Connect, HostExec, SessionOptions, SessionStats } from "./exec";
+import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "./exec";
 import type { HostSnapshot } from "./snapshot";
 
 /** What `plan` must give back: the core's `Plan`, structurally. */
@@ -126,4 +126,6 @@ export interface HostOutcome<P extends PlanLike> {
   /** Plans made (1 unless a writer that ignores our lock changed the rules meanwhile). */
   readonly attempts: number;
   readonly stats: SessionStats & { readonly ms: number };
+  /** The host keys the transport verified (SSH: target and jump host); empty for LocalExec. */
+  readonly hostKeys: HostKeys;
 }

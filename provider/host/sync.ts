@@ -15,7 +15,7 @@
  */
 import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
-import type { Connect, HostExec, SessionOptions, SessionStats } from "./exec";
+import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "./exec";
 import { Dialogue, planMessage, readCommand, syncCommand, syncTimeoutMs, type Reply } from "./dialogue";
 import { failure, sudoError } from "./failure";
 import {
@@ -177,6 +177,7 @@ export async function syncHost<P extends PlanLike>(
         replanned: attempts > 1,
         attempts,
         stats: { ...session.stats, ms: Date.now() - started },
+        hostKeys: { ...session.hostKeys },
       };
     }
   } catch (err) {
@@ -193,12 +194,12 @@ export async function inspectHost(
   target: HostTarget,
   session?: SessionOptions,
   connect: Connect = ssh,
-): Promise<{ snapshot: HostSnapshot; stats: SessionStats & { ms: number } }> {
+): Promise<{ snapshot: HostSnapshot; stats: SessionStats & { ms: number }; hostKeys: HostKeys }> {
   const started = Date.now();
   const s = await connect(conn, session ?? {});
   try {
     const snapshot = await readHost(s, target);
-    return { snapshot, stats: { ...s.stats, ms: Date.now() - started } };
+    return { snapshot, stats: { ...s.stats, ms: Date.now() - started }, hostKeys: { ...s.hostKeys } };
   } finally {
     s.close();
   }

@@ -73,7 +73,10 @@ export function loadImplementation(captured: string, projectDir: string): Impl {
     try {
       file = require.resolve(captured);
     } catch {
-      missed.push({ where: `${captured}.js`, reason: "no such file (the project moved, or node_modules was removed)" });
+      missed.push({
+        where: `${captured}.js`,
+        reason: "no such file (the project moved, or node_modules was removed)",
+      });
     }
   }
   if (file === undefined) {

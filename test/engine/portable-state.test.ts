@@ -85,7 +85,9 @@ describe("state that outlives the project's directory", () => {
     expect(refreshText).toContain(h.hostKeyFingerprint);
 
     const destroy = await proj.destroy();
-    expect(destroy.stdout + destroy.stderr).toContain(`connection.hostKey is not pinned for root@${h.ipv4}:22`);
+    expect(destroy.stdout + destroy.stderr).toContain(
+      `connection.hostKey is not pinned for root@${h.ipv4}:22`,
+    );
     expect(await proj.resources("pulumi-nodejs:dynamic:Resource")).toEqual([]);
     const after = await filterTable();
     expect(after).not.toContain("dpa:");

@@ -151,12 +151,10 @@ export class StubHost {
     }
   }
 
-  /** A fresh session on this host (what `SshSession.open` is for a real one). */
-  public exec(extra: { sudo?: boolean } = {}): HostExec {
-    return new LocalExec({
-      host: "stubhost",
-      sudo: extra.sudo,
-      shell: [
+  /** The argv that runs a command line (appended as its last word) on this host, and its environment. */
+  public shell(): { argv: string[]; env: NodeJS.ProcessEnv } {
+    return {
+      argv: [
         "unshare",
         "--user",
         "--map-root-user",
@@ -168,7 +166,13 @@ export class StubHost {
         this.root,
       ],
       env: { ...process.env, PATH: SYSTEM_PATH, LC_ALL: "C" },
-    });
+    };
+  }
+
+  /** A fresh session on this host (what `SshSession.open` is for a real one). */
+  public exec(extra: { sudo?: boolean } = {}): HostExec {
+    const { argv, env } = this.shell();
+    return new LocalExec({ host: "stubhost", sudo: extra.sudo, shell: argv, env });
   }
 
   /** The `connect` option of syncHost / converge for this host; `opened` sees each session. */

@@ -46,7 +46,10 @@ const EXPORTS = {
 };
 
 /** A project directory with `node_modules/docker-port-allowlist` installed. */
-function project(name: string, exportsField: Record<string, unknown> = EXPORTS): { dir: string; impl: string } {
+function project(
+  name: string,
+  exportsField: Record<string, unknown> = EXPORTS,
+): { dir: string; impl: string } {
   const dir = join(root, name);
   mkdirSync(dir);
   writeFileSync(join(dir, "Pulumi.yaml"), "name: p\nruntime: nodejs\n");
@@ -90,7 +93,16 @@ describe("loadImplementation", () => {
     const captured = p.impl.replace(/\.js$/, "");
     renameSync(p.dir, join(root, "after"));
     expect(load(captured, join(root, "after")).whoami()).toBe(
-      join(root, "after", "node_modules", "docker-port-allowlist", "bin", "provider", "pulumi", "lifecycle.js"),
+      join(
+        root,
+        "after",
+        "node_modules",
+        "docker-port-allowlist",
+        "bin",
+        "provider",
+        "pulumi",
+        "lifecycle.js",
+      ),
     );
   });
 
