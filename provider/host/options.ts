@@ -110,6 +110,30 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimit
   readonly connect?: Connect;
 }
 
+/** One family whose live flows the host could not (all) cut, as the sync script reports it. */
+export interface ConntrackUncut {
+  readonly family: Family;
+  /**
+   * `unavailable`: no conntrack binary on the host; `list-failed`: `conntrack -L` failed, so
+   * nothing was cut; `delete-failed`: `flows` flows are still there after `conntrack -D` failed.
+   */
+  readonly reason: "unavailable" | "list-failed" | "delete-failed";
+  /** Flows left uncut (delete-failed only). */
+  readonly flows?: number;
+}
+
+/** The {@link ConntrackUncut} lines in the sync script's output (`@@DPA:conntrack-...`). */
+export function parseConntrackUncut(stdout: string): ConntrackUncut[] {
+  const out: ConntrackUncut[] = [];
+  const re = /^@@DPA:conntrack-(unavailable|list-failed|failed) (ipv4|ipv6)(?: (\d+))?$/gm;
+  for (const m of stdout.matchAll(re)) {
+    const family = m[2] as Family;
+    if (m[1] === "failed") out.push({ family, reason: "delete-failed", flows: Number(m[3] ?? "0") });
+    else out.push({ family, reason: m[1] as "unavailable" | "list-failed" });
+  }
+  return out;
+}
+
 /** What one operation did on one host. */
 export interface HostOutcome<P extends PlanLike> {
   readonly snapshot: HostSnapshot;
@@ -121,6 +145,11 @@ export interface HostOutcome<P extends PlanLike> {
   /** Live `iptables-save -t filter` per family after the operation. */
   readonly live: { readonly ipv4: string | null; readonly ipv6: string | null };
   readonly conntrackDeleted: number;
+  /**
+   * What the conntrack cut after the commit could not do, per family: empty when it cut every
+   * flow it had to, or had nothing to cut (no policy lines sent).
+   */
+  readonly conntrackUncut: readonly ConntrackUncut[];
   /** True when a foreign writer's change made us plan more than once. */
   readonly replanned: boolean;
   /** Plans made (1 unless a writer that ignores our lock changed the rules meanwhile). */

@@ -19,8 +19,10 @@ import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "
 import { Dialogue, planMessage, readCommand, syncCommand, syncTimeoutMs, type Reply } from "./dialogue";
 import { failure, sudoError } from "./failure";
 import {
+  parseConntrackUncut,
   resolveLimits,
   type ApplyOptions,
+  type ConntrackUncut,
   type HostOutcome,
   type HostTarget,
   type PlanLike,
@@ -159,13 +161,14 @@ export async function syncHost<P extends PlanLike>(
       ipv6: sections.get("new6")?.body ?? snapshot.ipv6,
     };
     const deleted = Number((sections.get("conntrack-deleted")?.header ?? "x 0").split(" ")[1]);
-    return done(sections.has("committed"), true, live, deleted);
+    return done(sections.has("committed"), true, live, deleted, parseConntrackUncut(tail));
 
     function done(
       applied: boolean,
       persisted: boolean,
       live: { ipv4: string | null; ipv6: string | null },
       conntrackDeleted: number,
+      conntrackUncut: readonly ConntrackUncut[] = [],
     ): HostOutcome<P> {
       return {
         snapshot: snapshot!,
@@ -174,6 +177,7 @@ export async function syncHost<P extends PlanLike>(
         persisted,
         live,
         conntrackDeleted,
+        conntrackUncut,
         replanned: attempts > 1,
         attempts,
         stats: { ...session.stats, ms: Date.now() - started },

@@ -23,7 +23,7 @@ import {
   type Plan,
   type ValidationFailure,
 } from "../core";
-import { converge, findingMessages } from "../host/converge";
+import { conntrackFindings, converge, findingMessages } from "../host/converge";
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
@@ -58,6 +58,12 @@ export interface OperationReport {
   applied: boolean;
   replanned: boolean;
   conntrackDeleted: number;
+  /**
+   * Warnings about this operation itself, as `[family] warning: ...` lines: live flows of
+   * sources that lost access that it could not cut (no conntrack on the host, or a failed
+   * listing or delete). They stay in `hostFindings` until the next create/update.
+   */
+  findings: string[];
 }
 
 export interface Outputs extends CheckedInputs {
@@ -229,7 +235,11 @@ function hostKeyOutputs(keys: HostKeys): Pick<Outputs, "hostKeyFingerprint" | "p
   };
 }
 
-function report(operation: OperationReport["operation"], o: HostOutcome<Plan>): OperationReport {
+function report(
+  operation: OperationReport["operation"],
+  o: HostOutcome<Plan>,
+  ruleName: string,
+): OperationReport {
   return {
     operation,
     connections: o.stats.connections,
@@ -239,6 +249,7 @@ function report(operation: OperationReport["operation"], o: HostOutcome<Plan>): 
     applied: o.applied,
     replanned: o.replanned,
     conntrackDeleted: o.conntrackDeleted,
+    findings: findingMessages(conntrackFindings(o, ruleName)),
   };
 }
 
@@ -259,16 +270,20 @@ function outputs(
   persisted: boolean,
 ): Outputs {
   const { __provider: _ignored, ...rest } = inputs;
+  const lastOperation = report(operation, o, spec.ruleName);
   return {
     ...(rest as CheckedInputs),
     chain: chainName(spec.ruleName),
     // From the state after the change, exactly as `read` computes it, so a refresh right after
     // an up finds nothing new ("docker-user-created" and the like belong to the change only).
-    hostFindings: findingMessages(planAllowlist(o.live, spec, spec.ruleName).findings),
+    hostFindings: [
+      ...findingMessages(planAllowlist(o.live, spec, spec.ruleName).findings),
+      ...lastOperation.findings,
+    ],
     persisted,
     families: policedFamilies(spec, o.live),
     inSync: true,
-    lastOperation: report(operation, o),
+    lastOperation,
     ...hostKeyOutputs(o.hostKeys),
   };
 }
@@ -307,6 +322,7 @@ function partial(
       applied: true,
       replanned: false,
       conntrackDeleted: 0,
+      findings: [],
     },
   };
   e.reasons = [err.message];
@@ -393,7 +409,8 @@ export async function read(
     (["ipv4", "ipv6"] as const).every(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
-  const hostFindings = findingMessages(plan.findings);
+  // The last operation's own warnings (flows it could not cut) stay until the next one.
+  const hostFindings = [...findingMessages(plan.findings), ...(old.lastOperation?.findings ?? [])];
   const { __provider: _ignored, ...rest } = props;
   const next: Outputs = {
     ...(rest as unknown as Outputs),
