@@ -73,7 +73,7 @@ describe("state that outlives the project's directory", () => {
   });
 
   test("moved elsewhere, refresh and destroy find the package by name and leave the host clean", async () => {
-    const moved = proj.move();
+    const moved = await proj.move();
     expect(fs.existsSync(firstDir)).toBe(false);
     expect(moved).not.toBe(firstDir);
 

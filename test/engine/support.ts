@@ -248,14 +248,16 @@ export class PulumiProject {
 
   /**
    * Moves the whole project directory (program, node_modules, state) to a new path, as a user
-   * moving a checkout would; later commands run there. Returns the new directory.
+   * moving a checkout would; later commands run there. The CLI keys its selected stack by the
+   * project's path, so the stack is selected again, as the user would. Returns the new directory.
    */
-  move(): string {
+  async move(): Promise<string> {
     const to = fs.mkdtempSync(path.join(os.tmpdir(), "dpa-engine-moved-"));
     fs.rmdirSync(to);
     fs.renameSync(this.currentDir, to);
     this.currentDir = to;
     this.baseEnv = { ...this.baseEnv, ...PulumiProject.dirEnv(to) };
+    await this.run(["stack", "select", this.stack], { check: true });
     return to;
   }
 
