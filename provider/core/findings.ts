@@ -35,7 +35,12 @@ export type FindingCode =
   /** No iptables output for a family the allowlist needs. */
   | "iptables-unavailable"
   /** After an apply, the host does not show what the plan meant to write. */
-  | "verify-mismatch";
+  | "verify-mismatch"
+  /**
+   * Live flows of sources that lost access could not be cut after the apply (no conntrack on
+   * the host, its listing failed, or `conntrack -D` failed): they go on until they end.
+   */
+  | "conntrack-cut-incomplete";
 
 export type Severity = "error" | "warning";
 

@@ -4,7 +4,15 @@
  * converge through here.
  */
 import type { ConnectionArgs } from "../args";
-import { planAllowlist, verifyApplied, type AllowlistSpec, type Finding, type Plan } from "../core";
+import {
+  chainName,
+  planAllowlist,
+  verifyApplied,
+  type AllowlistSpec,
+  type Family,
+  type Finding,
+  type Plan,
+} from "../core";
 import { HostError } from "./errors";
 import type { ApplyOptions, HostOutcome, HostTarget } from "./options";
 import { syncHost } from "./sync";
@@ -68,4 +76,62 @@ export function converge(
   hooks: ConvergeHooks = {},
 ): Promise<HostOutcome<Plan>> {
   return syncHost<Plan>(conn, convergeOptions(desired, target, hooks));
+}
+
+function uncut(family: Family, message: string): Finding {
+  return { code: "conntrack-cut-incomplete", severity: "warning", family, message };
+}
+
+/**
+ * True when the plan took access away from someone in `family`: it removes an allowed source,
+ * or it creates the allowlist's chain there (everyone not listed loses access). Those are the
+ * live flows the conntrack cut is for.
+ */
+function revokes(plan: Plan, before: string | null, family: Family, ruleName: string): boolean {
+  const chain = chainName(ruleName);
+  const created = before === null || !before.includes(`:${chain} `);
+  return created || plan.changes.some((c) => c.startsWith(`- [${family}] -A ${chain} -s `));
+}
+
+/**
+ * Warnings for the live flows an operation could not cut (see `ConntrackUncut`): failed deletes
+ * and failed listings always (there was something to cut), a missing conntrack binary only when
+ * the plan took access away from someone in that family.
+ */
+export function conntrackFindings(outcome: HostOutcome<Plan>, ruleName: string): Finding[] {
+  const out: Finding[] = [];
+  for (const u of outcome.conntrackUncut) {
+    const fam = u.family;
+    if (u.reason === "delete-failed") {
+      out.push(
+        uncut(
+          fam,
+          `${u.flows} live flow(s) of sources that ${chainName(ruleName)} no longer lets in could not be cut ` +
+            `(conntrack -D failed) and go on until they end. Fix: on the host, list them with ` +
+            `\`conntrack -L -f ${fam}\` and delete them by hand (\`conntrack -D -f ${fam} -s <source> ...\`).`,
+        ),
+      );
+    } else if (u.reason === "list-failed") {
+      out.push(
+        uncut(
+          fam,
+          `conntrack -L -f ${fam} failed on the host, so no live flow of sources that ${chainName(ruleName)} ` +
+            `no longer lets in was cut: they go on until they end. Fix: check that the user may run conntrack ` +
+            `(root, or sudo without password) and that the nf_conntrack_netlink module loads; meanwhile delete such ` +
+            `flows by hand (\`conntrack -D -f ${fam} -s <source> ...\`).`,
+        ),
+      );
+    } else if (revokes(outcome.plan, outcome.snapshot[fam], fam, ruleName)) {
+      out.push(
+        uncut(
+          fam,
+          `conntrack is not installed on the host, so live flows of sources that ${chainName(ruleName)} no ` +
+            `longer lets in were not cut: they go on until they end (new connections are refused). Fix: ` +
+            `install conntrack (Debian/Ubuntu package \`conntrack\`, RHEL \`conntrack-tools\`); the next change applied ` +
+            `then cuts them.`,
+        ),
+      );
+    }
+  }
+  return out;
 }

@@ -70,6 +70,19 @@ export interface SessionOptions {
   readonly retryMaxDelayMs?: number;
   /** Receives warnings (e.g. "no host key pinned"). @default - dropped */
   readonly warn?: (message: string) => void;
+  /**
+   * Host keys trusted on first use: the `SHA256:` fingerprints the target (`host`) and the jump
+   * host (`proxy`) presented when the resource was created. Used only where the connection pins
+   * no key (`hostKey` unset): a host presenting another key is then refused. A pin always wins.
+   * @default - nothing recorded: an unpinned host's key is accepted (and warned about)
+   */
+  readonly trustedHostKeys?: HostKeys;
+}
+
+/** `SHA256:` fingerprints of the target's and the jump host's SSH host keys. */
+export interface HostKeys {
+  readonly host?: string;
+  readonly proxy?: string;
 }
 
 /** A shell on one host, open for one operation. */
@@ -81,6 +94,12 @@ export interface HostExec {
   /** Whether the scripts must run under `sudo -n` (see `usesSudo` in core). */
   readonly sudo: boolean;
   readonly stats: SessionStats;
+  /**
+   * The host keys the target and jump host presented and that passed verification (pin, key
+   * recorded at first use, or none to check).
+   * @default - transports without host keys (LocalExec) have none
+   */
+  readonly hostKeys?: HostKeys;
   /**
    * Runs one command line (one exec = one round trip). Resolves with its exit code and output;
    * rejects with a HostError on timeout or a lost transport.

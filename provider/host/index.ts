@@ -17,6 +17,7 @@ export type {
   ExecOptions,
   ExecResult,
   HostExec,
+  HostKeys,
   SessionOptions,
   SessionStats,
 } from "./exec";
@@ -24,10 +25,12 @@ export { SshSession, fingerprintOfKeyBlob, expectedFingerprint } from "./ssh";
 export { LocalExec, type LocalExecOptions } from "./local";
 export { FAMILIES, assertChangeable, parseSnapshot, type HostBackend, type HostSnapshot } from "./snapshot";
 export {
+  parseConntrackUncut,
   resolveLimits,
   rulesPaths,
   type ApplyLimits,
   type ApplyOptions,
+  type ConntrackUncut,
   type HostOutcome,
   type HostTarget,
   type PlanLike,
@@ -36,4 +39,11 @@ export {
 export { Dialogue, planMessage, readCommand, syncCommand, type Reply } from "./dialogue";
 export { HOST_LOCK_PATH, failure, sudoError, type Ending } from "./failure";
 export { inspectHost, readHost, syncHost } from "./sync";
-export { converge, convergeOptions, blockedError, findingMessages, type ConvergeHooks } from "./converge";
+export {
+  converge,
+  convergeOptions,
+  blockedError,
+  conntrackFindings,
+  findingMessages,
+  type ConvergeHooks,
+} from "./converge";

@@ -3,7 +3,7 @@
  * get back; the defaults of every limit, resolved in one place.
  */
 import { DEFAULT_RULES_V4_PATH, DEFAULT_RULES_V6_PATH, type Family } from "../core";
-import type { Connect, HostExec, SessionOptions, SessionStats } from "./exec";
+import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "./exec";
 import type { HostSnapshot } from "./snapshot";
 
 /** What `plan` must give back: the core's `Plan`, structurally. */
@@ -110,6 +110,30 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimit
   readonly connect?: Connect;
 }
 
+/** One family whose live flows the host could not (all) cut, as the sync script reports it. */
+export interface ConntrackUncut {
+  readonly family: Family;
+  /**
+   * `unavailable`: no conntrack binary on the host; `list-failed`: `conntrack -L` failed, so
+   * nothing was cut; `delete-failed`: `flows` flows are still there after `conntrack -D` failed.
+   */
+  readonly reason: "unavailable" | "list-failed" | "delete-failed";
+  /** Flows left uncut (delete-failed only). */
+  readonly flows?: number;
+}
+
+/** The {@link ConntrackUncut} lines in the sync script's output (`@@DPA:conntrack-...`). */
+export function parseConntrackUncut(stdout: string): ConntrackUncut[] {
+  const out: ConntrackUncut[] = [];
+  const re = /^@@DPA:conntrack-(unavailable|list-failed|failed) (ipv4|ipv6)(?: (\d+))?$/gm;
+  for (const m of stdout.matchAll(re)) {
+    const family = m[2] as Family;
+    if (m[1] === "failed") out.push({ family, reason: "delete-failed", flows: Number(m[3] ?? "0") });
+    else out.push({ family, reason: m[1] as "unavailable" | "list-failed" });
+  }
+  return out;
+}
+
 /** What one operation did on one host. */
 export interface HostOutcome<P extends PlanLike> {
   readonly snapshot: HostSnapshot;
@@ -121,9 +145,16 @@ export interface HostOutcome<P extends PlanLike> {
   /** Live `iptables-save -t filter` per family after the operation. */
   readonly live: { readonly ipv4: string | null; readonly ipv6: string | null };
   readonly conntrackDeleted: number;
+  /**
+   * What the conntrack cut after the commit could not do, per family: empty when it cut every
+   * flow it had to, or had nothing to cut (no policy lines sent).
+   */
+  readonly conntrackUncut: readonly ConntrackUncut[];
   /** True when a foreign writer's change made us plan more than once. */
   readonly replanned: boolean;
   /** Plans made (1 unless a writer that ignores our lock changed the rules meanwhile). */
   readonly attempts: number;
   readonly stats: SessionStats & { readonly ms: number };
+  /** The host keys the transport verified (SSH: target and jump host); empty for LocalExec. */
+  readonly hostKeys: HostKeys;
 }

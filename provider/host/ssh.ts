@@ -4,6 +4,9 @@
  * Guarantees:
  * - A host key is checked inside ssh2's `hostVerifier`, before any credential is sent. A pinned
  *   key that does not match ends the operation at once (no retry) with both fingerprints shown.
+ *   Where nothing is pinned, the key recorded at first use (`SessionOptions.trustedHostKeys`)
+ *   is checked the same way; only a connection with neither accepts any key, and says so
+ *   (`SessionOptions.warn`). The same holds for the jump host.
  * - Only dialing is retried (with exponential backoff); an authentication failure or a host-key
  *   mismatch is final, because retrying cannot fix it and may lock the account.
  * - Every exec has a timeout. Nothing secret (password, key, passphrase) is ever put in an error
@@ -19,7 +22,7 @@ import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE, usesSudo } from "../core";
 import { HostError, execEndedError } from "./errors";
 import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionOptions, SessionStats } from "./exec";
 
-export type { ExecChannel, ExecOptions, ExecResult, SessionOptions, SessionStats } from "./exec";
+export type { ExecChannel, ExecOptions, ExecResult, HostKeys, SessionOptions, SessionStats } from "./exec";
 
 const DEFAULT_PORT = 22;
 const DEFAULT_USER = "root";
@@ -48,6 +51,45 @@ export function expectedFingerprint(pin: string, host: string): string {
   );
 }
 
+/**
+ * The warning for a connection without a pin: what is accepted instead (the key recorded at
+ * first use, or, the first time, any key) and how to pin it.
+ */
+function unpinnedWarning(conn: ProxyConnectionArgs, field: string, recorded: string | undefined): string {
+  const what = field === "connection" ? "hostKeyFingerprint" : "proxyHostKeyFingerprint";
+  return (
+    `${field}.hostKey is not pinned for ${label(conn)}: ` +
+    (recorded === undefined
+      ? `whatever key it presents now is trusted on first use (a man in the middle right now would go ` +
+        `unnoticed) and recorded in the state as ${what}; later operations refuse any other key. `
+      : `only the key recorded at first use, ${recorded} (${what} in the state), is accepted. `) +
+    `Fix: check the host's key out of band (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host) and ` +
+    `set ${field}.hostKey to its "ssh-ed25519 AAAA..." line or SHA256 fingerprint.`
+  );
+}
+
+/** The refusal of a host whose key differs from the one recorded at first use. */
+function recordedMismatch(
+  conn: ProxyConnectionArgs,
+  isProxy: boolean,
+  recorded: string,
+  presented: string,
+): string {
+  const field = isProxy ? "connection.proxy.hostKey" : "connection.hostKey";
+  const what = isProxy ? "proxyHostKeyFingerprint" : "hostKeyFingerprint";
+  return (
+    `host key changed for ${isProxy ? "jump host " : ""}${label(conn)}: it presented ${presented}, but the key ` +
+    `recorded when this resource first connected is ${recorded} (${what} in the state; ${field} pins nothing). ` +
+    `The connection was refused before any credential was sent. Fix: check the host's key out of band ` +
+    `(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host). If ${presented} is really its key ` +
+    `(re-installed, key rotated), pin it: set ${field} to "${presented}" and run \`pulumi up\`, which records it; ` +
+    `refresh and destroy use the connection stored in the state, so run that \`pulumi up\` first. When the ` +
+    `program can no longer run, put the new fingerprint into ${what} of this resource in ` +
+    `\`pulumi stack export\` output and load it back with \`pulumi stack import\`. If it is not the host's key, ` +
+    `something is answering in its place: do not connect.`
+  );
+}
+
 /** Quotes one word for a POSIX shell. */
 export function shellQuote(word: string): string {
   return "'" + word.replace(/'/g, "'\\''") + "'";
@@ -70,6 +112,8 @@ export class SshSession implements HostExec {
   };
   /** `user@host:port` of the target, for messages. */
   public readonly target: string;
+  /** The fingerprints the target and jump host presented (set once each handshake passed). */
+  public readonly hostKeys: { host?: string; proxy?: string } = {};
   private client?: Client;
   private proxyClient?: Client;
   private readonly commandTimeoutMs: number;
@@ -121,16 +165,11 @@ export class SshSession implements HostExec {
   private async connect(): Promise<void> {
     const conn = this.conn;
     this.ssh2Client();
-    if (conn.hostKey === undefined) {
-      this.options.warn?.(
-        `host ${conn.host}: no connection.hostKey pinned, so any key the host presents is accepted ` +
-          `(a man in the middle would not be noticed). Fix: set connection.hostKey to the host's ` +
-          `"ssh-ed25519 AAAA..." line or its SHA256 fingerprint.`,
-      );
-    }
+    const trusted = this.options.trustedHostKeys ?? {};
+    if (conn.hostKey === undefined) this.options.warn?.(unpinnedWarning(conn, "connection", trusted.host));
     if (conn.proxy !== undefined) {
       if (conn.proxy.hostKey === undefined) {
-        this.options.warn?.(`jump host ${conn.proxy.host}: no connection.proxy.hostKey pinned.`);
+        this.options.warn?.(unpinnedWarning(conn.proxy, "connection.proxy", trusted.proxy));
       }
       this.proxyClient = await this.dialWithRetry(conn.proxy, undefined, true);
       this.stats.proxyConnections++;
@@ -151,7 +190,7 @@ export class SshSession implements HostExec {
     for (let attempt = 1; ; attempt++) {
       if (!isProxy) this.stats.dialAttempts++;
       try {
-        return await this.dialOnce(conn, via);
+        return await this.dialOnce(conn, via, isProxy);
       } catch (err) {
         if (HostError.isInstance(err) && err.kind !== "connect") throw err;
         errors.push(`attempt ${attempt}: ${(err as Error).message}`);
@@ -171,12 +210,14 @@ export class SshSession implements HostExec {
     }
   }
 
-  private dialOnce(conn: ProxyConnectionArgs, via: Client | undefined): Promise<Client> {
+  private dialOnce(conn: ProxyConnectionArgs, via: Client | undefined, isProxy: boolean): Promise<Client> {
     const SshClient = this.ssh2Client();
     const host = this.conn.host;
     const port = conn.port ?? DEFAULT_PORT;
     const timeoutMs = (conn.perDialTimeout ?? DEFAULT_PER_DIAL_TIMEOUT_S) * 1000;
-    const expected = conn.hostKey === undefined ? undefined : expectedFingerprint(conn.hostKey, host);
+    const recorded = isProxy ? this.options.trustedHostKeys?.proxy : this.options.trustedHostKeys?.host;
+    // The user's pin wins over the key recorded at first use (they changed it on purpose).
+    const expected = conn.hostKey === undefined ? recorded : expectedFingerprint(conn.hostKey, host);
     let presented: string | undefined;
 
     const getSock = (): Promise<Duplex | undefined> =>
@@ -214,15 +255,21 @@ export class SshSession implements HostExec {
             () => finish(new Error(`no SSH handshake within ${timeoutMs / 1000}s`)),
             timeoutMs,
           );
-          client.on("ready", () => finish(undefined));
+          client.on("ready", () => {
+            this.hostKeys[isProxy ? "proxy" : "host"] = presented;
+            finish(undefined);
+          });
           client.on("error", (err: Error & { level?: string }) => {
             if (expected !== undefined && presented !== undefined && presented !== expected) {
+              const field = isProxy ? "connection.proxy.hostKey" : "connection.hostKey";
               finish(
                 new HostError(
-                  `host key mismatch for ${label(conn)}: expected ${expected} (connection.hostKey), ` +
-                    `the host presented ${presented}. The connection was refused before any credential ` +
-                    `was sent. Fix: if the host was re-installed, check its new key out of band ` +
-                    `(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host) and update connection.hostKey.`,
+                  conn.hostKey !== undefined
+                    ? `host key mismatch for ${label(conn)}: expected ${expected} (${field}), ` +
+                        `the host presented ${presented}. The connection was refused before any credential ` +
+                        `was sent. Fix: if the host was re-installed, check its new key out of band ` +
+                        `(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host) and update ${field}.`
+                    : recordedMismatch(conn, isProxy, expected, presented),
                   { host, kind: "host-key", cause: err },
                 ),
               );

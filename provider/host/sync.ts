@@ -15,12 +15,14 @@
  */
 import type { ConnectionArgs } from "../args";
 import { HostError } from "./errors";
-import type { Connect, HostExec, SessionOptions, SessionStats } from "./exec";
+import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "./exec";
 import { Dialogue, planMessage, readCommand, syncCommand, syncTimeoutMs, type Reply } from "./dialogue";
 import { failure, sudoError } from "./failure";
 import {
+  parseConntrackUncut,
   resolveLimits,
   type ApplyOptions,
+  type ConntrackUncut,
   type HostOutcome,
   type HostTarget,
   type PlanLike,
@@ -159,13 +161,14 @@ export async function syncHost<P extends PlanLike>(
       ipv6: sections.get("new6")?.body ?? snapshot.ipv6,
     };
     const deleted = Number((sections.get("conntrack-deleted")?.header ?? "x 0").split(" ")[1]);
-    return done(sections.has("committed"), true, live, deleted);
+    return done(sections.has("committed"), true, live, deleted, parseConntrackUncut(tail));
 
     function done(
       applied: boolean,
       persisted: boolean,
       live: { ipv4: string | null; ipv6: string | null },
       conntrackDeleted: number,
+      conntrackUncut: readonly ConntrackUncut[] = [],
     ): HostOutcome<P> {
       return {
         snapshot: snapshot!,
@@ -174,9 +177,11 @@ export async function syncHost<P extends PlanLike>(
         persisted,
         live,
         conntrackDeleted,
+        conntrackUncut,
         replanned: attempts > 1,
         attempts,
         stats: { ...session.stats, ms: Date.now() - started },
+        hostKeys: { ...session.hostKeys },
       };
     }
   } catch (err) {
@@ -193,12 +198,12 @@ export async function inspectHost(
   target: HostTarget,
   session?: SessionOptions,
   connect: Connect = ssh,
-): Promise<{ snapshot: HostSnapshot; stats: SessionStats & { ms: number } }> {
+): Promise<{ snapshot: HostSnapshot; stats: SessionStats & { ms: number }; hostKeys: HostKeys }> {
   const started = Date.now();
   const s = await connect(conn, session ?? {});
   try {
     const snapshot = await readHost(s, target);
-    return { snapshot, stats: { ...s.stats, ms: Date.now() - started } };
+    return { snapshot, stats: { ...s.stats, ms: Date.now() - started }, hostKeys: { ...s.hostKeys } };
   } finally {
     s.close();
   }

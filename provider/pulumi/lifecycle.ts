@@ -23,8 +23,9 @@ import {
   type Plan,
   type ValidationFailure,
 } from "../core";
-import { converge, findingMessages } from "../host/converge";
+import { conntrackFindings, converge, findingMessages } from "../host/converge";
 import { HostError } from "../host/errors";
+import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
 import { inspectHost } from "../host/sync";
 
@@ -60,6 +61,12 @@ export interface OperationReport {
   applied: boolean;
   replanned: boolean;
   conntrackDeleted: number;
+  /**
+   * Warnings about this operation itself, as `[family] warning: ...` lines: live flows of
+   * sources that lost access that it could not cut (no conntrack on the host, or a failed
+   * listing or delete). They stay in `hostFindings` until the next create/update.
+   */
+  findings: string[];
 }
 
 export interface Outputs extends CheckedInputs {
@@ -77,6 +84,14 @@ export interface Outputs extends CheckedInputs {
    */
   readonly inSync: boolean;
   readonly lastOperation: OperationReport;
+  /**
+   * `SHA256:` fingerprint of the host key seen when this resource first connected, kept current
+   * by every operation since (it only changes through a new `connection.hostKey` pin). Where
+   * nothing is pinned, later operations refuse a host presenting another key (trust on first use).
+   */
+  readonly hostKeyFingerprint?: string;
+  /** The same for the jump host (`connection.proxy`), when there is one. */
+  readonly proxyHostKeyFingerprint?: string;
 }
 
 /** Keys of the user's declaration (and check's computed ones) that an update must apply. */
@@ -181,7 +196,53 @@ function toConnectionArgs(c: ConnectionSpec): ConnectionArgs {
   return c;
 }
 
-function report(operation: OperationReport["operation"], o: HostOutcome<Plan>): OperationReport {
+type Operation = OperationReport["operation"] | "read";
+
+/**
+ * The transport options of one operation: the host keys recorded in `state` (trusted on first
+ * use where nothing is pinned, and only for the same endpoint), and warnings written to the
+ * provider's stderr, which the engine shows in the output of every command, `refresh` and
+ * `destroy` included (the program does not run there).
+ */
+function sessionOf(
+  operation: Operation,
+  inputs: Record<string, unknown>,
+  conn: ConnectionSpec,
+  state: Record<string, unknown>,
+): SessionOptions {
+  const old = (state.connection ?? {}) as Record<string, unknown>;
+  const oldProxy = (old.proxy ?? undefined) as Record<string, unknown> | undefined;
+  const sameEndpoint = (
+    a: Record<string, unknown> | undefined,
+    b: { host: string; port?: number } | undefined,
+  ) => a !== undefined && b !== undefined && a.host === b.host && (a.port ?? 22) === (b.port ?? 22);
+  const recorded = (key: string) =>
+    typeof state[key] === "string" && state[key] !== "" ? state[key] : undefined;
+  const trusted: { host?: string; proxy?: string } = {};
+  if (sameEndpoint(old, conn)) trusted.host = recorded("hostKeyFingerprint");
+  if (sameEndpoint(oldProxy, conn.proxy)) trusted.proxy = recorded("proxyHostKeyFingerprint");
+  const name = typeof inputs.resourceName === "string" ? inputs.resourceName : "allowlist";
+  return {
+    trustedHostKeys: trusted,
+    warn: (message) => {
+      process.stderr.write(`warning: DockerPortAllowlist "${name}" (${operation}): ${message}\n`);
+    },
+  };
+}
+
+/** The host-key outputs: only the keys that were seen (no `undefined` values in outputs). */
+function hostKeyOutputs(keys: HostKeys): Pick<Outputs, "hostKeyFingerprint" | "proxyHostKeyFingerprint"> {
+  return {
+    ...(keys.host === undefined ? {} : { hostKeyFingerprint: keys.host }),
+    ...(keys.proxy === undefined ? {} : { proxyHostKeyFingerprint: keys.proxy }),
+  };
+}
+
+function report(
+  operation: OperationReport["operation"],
+  o: HostOutcome<Plan>,
+  ruleName: string,
+): OperationReport {
   return {
     operation,
     connections: o.stats.connections,
@@ -191,6 +252,7 @@ function report(operation: OperationReport["operation"], o: HostOutcome<Plan>): 
     applied: o.applied,
     replanned: o.replanned,
     conntrackDeleted: o.conntrackDeleted,
+    findings: findingMessages(conntrackFindings(o, ruleName)),
   };
 }
 
@@ -211,16 +273,21 @@ function outputs(
   persisted: boolean,
 ): Outputs {
   const { __provider: _ignored, ...rest } = inputs;
+  const lastOperation = report(operation, o, spec.ruleName);
   return {
     ...(rest as CheckedInputs),
     chain: chainName(spec.ruleName),
     // From the state after the change, exactly as `read` computes it, so a refresh right after
     // an up finds nothing new ("docker-user-created" and the like belong to the change only).
-    hostFindings: findingMessages(planAllowlist(o.live, spec, spec.ruleName).findings),
+    hostFindings: [
+      ...findingMessages(planAllowlist(o.live, spec, spec.ruleName).findings),
+      ...lastOperation.findings,
+    ],
     persisted,
     families: policedFamilies(spec, o.live),
     inSync: true,
-    lastOperation: report(operation, o),
+    lastOperation,
+    ...hostKeyOutputs(o.hostKeys),
   };
 }
 
@@ -258,6 +325,7 @@ function partial(
       applied: true,
       replanned: false,
       conntrackDeleted: 0,
+      findings: [],
     },
   };
   e.reasons = [err.message];
@@ -272,7 +340,10 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
   const { spec, conn } = specOf(inputs);
   const id = idOf(conn, spec.ruleName);
   try {
-    const o = await converge(toConnectionArgs(conn), spec, spec);
+    // First use: nothing recorded yet, so an unpinned host's key is recorded from this connection.
+    const o = await converge(toConnectionArgs(conn), spec, spec, {
+      session: sessionOf("create", inputs, conn, {}),
+    });
     return { id, outs: outputs(inputs, spec, o, "create", true) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
@@ -282,12 +353,14 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
 
 export async function update(
   id: string,
-  _olds: Record<string, unknown>,
+  olds: Record<string, unknown>,
   news: Record<string, unknown>,
 ): Promise<{ outs: Outputs }> {
   const { spec, conn } = specOf(news);
   try {
-    const o = await converge(toConnectionArgs(conn), spec, spec);
+    const o = await converge(toConnectionArgs(conn), spec, spec, {
+      session: sessionOf("update", news, conn, olds),
+    });
     return { outs: outputs(news, spec, o, "update", true) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
@@ -297,7 +370,7 @@ export async function update(
 
 export async function remove(_id: string, props: Record<string, unknown>): Promise<void> {
   const { spec, conn } = specOf(props);
-  await converge(toConnectionArgs(conn), null, spec);
+  await converge(toConnectionArgs(conn), null, spec, { session: sessionOf("delete", props, conn, props) });
 }
 
 /** Our lines in a live save text, in the order {@link renderDesiredRules} renders them. */
@@ -318,7 +391,11 @@ export async function read(
   props: Record<string, unknown>,
 ): Promise<{ id: string; props: Outputs; inputs: Record<string, unknown> }> {
   const { spec, conn } = specOf(props);
-  const { snapshot } = await inspectHost(toConnectionArgs(conn), spec);
+  const { snapshot, hostKeys } = await inspectHost(
+    toConnectionArgs(conn),
+    spec,
+    sessionOf("read", props, conn, props),
+  );
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
   const plan = planAllowlist(live, spec, spec.ruleName);
   const old = props as unknown as Outputs;
@@ -334,7 +411,8 @@ export async function read(
     (["ipv4", "ipv6"] as const).every(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
-  const hostFindings = findingMessages(plan.findings);
+  // The last operation's own warnings (flows it could not cut) stay until the next one.
+  const hostFindings = [...findingMessages(plan.findings), ...(old.lastOperation?.findings ?? [])];
   const { __provider: _ignored, ...rest } = props;
   const next: Outputs = {
     ...(rest as unknown as Outputs),
@@ -342,6 +420,7 @@ export async function read(
     persisted,
     hostFindings,
     inSync: plan.inSync,
+    ...hostKeyOutputs(hostKeys),
   };
   const inputs: Record<string, unknown> = {};
   for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];

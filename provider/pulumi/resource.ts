@@ -59,6 +59,14 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   declare public readonly inSync: pulumi.Output<boolean>;
   /** SSH connections, command round trips and time of the last create/update. */
   declare public readonly lastOperation: pulumi.Output<OperationReport>;
+  /**
+   * `SHA256:` fingerprint of the host's SSH key, recorded at the first connection and kept by
+   * every operation since. With no `connection.hostKey` pinned, a host presenting another key is
+   * refused (trust on first use); a pin always wins.
+   */
+  declare public readonly hostKeyFingerprint: pulumi.Output<string>;
+  /** The same for the jump host (`connection.proxy`); undefined without one. */
+  declare public readonly proxyHostKeyFingerprint: pulumi.Output<string | undefined>;
 
   constructor(name: string, args: DockerPortAllowlistArgs, opts?: pulumi.CustomResourceOptions) {
     // The whole connection becomes a secret when it carries a credential: the provider process
@@ -68,7 +76,13 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
       const plain = c as unknown as Record<string, unknown>;
       return carriesSecret(plain) ? pulumi.secret(plain) : pulumi.output(plain);
     });
-    const hostKey = pulumi.output(args.connection).apply((c) => (c as ConnectionArgs).hostKey);
+    const pins = pulumi.output(args.connection).apply((c) => {
+      const conn = c as ConnectionArgs;
+      return {
+        host: conn.hostKey,
+        proxy: conn.proxy === undefined ? null : (conn.proxy.hostKey ?? undefined),
+      };
+    });
     super(
       dockerPortAllowlistProvider,
       name,
@@ -84,6 +98,8 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
         families: undefined,
         inSync: undefined,
         lastOperation: undefined,
+        hostKeyFingerprint: undefined,
+        proxyHostKeyFingerprint: undefined,
       },
       { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connection"] },
     );
@@ -92,11 +108,19 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
     this.hostFindings.apply((findings) => {
       for (const f of findings ?? []) void pulumi.log.warn(f, this);
     });
-    hostKey.apply((k) => {
-      if (k === undefined) {
+    // The provider says the same on every operation (refresh and destroy included, where this
+    // program does not run); here it becomes a warning of this resource in preview and up.
+    pins.apply((p) => {
+      const unpinned = [
+        p.host === undefined ? "connection.hostKey" : undefined,
+        p.proxy === undefined ? "connection.proxy.hostKey" : undefined,
+      ].filter((f) => f !== undefined);
+      for (const field of unpinned) {
         void pulumi.log.warn(
-          `connection.hostKey is not set: the SSH host key is not pinned, so a man in the middle would go ` +
-            `unnoticed. Fix: set connection.hostKey to the host's "ssh-ed25519 AAAA..." line (or SHA256 fingerprint).`,
+          `${field} is not set: the SSH host key is not pinned, only trusted on first use (the key seen at ` +
+            `the first connection is recorded in the state and another one is refused later; a man in the ` +
+            `middle at that first connection would go unnoticed). Fix: set ${field} to the host's ` +
+            `"ssh-ed25519 AAAA..." line (or SHA256 fingerprint), checked out of band.`,
           this,
         );
       }

@@ -199,6 +199,14 @@ export interface PulumiProjectOptions {
   readonly typeCheck?: boolean;
   /** Environment for every command of this project. @default - none beyond the engine's */
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * Install the compiled package into the project's own `node_modules/docker-port-allowlist`
+   * (package.json + bin/provider, as `npm install` would), so the program imports it by name and
+   * the copy moves with the project ({@link PulumiProject.move}). The other dependencies are
+   * linked one by one from the repository's node_modules.
+   * @default false - node_modules is a link to the repository's (no docker-port-allowlist in it)
+   */
+  readonly installPackage?: boolean;
 }
 
 // Never let the developer's or CI's own Pulumi setup leak into a test project.
@@ -219,12 +227,39 @@ export class PulumiProject {
   private disposed = false;
 
   private constructor(
-    /** The project directory (Pulumi.yaml, index.ts, state, PULUMI_HOME). */
-    readonly dir: string,
+    private currentDir: string,
     readonly stack: string,
     readonly engine: Engine,
-    private readonly baseEnv: Readonly<Record<string, string>>,
+    private baseEnv: Readonly<Record<string, string>>,
   ) {}
+
+  /** The project directory (Pulumi.yaml, index.ts, state, PULUMI_HOME); {@link move} changes it. */
+  get dir(): string {
+    return this.currentDir;
+  }
+
+  /** The environment that points the CLI at this project's state and PULUMI_HOME. */
+  private static dirEnv(dir: string): Record<string, string> {
+    return {
+      PULUMI_HOME: path.join(dir, ".pulumi-home"),
+      PULUMI_BACKEND_URL: `file://${path.join(dir, ".state")}`,
+    };
+  }
+
+  /**
+   * Moves the whole project directory (program, node_modules, state) to a new path, as a user
+   * moving a checkout would; later commands run there. The CLI keys its selected stack by the
+   * project's path, so the stack is selected again, as the user would. Returns the new directory.
+   */
+  async move(): Promise<string> {
+    const to = fs.mkdtempSync(path.join(os.tmpdir(), "dpa-engine-moved-"));
+    fs.rmdirSync(to);
+    fs.renameSync(this.currentDir, to);
+    this.currentDir = to;
+    this.baseEnv = { ...this.baseEnv, ...PulumiProject.dirEnv(to) };
+    await this.run(["stack", "select", this.stack], { check: true });
+    return to;
+  }
 
   /** Creates the project directory, initialises the stack and sets its config. */
   static async create(options: PulumiProjectOptions): Promise<PulumiProject> {
@@ -276,7 +311,11 @@ export class PulumiProject {
         ) + "\n",
       );
       // One copy of @pulumi/pulumi for program, provider package and dynamic-provider host.
-      fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"), "dir");
+      if (options.installPackage) {
+        installPackage(path.join(dir, "node_modules"));
+      } else {
+        fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"), "dir");
+      }
 
       if (options.program !== undefined) {
         fs.writeFileSync(path.join(dir, "index.ts"), options.program);
@@ -302,8 +341,7 @@ export class PulumiProject {
 
     const baseEnv: Record<string, string> = {
       PATH: `${engine.binDir}${path.delimiter}${process.env.PATH ?? ""}`,
-      PULUMI_HOME: path.join(dir, ".pulumi-home"),
-      PULUMI_BACKEND_URL: `file://${path.join(dir, ".state")}`,
+      ...PulumiProject.dirEnv(dir),
       PULUMI_CONFIG_PASSPHRASE: "dpa-engine-test",
       PULUMI_SKIP_UPDATE_CHECK: "true",
       PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
@@ -461,6 +499,28 @@ export class PulumiProject {
       return;
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A node_modules directory holding a copy of the compiled package as `docker-port-allowlist`
+ * (what `npm install` puts there: package.json and the `files` of package.json) and links to
+ * every other dependency in the repository's node_modules.
+ */
+function installPackage(nodeModules: string): void {
+  buildPackage();
+  fs.mkdirSync(nodeModules);
+  const repoModules = path.join(repoRoot, "node_modules");
+  for (const entry of fs.readdirSync(repoModules)) {
+    if (entry === "docker-port-allowlist") continue;
+    fs.symlinkSync(path.join(repoModules, entry), path.join(nodeModules, entry));
+  }
+  const pkgDir = path.join(nodeModules, "docker-port-allowlist");
+  const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot, "package.json"), "utf8")) as { files: string[] };
+  fs.mkdirSync(pkgDir);
+  fs.copyFileSync(path.join(repoRoot, "package.json"), path.join(pkgDir, "package.json"));
+  for (const f of pkg.files) {
+    fs.cpSync(path.join(repoRoot, f), path.join(pkgDir, f), { recursive: true });
   }
 }
 

@@ -95,6 +95,8 @@ test("removing a source cuts its live UDP flow at once; without the conntrack cu
   const cut = await syncHost(conn(h), syncOptions(onlyC1));
   expect(cut.applied).toBe(true);
   expect(cut.conntrackDeleted).toBeGreaterThanOrEqual(1);
+  // Every flow it had to cut was cut: nothing reported as left behind (real conntrack -D/-G).
+  expect(cut.conntrackUncut).toEqual([]);
   await sleep(300);
   expect(await repliesDuring(flow, 1500)).toBe(0);
   expect(await conntrackEntries(h, c0.ipv4)).toBe(0);
@@ -184,10 +186,13 @@ test("an operation on a host without a pinned key warns, naming the host and the
   );
   expect(r.applied).toBe(true);
   expect(warnings).toEqual([
-    `host ${h.ipv4}: no connection.hostKey pinned, so any key the host presents is accepted ` +
-      `(a man in the middle would not be noticed). Fix: set connection.hostKey to the host's ` +
-      `"ssh-ed25519 AAAA..." line or its SHA256 fingerprint.`,
+    `connection.hostKey is not pinned for root@${h.ipv4}:22: whatever key it presents now is trusted on ` +
+      `first use (a man in the middle right now would go unnoticed) and recorded in the state as ` +
+      `hostKeyFingerprint; later operations refuse any other key. Fix: check the host's key out of band ` +
+      `(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host) and set connection.hostKey to its ` +
+      `"ssh-ed25519 AAAA..." line or SHA256 fingerprint.`,
   ]);
+  expect(r.hostKeys).toEqual({ host: h.hostKeyFingerprint });
   // Pinned: no warning.
   const pinned: string[] = [];
   await syncHost(conn(h), syncOptions(s, { session: { warn: (m) => pinned.push(m) } }));

@@ -206,6 +206,6 @@ describe("SshSession", () => {
     );
     s.close();
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/^host 127\.0\.0\.1: no connection\.hostKey pinned/);
+    expect(warnings[0]).toMatch(/^connection\.hostKey is not pinned for root@127\.0\.0\.1:\d+: /);
   });
 });

@@ -7,8 +7,9 @@
  *   /usr/local/sbin is the first of them, so the stubs win without changing the scripts;
  * - /run is this host's own directory, so /run/docker-port-allowlist.lock is a file of this
  *   test (the test holds it with `flock` on `lockPath`, the same file);
- * - optionally /usr/bin lacks some tools (a directory of symlinks to the real ones minus those),
- *   to show what the scripts do on a host without them.
+ * - optionally /usr/bin and /usr/sbin lack some tools (directories of symlinks to the real ones
+ *   minus those; a stub of that name is left out too), to show what the scripts do on a host
+ *   without them.
  *
  * The stubs keep the host's state in files under `state/`:
  * - `save4` / `save6`: what `iptables-save` / `ip6tables-save` print (`save4.fail` instead:
@@ -18,7 +19,10 @@
  *   so tests wait for it), fails with `restore4.fail.<n>` if present, and otherwise moves the
  *   rules to `next4` (the state the test says the payload leads to; the plan hook writes it)
  *   or, when there is no `next4`, back to the state before (a rollback);
- * - `conntrack -L -f ipv4` prints `flows4`; each `conntrack -D ...` is a line of `deleted`.
+ * - `conntrack -L -f ipv4` prints `flows4` (fails when `conntrack-L.fail` exists); each
+ *   `conntrack -D ...` is a line of `deleted`, or, when `conntrack-D.fail` exists, fails and is a
+ *   line of `delete-failed`; `conntrack -G ...` (is the flow still there?) succeeds only when
+ *   `conntrack-G.present` exists.
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "child_process";
 import {
@@ -51,9 +55,11 @@ set -e
 mount --bind "$1/stubs" /usr/local/sbin
 mount --bind "$1/run" /run
 if [ -d "$1/usrbin" ]; then
-  mkdir -p "$1/realbin"
+  mkdir -p "$1/realbin" "$1/realsbin"
   mount --bind /usr/bin "$1/realbin"
+  mount --bind /usr/sbin "$1/realsbin"
   mount --bind "$1/usrbin" /usr/bin
+  mount --bind "$1/usrsbin" /usr/sbin
 fi
 set +e
 exec bash -c "$2"
@@ -109,8 +115,11 @@ function stubs(state: string): Record<string, string> {
     conntrack:
       head +
       `case "$1" in\n` +
-      `  -L) [ "$3" = ipv4 ] && cat "$S/flows4" 2>/dev/null; [ "$3" = ipv6 ] && cat "$S/flows6" 2>/dev/null ;;\n` +
-      `  -D) echo "$*" >> "$S/deleted" ;;\n` +
+      `  -L) [ -e "$S/conntrack-L.fail" ] && exit 1\n` +
+      `      [ "$3" = ipv4 ] && cat "$S/flows4" 2>/dev/null; [ "$3" = ipv6 ] && cat "$S/flows6" 2>/dev/null ;;\n` +
+      `  -D) if [ -e "$S/conntrack-D.fail" ]; then echo "$*" >> "$S/delete-failed"; exit 1; fi\n` +
+      `      echo "$*" >> "$S/deleted" ;;\n` +
+      `  -G) [ -e "$S/conntrack-G.present" ] || exit 1 ;;\n` +
       `esac\n` +
       `exit 0\n`,
     ip:
@@ -122,7 +131,7 @@ function stubs(state: string): Record<string, string> {
 }
 
 export interface StubHostOptions {
-  /** Tools /usr/bin lacks on this host (e.g. ["flock"]). @default - none */
+  /** Tools /usr/bin and /usr/sbin lack on this host (e.g. ["flock"], ["conntrack"]). @default - none */
   readonly without?: readonly string[];
 }
 
@@ -139,24 +148,27 @@ export class StubHost {
     this.state = join(this.root, "state");
     this.lockPath = join(this.root, "run", "docker-port-allowlist.lock");
     for (const d of ["stubs", "run", "state", "etc"]) mkdirSync(join(this.root, d));
+    const without = opts.without ?? [];
     for (const [name, text] of Object.entries(stubs(this.state))) {
-      writeFileSync(join(this.root, "stubs", name), text, { mode: 0o755 });
+      if (!without.includes(name)) writeFileSync(join(this.root, "stubs", name), text, { mode: 0o755 });
     }
-    if (opts.without !== undefined && opts.without.length > 0) {
-      const farm = join(this.root, "usrbin");
-      mkdirSync(farm);
-      for (const name of readdirSync("/usr/bin")) {
-        if (!opts.without.includes(name)) symlinkSync(join(this.root, "realbin", name), join(farm, name));
+    if (without.length > 0) {
+      for (const [dir, farm, real] of [
+        ["/usr/bin", "usrbin", "realbin"],
+        ["/usr/sbin", "usrsbin", "realsbin"],
+      ] as const) {
+        mkdirSync(join(this.root, farm));
+        for (const name of readdirSync(dir)) {
+          if (!without.includes(name)) symlinkSync(join(this.root, real, name), join(this.root, farm, name));
+        }
       }
     }
   }
 
-  /** A fresh session on this host (what `SshSession.open` is for a real one). */
-  public exec(extra: { sudo?: boolean } = {}): HostExec {
-    return new LocalExec({
-      host: "stubhost",
-      sudo: extra.sudo,
-      shell: [
+  /** The argv that runs a command line (appended as its last word) on this host, and its environment. */
+  public shell(): { argv: string[]; env: NodeJS.ProcessEnv } {
+    return {
+      argv: [
         "unshare",
         "--user",
         "--map-root-user",
@@ -168,7 +180,13 @@ export class StubHost {
         this.root,
       ],
       env: { ...process.env, PATH: SYSTEM_PATH, LC_ALL: "C" },
-    });
+    };
+  }
+
+  /** A fresh session on this host (what `SshSession.open` is for a real one). */
+  public exec(extra: { sudo?: boolean } = {}): HostExec {
+    const { argv, env } = this.shell();
+    return new LocalExec({ host: "stubhost", sudo: extra.sudo, shell: argv, env });
   }
 
   /** The `connect` option of syncHost / converge for this host; `opened` sees each session. */

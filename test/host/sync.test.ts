@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, rmSync } from "fs";
 import { join } from "path";
 import { fingerprint, planAllowlist, validateAllowlist, type AllowlistSpec } from "../../provider/core";
 import {
+  conntrackFindings,
   converge,
   convergeOptions,
   inspectHost,
@@ -149,6 +150,70 @@ describe("dpa-sync through the exec seam: every way it ends", () => {
     expect(host.read("deleted")).toBe(
       "-D -f ipv4 -p tcp -s 198.18.2.5 -d 192.0.2.10 --sport 40002 --dport 8080\n",
     );
+  });
+
+  describe("flows that cannot be cut are reported, never skipped in silence", () => {
+    const flow = (src: string, sport: number) =>
+      `tcp      6 431999 ESTABLISHED src=${src} dst=192.0.2.10 sport=${sport} dport=8080 ` +
+      `src=172.17.0.2 dst=${src} sport=80 dport=${sport} [ASSURED] mark=0 use=1`;
+    const messages = (r: Awaited<ReturnType<typeof sync>>) =>
+      conntrackFindings(r, "web").map((f) => f.message);
+
+    test("a delete that fails for a flow still there is counted and becomes a warning", async () => {
+      await sync(spec("web", ["198.18.1.0/24", "198.18.2.0/24"]), "web");
+      host.write("flows4", flow("198.18.2.5", 40002) + "\n");
+      host.write("conntrack-D.fail", "");
+      host.write("conntrack-G.present", "");
+      const r = await sync(spec("web", ["198.18.1.0/24"]), "web");
+      expect(r.applied).toBe(true);
+      expect(r.conntrackDeleted).toBe(0);
+      expect(r.conntrackUncut).toEqual([{ family: "ipv4", reason: "delete-failed", flows: 1 }]);
+      expect(messages(r)).toEqual([
+        "1 live flow(s) of sources that DPA-web no longer lets in could not be cut (conntrack -D failed) and go " +
+          "on until they end. Fix: on the host, list them with `conntrack -L -f ipv4` and delete them by hand " +
+          "(`conntrack -D -f ipv4 -s <source> ...`).",
+      ]);
+    });
+
+    test("a delete that fails because the flow already ended is no failure", async () => {
+      await sync(spec("web", ["198.18.1.0/24", "198.18.2.0/24"]), "web");
+      host.write("flows4", flow("198.18.2.5", 40002) + "\n");
+      host.write("conntrack-D.fail", "");
+      const r = await sync(spec("web", ["198.18.1.0/24"]), "web");
+      expect(r.conntrackUncut).toEqual([]);
+      expect(messages(r)).toEqual([]);
+      expect(host.read("delete-failed")).toContain("-s 198.18.2.5");
+    });
+
+    test("a conntrack listing that fails is reported: nothing was cut", async () => {
+      host.write("conntrack-L.fail", "");
+      const r = await sync(spec("web", ["198.18.1.0/24"]), "web");
+      expect(r.conntrackUncut).toEqual([{ family: "ipv4", reason: "list-failed" }]);
+      expect(messages(r)[0]).toMatch(/^conntrack -L -f ipv4 failed on the host, so no live flow/);
+    });
+
+    test("no conntrack on the host: a warning when access was taken away, none when only added", async () => {
+      host.remove();
+      host = new StubHost({ without: ["conntrack"] });
+      host.write("save4", SAVE4);
+      host.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
+      const created = await sync(spec("web", ["198.18.1.0/24", "198.18.2.0/24"]), "web");
+      expect(created.conntrackUncut).toEqual([{ family: "ipv4", reason: "unavailable" }]);
+      // A new allowlist takes access away from everyone it does not list.
+      expect(messages(created)).toHaveLength(1);
+
+      const widened = await sync(spec("web", ["198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24"]), "web");
+      expect(widened.conntrackUncut).toEqual([{ family: "ipv4", reason: "unavailable" }]);
+      expect(messages(widened)).toEqual([]);
+
+      const narrowed = await sync(spec("web", ["198.18.1.0/24"]), "web");
+      expect(narrowed.applied).toBe(true);
+      expect(messages(narrowed)).toEqual([
+        "conntrack is not installed on the host, so live flows of sources that DPA-web no longer lets in were " +
+          "not cut: they go on until they end (new connections are refused). Fix: install conntrack " +
+          "(Debian/Ubuntu package `conntrack`, RHEL `conntrack-tools`); the next change applied then cuts them.",
+      ]);
+    });
   });
 
   test("a writer that ignores the lock and changes FORWARD once forces one re-plan in the same exec", async () => {

@@ -127,22 +127,34 @@ fi
 
 # Cut live flows that the new rules would not let in (the ESTABLISHED fast path would keep
 # them for days): one conntrack listing per family, matched by CUT_AWK against the policy lines
-# the client sent, then one delete per flow to cut.
-if [ -s "$tmp/conntrack" ] && command -v conntrack >/dev/null 2>&1; then
+# the client sent, then one delete per flow to cut. What could not be cut is reported, never
+# skipped in silence: `conntrack-unavailable <fam>` (no conntrack binary), `conntrack-list-failed
+# <fam>` (the listing failed: nothing known, nothing cut) and `conntrack-failed <fam> <n>` (n
+# flows whose delete failed and that are still there; a flow that ended by itself meanwhile is
+# not a failure).
+if [ -s "$tmp/conntrack" ]; then
   n=0
   for fam in ipv4 ipv6; do
     grep -q "^P $fam " "$tmp/conntrack" || continue
+    if ! command -v conntrack >/dev/null 2>&1; then echo "@@DPA:conntrack-unavailable $fam"; continue; fi
     grep "^[PAB] $fam" "$tmp/conntrack" > "$tmp/policy"
     if grep -q "^B $fam" "$tmp/policy"; then
       inet=inet; [ "$fam" = ipv6 ] && inet=inet6
       ip -o -f "$inet" addr show 2>/dev/null |
         awk -v fam="$fam" '$2 == "docker0" || $2 ~ /^br-/ { print "A", fam, $4 }' >> "$tmp/policy"
     fi
-    conntrack -L -f "$fam" 2>/dev/null | awk -v fam="$fam" "$cut_awk" "$tmp/policy" - > "$tmp/cuts"
+    if ! conntrack -L -f "$fam" > "$tmp/flows" 2>/dev/null; then echo "@@DPA:conntrack-list-failed $fam"; continue; fi
+    awk -v fam="$fam" "$cut_awk" "$tmp/policy" - < "$tmp/flows" > "$tmp/cuts"
+    failed=0
     while read -r proto src dst sport dport; do
-      conntrack -D -f "$fam" -p "$proto" -s "$src" -d "$dst" --sport "$sport" --dport "$dport" \
-        >/dev/null 2>&1 && n=$((n + 1))
+      set -- -f "$fam" -p "$proto" -s "$src" -d "$dst" --sport "$sport" --dport "$dport"
+      if conntrack -D "$@" >/dev/null 2>&1; then
+        n=$((n + 1))
+      elif conntrack -G "$@" >/dev/null 2>&1; then
+        failed=$((failed + 1))
+      fi
     done < "$tmp/cuts"
+    [ "$failed" = 0 ] || echo "@@DPA:conntrack-failed $fam $failed"
   done
   echo "@@DPA:conntrack-deleted $n"
 fi

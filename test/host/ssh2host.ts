@@ -1,0 +1,105 @@
+/**
+ * A real SSH server (ssh2's `Server`, mscdex's own way of testing) on 127.0.0.1 without root:
+ * its own host key, any credential accepted (these tests are about host keys, not logins), each
+ * exec run as a local command line (e.g. on a StubHost, so the real scripts answer), and
+ * `direct-tcpip` forwarding, so it also serves as a jump host. Restart it on the same port with
+ * another key to play a re-installed host or a man in the middle.
+ */
+import { spawn } from "child_process";
+import { connect as tcpConnect } from "net";
+import type { Connection, ServerChannel } from "ssh2";
+import { expectedFingerprint } from "../../provider/host";
+
+export interface Ssh2Host {
+  readonly port: number;
+  /** The host key as an OpenSSH public key line. */
+  readonly hostKey: string;
+  /** Its `SHA256:` fingerprint. */
+  readonly hostKeyFingerprint: string;
+  /** Stops listening and drops every connection. */
+  close(): Promise<void>;
+}
+
+export interface Ssh2HostOptions {
+  /** Listen on this port (a restart). @default - a free port */
+  readonly port?: number;
+  /** Runs an exec's command line: argv + the command as last word. @default - execs are refused */
+  readonly shell?: { readonly argv: readonly string[]; readonly env?: NodeJS.ProcessEnv };
+}
+
+function runExec(
+  channel: ServerChannel,
+  command: string,
+  shell: NonNullable<Ssh2HostOptions["shell"]>,
+): void {
+  const [file, ...args] = shell.argv;
+  const child = spawn(file!, [...args, command], { env: shell.env });
+  channel.pipe(child.stdin);
+  child.stdout.pipe(channel, { end: false });
+  child.stderr.pipe(channel.stderr, { end: false });
+  child.stdin.on("error", () => undefined);
+  child.on("close", (code) => {
+    channel.exit(code ?? 255);
+    channel.end();
+  });
+}
+
+/**
+ * An ed25519 key pair in OpenSSH format that ssh2 can parse back: its generator now and then
+ * writes a private key its own parser calls malformed, so such a pair is made again.
+ */
+export function ed25519(): { private: string; public: string } {
+  const { utils } = require("ssh2") as typeof import("ssh2");
+  for (;;) {
+    const keys = utils.generateKeyPairSync("ed25519");
+    if (!(utils.parseKey(keys.private) instanceof Error)) return keys;
+  }
+}
+
+export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Host> {
+  const { Server } = require("ssh2") as typeof import("ssh2");
+  const keys = ed25519();
+  const clients = new Set<Connection>();
+  const server = new Server({ hostKeys: [keys.private] }, (client) => {
+    clients.add(client);
+    client.on("close", () => clients.delete(client));
+    client.on("error", () => undefined);
+    client.on("authentication", (ctx) => ctx.accept());
+    client.on("ready", () => {
+      client.on("session", (accept) => {
+        accept().on("exec", (acceptExec, reject, info) => {
+          if (opts.shell === undefined) return reject();
+          runExec(acceptExec(), info.command, opts.shell);
+        });
+      });
+      client.on("tcpip", (accept, reject, info) => {
+        const sock = tcpConnect(info.destPort, info.destIP);
+        sock.once("error", () => reject());
+        sock.once("connect", () => {
+          const ch = accept();
+          ch.pipe(sock).pipe(ch);
+          ch.on("error", () => sock.destroy());
+          sock.on("error", () => ch.close());
+        });
+      });
+    });
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, "127.0.0.1", () => {
+      const addr = server.address();
+      if (typeof addr === "object" && addr !== null) resolve(addr.port);
+      else reject(new Error("ssh2 server has no port"));
+    });
+  });
+  return {
+    port,
+    hostKey: keys.public,
+    hostKeyFingerprint: expectedFingerprint(keys.public, "ssh2host"),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of clients) c.end();
+        server.close(() => resolve());
+      }),
+  };
+}
