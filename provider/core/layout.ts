@@ -173,7 +173,7 @@ export function renderJumps(spec: AllowlistSpec, _family: Family): string[] {
  */
 export function renderInputJump(
   protocol: string,
-  ports: { readonly from: number; readonly to: number },
+  ports: PortRange,
   dst: string | undefined,
   tag: string,
   chain: string,

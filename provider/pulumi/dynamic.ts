@@ -25,7 +25,8 @@ import type * as pulumi from "@pulumi/pulumi";
 type Impl = typeof import("./lifecycle");
 
 /** The package subpath of the implementation (package.json `exports["./provider/lifecycle"]`). */
-export const IMPLEMENTATION_EXPORT = "docker-port-allowlist/provider/lifecycle";
+const SUBPATH = "docker-port-allowlist/provider/lifecycle";
+export const IMPLEMENTATION_EXPORT: string = SUBPATH;
 
 // Compiled package layout: this file is bin/provider/pulumi/dynamic.js, the implementation
 // bin/provider/pulumi/lifecycle.js. Captured as a plain string by closure serialization. (Stacks
@@ -47,7 +48,7 @@ interface Miss {
  * @param projectDir where to resolve the package from: the provider process's working directory
  * @throws Error saying where it looked and to `npm install docker-port-allowlist` in `projectDir`
  */
-export function loadImplementation(captured: string, projectDir: string): Impl {
+function load(captured: string, projectDir: string): Impl {
   const { createRequire } = require("module") as typeof import("module");
   const { join } = require("path") as typeof import("path");
   const missed: Miss[] = [];
@@ -56,11 +57,11 @@ export function loadImplementation(captured: string, projectDir: string): Impl {
   const fromProject = createRequire(join(projectDir, "[docker-port-allowlist provider].js"));
   let file: string | undefined;
   try {
-    file = fromProject.resolve(IMPLEMENTATION_EXPORT);
+    file = fromProject.resolve(SUBPATH);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     missed.push({
-      where: `package "${IMPLEMENTATION_EXPORT}" from ${projectDir}`,
+      where: `package "${SUBPATH}" from ${projectDir}`,
       reason:
         code === "ERR_PACKAGE_PATH_NOT_EXPORTED"
           ? "the installed docker-port-allowlist is older than this state (it does not export ./provider/lifecycle)"
@@ -90,24 +91,33 @@ export function loadImplementation(captured: string, projectDir: string): Impl {
   return require(file) as Impl;
 }
 
+/**
+ * {@link load} for tests. The provider's methods call `load` itself, which is not exported: Pulumi's
+ * closure serializer turns a captured function that a module in node_modules exports into
+ * `require("<package>/bin/...")`, a deep path the package's `exports` map refuses; a function that
+ * is not exported is serialized by its source instead.
+ */
+export const loadImplementation: (captured: string, projectDir: string) => Impl = (captured, projectDir) =>
+  load(captured, projectDir);
+
 /** The provider object passed to `pulumi.dynamic.Resource`. */
 export const dockerPortAllowlistProvider: pulumi.dynamic.ResourceProvider = {
   async check(olds, news) {
-    return loadImplementation(IMPLEMENTATION, process.cwd()).check(olds, news);
+    return load(IMPLEMENTATION, process.cwd()).check(olds, news);
   },
   async diff(_id, olds, news) {
-    return loadImplementation(IMPLEMENTATION, process.cwd()).diff(olds, news);
+    return load(IMPLEMENTATION, process.cwd()).diff(olds, news);
   },
   async create(inputs) {
-    return loadImplementation(IMPLEMENTATION, process.cwd()).create(inputs);
+    return load(IMPLEMENTATION, process.cwd()).create(inputs);
   },
   async read(id, props) {
-    return loadImplementation(IMPLEMENTATION, process.cwd()).read(id, props ?? {});
+    return load(IMPLEMENTATION, process.cwd()).read(id, props ?? {});
   },
   async update(id, olds, news) {
-    return loadImplementation(IMPLEMENTATION, process.cwd()).update(id, olds, news);
+    return load(IMPLEMENTATION, process.cwd()).update(id, olds, news);
   },
   async delete(id, props) {
-    return loadImplementation(IMPLEMENTATION, process.cwd()).remove(id, props);
+    return load(IMPLEMENTATION, process.cwd()).remove(id, props);
   },
 };
