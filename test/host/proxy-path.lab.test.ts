@@ -5,7 +5,7 @@
  * docker-proxy through ip6tables INPUT and never passes DOCKER-USER; the allowlist's INPUT jumps
  * must keep it out exactly like IPv4, and deleting the allowlist must give everything back.
  *
- * Run: npx jest --selectProjects lab test/host/proxy-path.lab.test.ts
+ * Run: npx jest test/host/proxy-path.lab.test.ts --selectProjects lab
  */
 import { startLab, type Lab, type LabHost } from "../../lab";
 import { validateAllowlist, type AllowlistSpec } from "../../provider/core";
