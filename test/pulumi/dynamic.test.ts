@@ -134,7 +134,7 @@ test("the provider object holds only methods that load the implementation at cal
   ]);
   for (const fn of Object.values(dockerPortAllowlistProvider)) {
     const src = String(fn);
-    expect(src).toContain("loadImplementation(IMPLEMENTATION, process.cwd())");
+    expect(src).toContain("load(IMPLEMENTATION, process.cwd())");
     expect(src).not.toMatch(/ssh2|privateKey|process\.env/);
   }
 });
