@@ -22,11 +22,14 @@
  * of a host without IPv6 rules would look stale. Fields split like awk's default (runs of blanks,
  * leading ones ignored).
  *
+ * The text is a byte string (./text.ts: one character per byte, as the SSH edge delivers it).
+ *
  * Pure (node's crypto only). The host runs exactly {@link FINGERPRINT_AWK}: the remote scripts
  * carry no fingerprint logic of their own (provider/host/remote/prelude.sh).
  */
 import { createHash } from "crypto";
 import { DOCKER_USER, INPUT, chainName } from "./layout";
+import { bytesOf } from "./text";
 
 /** The chains a plan's fingerprint covers besides the allowlist's own `DPA-<ruleName>`. */
 export const FINGERPRINT_CHAINS: readonly string[] = [INPUT, "FORWARD", DOCKER_USER];
@@ -86,9 +89,15 @@ export function fingerprintLines(
   return out;
 }
 
-/** sha256 hex of {@link fingerprintLines}, each line followed by "\n". */
+/**
+ * sha256 hex of {@link fingerprintLines}, each line followed by "\n", over the BYTES the host
+ * printed: `saveText` is a byte string (./text.ts), so each character is hashed as the one byte it
+ * stands for. A rule whose comment is not valid UTF-8 thus hashes exactly as `sha256sum` on the
+ * host hashes it; hashing decoded text re-encoded as UTF-8 would differ from the host for such a
+ * rule and make every apply look like a conflict.
+ */
 export function fingerprint(saveText: string, ruleName: string, scope: FingerprintScope = "plan"): string {
   const hash = createHash("sha256");
-  for (const line of fingerprintLines(saveText, ruleName, scope)) hash.update(`${line}\n`);
+  for (const line of fingerprintLines(saveText, ruleName, scope)) hash.update(bytesOf(`${line}\n`));
   return hash.digest("hex");
 }

@@ -68,6 +68,7 @@ export {
   FINGERPRINT_CHAINS,
   type FingerprintScope,
 } from "./fingerprint";
+export { printable, hostText, bytesOf } from "./text";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
 export { RestoreBuilder } from "./restore";

@@ -6,6 +6,7 @@
 import type { ConnectionArgs } from "../args";
 import {
   chainName,
+  hostText,
   planAllowlist,
   verifyApplied,
   type AllowlistSpec,
@@ -24,9 +25,13 @@ import { syncHost } from "./sync";
  */
 export type ConvergeHooks = Partial<ApplyOptions<Plan> & { readonly requireDockerUser: boolean }>;
 
-/** Finding messages as the provider shows them: `[family] severity: message`. */
+/**
+ * Finding messages as the provider shows them: `[family] severity: message`. A message may quote
+ * a rule line the host printed (a byte string): it is shown as printable text (core's `hostText`),
+ * so no host writes escape sequences into the operator's terminal through a finding.
+ */
 export function findingMessages(findings: readonly Finding[]): string[] {
-  return findings.map((f) => `[${f.family}] ${f.severity}: ${f.message}`);
+  return findings.map((f) => hostText(`[${f.family}] ${f.severity}: ${f.message}`));
 }
 
 /** The refusal of a plan the core blocked (an error finding): nothing was sent to the host. */

@@ -64,6 +64,8 @@ export interface Reply {
 export class Dialogue {
   private stdout = "";
   private offset = 0;
+  /** Where the first line not yet looked at starts. */
+  private scanned = 0;
   private channel?: ExecChannel;
   private result?: ExecResult;
   private error?: unknown;
@@ -92,20 +94,30 @@ export class Dialogue {
       );
   }
 
-  /** Waits for the host's next question (or the end of the script). */
+  /**
+   * Waits for the host's next question (or the end of the script). Scans each line once (from
+   * `scanned` on), so a host that floods stdout costs linear time up to the output limit.
+   */
   public async next(): Promise<Reply> {
     for (;;) {
-      const rest = this.stdout.slice(this.offset);
-      const m = /(^|\n)@@DPA:(await-plan|await-commit)[^\n]*\n/.exec(rest);
-      if (m !== null) {
-        const end = m.index + m[0].length;
-        this.offset += end;
-        return { text: rest.slice(0, end), until: m[2] as "await-plan" | "await-commit" };
+      for (
+        let nl = this.stdout.indexOf("\n", this.scanned);
+        nl !== -1;
+        nl = this.stdout.indexOf("\n", this.scanned)
+      ) {
+        const line = this.stdout.slice(this.scanned, nl);
+        this.scanned = nl + 1;
+        const m = /^@@DPA:(await-plan|await-commit)/.exec(line);
+        if (m !== null) {
+          const text = this.stdout.slice(this.offset, this.scanned);
+          this.offset = this.scanned;
+          return { text, until: m[1] as "await-plan" | "await-commit" };
+        }
       }
       if (this.error !== undefined) throw this.error;
       if (this.result !== undefined) {
         const text = this.result.stdout.slice(this.offset);
-        this.offset = this.result.stdout.length;
+        this.offset = this.scanned = this.result.stdout.length;
         return { text, until: "closed", result: this.result };
       }
       await new Promise<void>((resolve) => (this.wake = resolve));

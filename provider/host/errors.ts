@@ -5,7 +5,12 @@
  * being done (a short command name, never the script or a secret), the exit code and stderr, and
  * says how to fix it. The original error stays in `cause`. `kind` lets callers (the dynamic
  * provider, tests) branch without parsing the message.
+ *
+ * A message may quote what a host printed (stderr, section headers): the whole message, and the
+ * `stderr` kept on the error, go through core's `printable`, so no host can put control
+ * characters or escape sequences into the operator's terminal through an error.
  */
+import { printable } from "../core/text";
 
 /** Why talking to a host failed. */
 export type HostErrorKind =
@@ -30,7 +35,9 @@ export type HostErrorKind =
   /** The change is live but could not be saved for reboots. */
   | "persist"
   /** The rollback itself failed: the host may be half-changed. Needs a human. */
-  | "rollback-failed";
+  | "rollback-failed"
+  /** The host printed more than the client accepts (see OutputLimits); the exec was ended. */
+  | "output-limit";
 
 export interface HostErrorDetails {
   readonly host: string;
@@ -64,7 +71,7 @@ export class HostError extends Error {
     this.kind = details.kind;
     this.command = details.command;
     this.exitCode = details.exitCode;
-    this.stderr = details.stderr;
+    this.stderr = details.stderr === undefined ? undefined : printable(details.stderr);
     (this as unknown as Record<symbol, boolean>)[BRAND] = true;
   }
 
@@ -85,7 +92,7 @@ export class HostError extends Error {
       // Long stderr (iptables-restore dumps) is cut so the message stays readable in `pulumi up`.
       parts.push(`stderr: ${stderr.length > 2000 ? stderr.slice(0, 2000) + " ..." : stderr}`);
     }
-    return parts.join("\n");
+    return printable(parts.join("\n"));
   }
 }
 

@@ -7,6 +7,7 @@
  * every exit code of the scripts are tested without SSH, and the lab only has to prove SSH.
  */
 import type { ConnectionArgs } from "../args";
+import type { OutputLimits } from "./output";
 
 /** Counters for one operation on one host. */
 export interface SessionStats {
@@ -26,7 +27,12 @@ export interface SessionStats {
   commits: number;
 }
 
-/** What came back from one exec. A non-zero exit is not an error at this level. */
+/**
+ * What came back from one exec. A non-zero exit is not an error at this level.
+ *
+ * Output is bounded and decoded by ./output.ts for every implementation: `stdout` is a latin1
+ * byte string (one character per byte, exactly what the host printed), `stderr` UTF-8 text.
+ */
 export interface ExecResult {
   readonly code: number | null;
   readonly signal?: string;
@@ -36,6 +42,7 @@ export interface ExecResult {
 
 /** Lets an exec's caller talk back while the remote command runs (the commit handshake). */
 export interface ExecChannel {
+  /** Sends a byte string (ASCII, or bytes the host printed), byte for byte. */
   write(text: string): void;
   end(): void;
 }
@@ -47,12 +54,12 @@ export interface ExecOptions {
   readonly endStdin?: boolean;
   /** @default - the transport's default command timeout */
   readonly timeoutMs?: number;
-  /** Called with all stdout received so far, on every chunk. */
+  /** Called with all stdout received so far (a byte string), on every chunk. */
   readonly onStdout?: (stdoutSoFar: string, channel: ExecChannel) => void;
 }
 
 /** Knobs of the transport that are not part of the user's connection args. */
-export interface SessionOptions {
+export interface SessionOptions extends OutputLimits {
   /**
    * Default time one exec may take, in milliseconds.
    * @default 120000

@@ -3,6 +3,7 @@
  * exit codes of `dpa-sync` (named in ./remote/exit-codes.sh, the one table the script and this
  * module share) and sudo's own refusals.
  */
+import { hostText } from "../core/text";
 import { HostError } from "./errors";
 import type { HostExec } from "./exec";
 import { EXIT } from "./scripts";
@@ -48,7 +49,8 @@ export function sudoError(
 export function failure(session: HostExec, run: Ending, opts: HostTarget & ResolvedLimits): HostError {
   const host = session.host;
   const base = { host, command: "dpa-sync", exitCode: run.code, stderr: run.stderr };
-  const header = (k: string) => run.sections.get(k)?.header ?? "";
+  // Section headers carry host bytes (a path, a tool's words): shown as text, never as bytes.
+  const header = (k: string) => hostText(run.sections.get(k)?.header ?? "");
   const lock = HOST_LOCK_PATH;
   switch (run.code) {
     case EXIT.CONFLICT:

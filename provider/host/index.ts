@@ -23,6 +23,7 @@ export type {
 } from "./exec";
 export { SshSession, fingerprintOfKeyBlob, expectedFingerprint } from "./ssh";
 export { LocalExec, type LocalExecOptions } from "./local";
+export { ExecOutput, DEFAULT_MAX_STDOUT_BYTES, DEFAULT_MAX_STDERR_BYTES, type OutputLimits } from "./output";
 export { FAMILIES, assertChangeable, parseSnapshot, type HostBackend, type HostSnapshot } from "./snapshot";
 export {
   parseConntrackUncut,

@@ -10,8 +10,9 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "child_process";
 import { HostError, execEndedError } from "./errors";
 import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionStats } from "./exec";
+import { ExecOutput, toWire, type OutputLimits } from "./output";
 
-export interface LocalExecOptions {
+export interface LocalExecOptions extends OutputLimits {
   /** The `host` of errors and snapshots. @default "localhost" */
   readonly host?: string;
   /** The user named in messages. @default "root" */
@@ -57,8 +58,7 @@ export class LocalExec implements HostExec {
     const timeoutMs = opts.timeoutMs ?? this.options.commandTimeoutMs ?? 120_000;
     const [file, ...args] = this.options.shell ?? ["bash", "-c"];
     return new Promise<ExecResult>((resolve, reject) => {
-      let stdout = "";
-      let stderr = "";
+      const output = new ExecOutput(this.host, name, this.options);
       let settled = false;
       // Its own process group, so a timeout kills the script and everything it started.
       const child = spawn(file, [...args, command], {
@@ -74,15 +74,20 @@ export class LocalExec implements HostExec {
         this.lost.delete(onLost);
         f();
       };
-      const onLost = () => settle(() => reject(execEndedError(this.host, name, "connection-lost", stderr)));
+      const onLost = () =>
+        settle(() => reject(execEndedError(this.host, name, "connection-lost", output.stderr)));
       this.lost.add(onLost);
       const timer = setTimeout(() => {
         this.kill(child);
-        settle(() => reject(execEndedError(this.host, name, { timeoutMs }, stderr)));
+        settle(() => reject(execEndedError(this.host, name, { timeoutMs }, output.stderr)));
       }, timeoutMs);
+      const overflow = () => {
+        this.kill(child);
+        settle(() => reject(output.overflow));
+      };
       const api: ExecChannel = {
         write: (text) => {
-          child.stdin.write(text);
+          child.stdin.write(toWire(text));
         },
         end: () => {
           child.stdin.end();
@@ -92,11 +97,11 @@ export class LocalExec implements HostExec {
       child.stdin.on("error", () => undefined);
       child.stdout.on("data", (chunk: Buffer) => {
         if (settled) return;
-        stdout += chunk.toString("utf8");
-        opts.onStdout?.(stdout, api);
+        if (!output.addStdout(chunk)) return overflow();
+        opts.onStdout?.(output.stdout, api);
       });
       child.stderr.on("data", (chunk: Buffer) => {
-        stderr += chunk.toString("utf8");
+        if (!output.addStderr(chunk)) overflow();
       });
       child.on("error", (err) =>
         settle(() =>
@@ -112,9 +117,11 @@ export class LocalExec implements HostExec {
       );
       child.on("close", (code, signal) => {
         this.children.delete(child);
-        settle(() => resolve({ code, signal: signal ?? undefined, stdout, stderr }));
+        settle(() =>
+          resolve({ code, signal: signal ?? undefined, stdout: output.stdout, stderr: output.finalStderr() }),
+        );
       });
-      if (opts.stdin !== undefined) child.stdin.write(opts.stdin);
+      if (opts.stdin !== undefined) child.stdin.write(toWire(opts.stdin));
       if (opts.endStdin ?? true) child.stdin.end();
     });
   }

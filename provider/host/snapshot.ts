@@ -2,9 +2,12 @@
  * The live state of one host as the scripts' `report_state` prints it, and the preconditions a
  * host must meet before rules are added to it.
  *
- * Pure: text in, typed snapshot (or a HostError) out.
+ * Pure: text in, typed snapshot (or a HostError) out. The rules texts stay the host's byte
+ * strings (core's ./text.ts); what is only ever shown to a person (a tool's error, its version)
+ * becomes printable text here.
  */
 import type { Family } from "../core";
+import { hostText } from "../core/text";
 import { HostError } from "./errors";
 
 /** Both families, in the order the host prints and applies them. */
@@ -66,12 +69,12 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     const ok = s !== undefined && s.header.endsWith(" rc=0");
     return {
       text: ok ? s.body : null,
-      error: ok ? undefined : (sections.get(`save${n}err`)?.body.trim() ?? "no output"),
+      error: ok ? undefined : hostText(sections.get(`save${n}err`)?.body.trim() ?? "no output"),
     };
   };
   const s4 = save("4");
   const s6 = save("6");
-  const version = meta.get("iptables") ?? "";
+  const version = hostText(meta.get("iptables") ?? "");
   const uid = Number(meta.get("uid"));
   return {
     host,
@@ -83,7 +86,7 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     ipv6: s6.text,
     ipv6Error: s6.error,
     otherBackend: other.has("backend")
-      ? { tool: other.get("backend") ?? "", dockerChains: Number(other.get("dockerChains") ?? "0") }
+      ? { tool: hostText(other.get("backend") ?? ""), dockerChains: Number(other.get("dockerChains") ?? "0") }
       : undefined,
     nftDockerTables: Number(other.get("nftDockerTables") ?? "0"),
     tools: { conntrack: meta.get("tool.conntrack") === "yes", flock: meta.get("tool.flock") === "yes" },

@@ -21,6 +21,7 @@ import type { ConnectionArgs, ProxyConnectionArgs } from "../args";
 import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE, usesSudo } from "../core";
 import { HostError, execEndedError } from "./errors";
 import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionOptions, SessionStats } from "./exec";
+import { ExecOutput, toWire } from "./output";
 
 export type { ExecChannel, ExecOptions, ExecResult, HostKeys, SessionOptions, SessionStats } from "./exec";
 
@@ -220,18 +221,31 @@ export class SshSession implements HostExec {
     const expected = conn.hostKey === undefined ? recorded : expectedFingerprint(conn.hostKey, host);
     let presented: string | undefined;
 
+    // A jump host that never answers the channel request would stall us: bounded like the dial.
     const getSock = (): Promise<Duplex | undefined> =>
       via === undefined
         ? Promise.resolve(undefined)
-        : new Promise((resolve, reject) =>
-            via.forwardOut("127.0.0.1", 0, conn.host, port, (err, stream) =>
-              err
-                ? reject(
-                    new Error(`jump host could not open a channel to ${conn.host}:${port}: ${err.message}`),
-                  )
-                : resolve(stream),
-            ),
-          );
+        : new Promise((resolve, reject) => {
+            let timedOut = false;
+            const timer = setTimeout(() => {
+              timedOut = true;
+              reject(
+                new Error(`jump host opened no channel to ${conn.host}:${port} within ${timeoutMs / 1000}s`),
+              );
+            }, timeoutMs);
+            via.forwardOut("127.0.0.1", 0, conn.host, port, (err, stream) => {
+              clearTimeout(timer);
+              if (timedOut) {
+                stream?.destroy();
+              } else if (err) {
+                reject(
+                  new Error(`jump host could not open a channel to ${conn.host}:${port}: ${err.message}`),
+                );
+              } else {
+                resolve(stream);
+              }
+            });
+          });
 
     return getSock().then(
       (sock) =>
@@ -339,11 +353,10 @@ export class SshSession implements HostExec {
     this.stats.roundTrips++;
     const timeoutMs = opts.timeoutMs ?? this.commandTimeoutMs;
     return new Promise<ExecResult>((resolve, reject) => {
-      let stdout = "";
-      let stderr = "";
+      const output = new ExecOutput(this.host, name, this.options);
       let settled = false;
       let channel: ClientChannel | undefined;
-      const onClientClose = () => fail(execEndedError(this.host, name, "connection-lost", stderr));
+      const onClientClose = () => fail(execEndedError(this.host, name, "connection-lost", output.stderr));
       const fail = (err: Error) => {
         if (settled) return;
         settled = true;
@@ -351,17 +364,23 @@ export class SshSession implements HostExec {
         client.removeListener("close", onClientClose);
         reject(err);
       };
-      const timer = setTimeout(() => {
-        if (channel !== undefined) {
-          try {
-            channel.signal("KILL");
-          } catch {
-            // The channel may already be gone; closing it below is what matters.
-          }
-          channel.close();
+      const kill = () => {
+        if (channel === undefined) return;
+        try {
+          channel.signal("KILL");
+        } catch {
+          // The channel may already be gone; closing it below is what matters.
         }
-        fail(execEndedError(this.host, name, { timeoutMs }, stderr));
+        channel.close();
+      };
+      const timer = setTimeout(() => {
+        kill();
+        fail(execEndedError(this.host, name, { timeoutMs }, output.stderr));
       }, timeoutMs);
+      const overflow = () => {
+        kill();
+        fail(output.overflow!);
+      };
       client.once("close", onClientClose);
       client.exec(command, (err, ch) => {
         if (err) {
@@ -378,18 +397,19 @@ export class SshSession implements HostExec {
         channel = ch;
         const api: ExecChannel = {
           write: (text) => {
-            ch.write(text);
+            ch.write(toWire(text));
           },
           end: () => {
             ch.end();
           },
         };
         ch.on("data", (chunk: Buffer) => {
-          stdout += chunk.toString("utf8");
-          opts.onStdout?.(stdout, api);
+          if (settled) return;
+          if (!output.addStdout(chunk)) return overflow();
+          opts.onStdout?.(output.stdout, api);
         });
         ch.stderr.on("data", (chunk: Buffer) => {
-          stderr += chunk.toString("utf8");
+          if (!output.addStderr(chunk)) overflow();
         });
         ch.on("error", () => undefined);
         ch.on("close", (code: number | null | undefined, signal?: string) => {
@@ -397,9 +417,14 @@ export class SshSession implements HostExec {
           settled = true;
           clearTimeout(timer);
           client.removeListener("close", onClientClose);
-          resolve({ code: code ?? null, signal: signal ?? undefined, stdout, stderr });
+          resolve({
+            code: code ?? null,
+            signal: signal ?? undefined,
+            stdout: output.stdout,
+            stderr: output.finalStderr(),
+          });
         });
-        if (opts.stdin !== undefined) ch.write(opts.stdin);
+        if (opts.stdin !== undefined) ch.write(toWire(opts.stdin));
         if (opts.endStdin ?? true) ch.end();
       });
     });

@@ -17,6 +17,7 @@ import {
   validateConnection,
   chainName,
   tagOf,
+  hostText,
   type AllowlistSpec,
   type ConnectionSpec,
   type Family,
@@ -373,7 +374,11 @@ export async function remove(_id: string, props: Record<string, unknown>): Promi
   await converge(toConnectionArgs(conn), null, spec, { session: sessionOf("delete", props, conn, props) });
 }
 
-/** Our lines in a live save text, in the order {@link renderDesiredRules} renders them. */
+/**
+ * Our lines in a live save text, in the order {@link renderDesiredRules} renders them, as
+ * printable text: they land in the state and in `pulumi preview --diff`, and a line someone put
+ * into our chain may hold any bytes.
+ */
 export function ownedLines(saveText: string | null, ruleName: string): string[] {
   if (saveText === null) return [];
   const chain = chainName(ruleName);
@@ -382,7 +387,7 @@ export function ownedLines(saveText: string | null, ruleName: string): string[] 
   const jumpsIn = (from: string) =>
     lines.filter((l) => l.startsWith(`-A ${from} `) && l.endsWith(` -j ${chain}`) && l.includes(tag));
   const rules = lines.filter((l) => l.startsWith(`-A ${chain} `));
-  return [...jumpsIn("DOCKER-USER"), ...jumpsIn("INPUT"), ...rules];
+  return [...jumpsIn("DOCKER-USER"), ...jumpsIn("INPUT"), ...rules].map(hostText);
 }
 
 /** `read` (refresh): the live rules where they drifted, fail-open and other findings. */

@@ -25,22 +25,51 @@ export interface Ssh2HostOptions {
   readonly port?: number;
   /** Runs an exec's command line: argv + the command as last word. @default - execs are refused */
   readonly shell?: { readonly argv: readonly string[]; readonly env?: NodeJS.ProcessEnv };
+  /**
+   * A hostile transport: wherever the command's stdout holds these bytes, it is sent as two
+   * SSH data messages, the second only once the first was written out (e.g. a 4-byte UTF-8
+   * character cut in half). @default - stdout is piped as it comes
+   */
+  readonly splitAfter?: Buffer;
 }
 
 function runExec(
   channel: ServerChannel,
   command: string,
   shell: NonNullable<Ssh2HostOptions["shell"]>,
+  splitAfter: Buffer | undefined,
 ): void {
   const [file, ...args] = shell.argv;
   const child = spawn(file!, [...args, command], { env: shell.env });
   channel.pipe(child.stdin);
-  child.stdout.pipe(channel, { end: false });
+  let queue = Promise.resolve();
+  if (splitAfter === undefined) {
+    child.stdout.pipe(channel, { end: false });
+  } else {
+    // Each chunk in order; a chunk holding the marker goes out as two writes, the second after
+    // the first was flushed into the SSH stream.
+    const send = (b: Buffer) => new Promise<void>((resolve) => channel.write(b, () => resolve()));
+    child.stdout.on("data", (chunk: Buffer) => {
+      child.stdout.pause();
+      const at = chunk.indexOf(splitAfter);
+      const parts =
+        at === -1
+          ? [chunk]
+          : [chunk.subarray(0, at + splitAfter.length), chunk.subarray(at + splitAfter.length)];
+      queue = queue.then(async () => {
+        for (const p of parts) if (p.length > 0) await send(p);
+        child.stdout.resume();
+      });
+    });
+  }
   child.stderr.pipe(channel.stderr, { end: false });
   child.stdin.on("error", () => undefined);
   child.on("close", (code) => {
-    channel.exit(code ?? 255);
-    channel.end();
+    // After every stdout chunk queued above went out.
+    void queue.then(() => {
+      channel.exit(code ?? 255);
+      channel.end();
+    });
   });
 }
 
@@ -69,7 +98,7 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
       client.on("session", (accept) => {
         accept().on("exec", (acceptExec, reject, info) => {
           if (opts.shell === undefined) return reject();
-          runExec(acceptExec(), info.command, opts.shell);
+          runExec(acceptExec(), info.command, opts.shell, opts.splitAfter);
         });
       });
       client.on("tcpip", (accept, reject, info) => {

@@ -198,12 +198,19 @@ export class StubHost {
     };
   }
 
-  public write(name: string, text: string): void {
-    writeFileSync(join(this.state, name), text);
+  /** Writes a state file; text is a byte string (latin1), as the SSH edge hands host output around. */
+  public write(name: string, text: string | Buffer): void {
+    writeFileSync(join(this.state, name), typeof text === "string" ? Buffer.from(text, "latin1") : text);
   }
 
+  /** A state file as a byte string (latin1), comparable with what the SSH edge read. */
   public read(name: string): string {
-    return readFileSync(join(this.state, name), "utf8");
+    return readFileSync(join(this.state, name), "latin1");
+  }
+
+  /** A state file's bytes. */
+  public bytes(name: string): Buffer {
+    return readFileSync(join(this.state, name));
   }
 
   public has(name: string): boolean {
