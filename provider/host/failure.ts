@@ -45,6 +45,40 @@ export function sudoError(
   );
 }
 
+/**
+ * Why a rules file could not be saved and the fix, from the script's `persist-failed <fam>
+ * <reason> <path>` (remote/sync.sh names the reasons). The old file is intact in every case: the
+ * script only ever replaces it by renaming a checked temp file over it.
+ */
+export function persistMessage(header: string): string {
+  const [, fam = "?", reason = "", path = "?"] = header.split(" ");
+  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".";
+  const family = fam === "6" ? "ipv6" : "ipv4";
+  const pathOption = fam === "6" ? "rulesV6Path" : "rulesV4Path";
+  const tool = fam === "6" ? "ip6tables" : "iptables";
+  const elsewhere = `set ${pathOption} to a writable path this host restores at boot, or persist: false`;
+  const why: Record<string, string> = {
+    "no-directory":
+      `the directory ${dir} does not exist. Fix: install iptables-persistent (Debian/Ubuntu; it creates ` +
+      `/etc/iptables and restores the files at boot) or create ${dir}, or ${elsewhere}.`,
+    "disk-full": `the filesystem of ${dir} is full. Fix: free space in ${dir} (\`df -h ${dir}\`), or ${elsewhere}.`,
+    "read-only": `${dir} is on a read-only filesystem. Fix: remount it read-write, or ${elsewhere}.`,
+    "not-writable": `${dir} is not writable for the user the provider runs as. Fix: connect as root or with sudo: true, or ${elsewhere}.`,
+    "save-failed": `${tool}-save failed (stderr below). Fix: run \`${tool}-save\` on the host to see why.`,
+    incomplete:
+      `${tool}-save wrote incomplete rules (stderr below says what was missing), so they were not saved. ` +
+      `Fix: run \`${tool}-save\` on the host to see why.`,
+    "test-rejected":
+      `${tool}-restore --test rejected what ${tool}-save printed, so the file would not load at boot; ` +
+      `it was not saved. Fix: run \`${tool}-save | ${tool}-restore --test\` on the host to see why.`,
+  };
+  return (
+    `the rules are LIVE but saving them for reboots to ${path} (${family}) failed: ` +
+    (why[reason] ?? `writing the file failed (stderr below). Fix: make ${dir} writable, or ${elsewhere}.`) +
+    ` ${path} was left as it was, so it and the live rules differ; the next \`pulumi up\` saves again.`
+  );
+}
+
 /** The HostError for a sync script that did not end in success. */
 export function failure(session: HostExec, run: Ending, opts: HostTarget & ResolvedLimits): HostError {
   const host = session.host;
@@ -80,12 +114,7 @@ export function failure(session: HostExec, run: Ending, opts: HostTarget & Resol
         { ...base, kind: "rolled-back" },
       );
     case EXIT.PERSIST_FAILED:
-      return new HostError(
-        `the rules are LIVE but saving them for reboots failed (${header("persist-failed")}): the saved file ` +
-          `and the live rules differ. Fix: create the directory / make it writable, or set persist: false ` +
-          `or rulesV4Path/rulesV6Path; the next \`pulumi up\` saves again.`,
-        { ...base, kind: "persist" },
-      );
+      return new HostError(persistMessage(header("persist-failed")), { ...base, kind: "persist" });
     case EXIT.LOCK_TIMEOUT:
       return new HostError(
         `another writer held ${lock} for more than lockWaitSeconds=${opts.lockWaitSeconds}; nothing was ` +

@@ -369,9 +369,29 @@ export async function update(
   }
 }
 
+/**
+ * `delete`: removes everything the allowlist owns from the live host. A host that cannot save
+ * its rules files (full disk, read-only, no /etc/iptables) does not make the delete fail: the
+ * rules are gone, and a failed delete would keep the resource in the state and fail the same way
+ * at every later `destroy`. Pulumi's delete returns nothing, so the failed save becomes a warning
+ * on the provider's stderr (which the engine shows, like the unpinned-host-key warning): the
+ * saved file still holds the deleted rules and brings them back at the next boot until it is
+ * saved again.
+ */
 export async function remove(_id: string, props: Record<string, unknown>): Promise<void> {
   const { spec, conn } = specOf(props);
-  await converge(toConnectionArgs(conn), null, spec, { session: sessionOf("delete", props, conn, props) });
+  const session = sessionOf("delete", props, conn, props);
+  try {
+    await converge(toConnectionArgs(conn), null, spec, { session });
+  } catch (err) {
+    if (!HostError.isInstance(err) || err.kind !== "persist") throw err;
+    session.warn?.(
+      `the rules were deleted from the live host, but the saved rules could not be updated: a saved copy ` +
+        `that still holds them brings them back at the next boot. ${err.message}\nOnce that is fixed, save the live rules on the host again: ` +
+        `\`netfilter-persistent save\` (iptables-persistent), or \`iptables-save > ${spec.rulesV4Path}\` and ` +
+        `\`ip6tables-save > ${spec.rulesV6Path}\`.`,
+    );
+  }
 }
 
 /**

@@ -14,7 +14,11 @@
  * The stubs keep the host's state in files under `state/`:
  * - `save4` / `save6`: what `iptables-save` / `ip6tables-save` print (`save4.fail` instead:
  *   they fail with it as stderr; `save4.fail.<n>`: only their n-th call fails);
- * - `iptables-restore --test` keeps its input in `test4` and fails with `test4.fail` if present;
+ * - `save4.extra`: what the whole `iptables-save` (no `-t filter`, as the persist step runs it)
+ *   prints after `save4`: the other tables;
+ * - `iptables-restore --test --noflush` (a payload's test) keeps its input in `test4` and fails
+ *   with `test4.fail` if present; `--test` alone (the persist step's test of a whole saved file,
+ *   from stdin or a file argument) keeps it in `filetest4` and fails with `filetest4.fail`;
  * - every other restore is counted: the n-th one's input lands in `restore4.<n>` (written last,
  *   so tests wait for it), fails with `restore4.fail.<n>` if present, and otherwise moves the
  *   rules to `next4` (the state the test says the payload leads to; the plan hook writes it)
@@ -61,6 +65,23 @@ if [ -d "$1/usrbin" ]; then
   mount --bind "$1/usrbin" /usr/bin
   mount --bind "$1/usrsbin" /usr/sbin
 fi
+if [ -e "$1/etc.read-only" ]; then
+  mount --bind "$1/etc" "$1/etc"
+  mount -o remount,bind,ro "$1/etc"
+fi
+if [ -e "$1/etc.tmpfs" ]; then
+  # The tmpfs lives as long as this namespace: fill it from etc/ and copy it back afterwards.
+  mkdir -p "$1/etc.under"
+  mount --bind "$1/etc" "$1/etc.under"
+  mount -t tmpfs -o "size=$(cat "$1/etc.tmpfs")" dpa-etc "$1/etc"
+  cp -a "$1/etc.under/." "$1/etc/"
+  set +e
+  bash -c "$2"
+  rc=$?
+  find "$1/etc.under" -mindepth 1 -delete
+  cp -a "$1/etc/." "$1/etc.under/"
+  exit "$rc"
+fi
 set +e
 exec bash -c "$2"
 `;
@@ -84,18 +105,27 @@ function stubs(state: string): Record<string, string> {
     `for f in "$S/save${n}.fail" "$S/save${n}.fail.$c"; do\n` +
     `  if [ -e "$f" ]; then fail "$f"; exit 1; fi\n` +
     `done\n` +
-    `cat "$S/save${n}"\n`;
+    `cat "$S/save${n}"\n` +
+    // The whole save (no -t) also prints the other tables, as the real tool does.
+    `[ "$1" = -t ] || cat "$S/save${n}.extra" 2>/dev/null\n` +
+    `exit 0\n`;
   const restore = (n: string) =>
     head +
-    `for a in "$@"; do\n` +
-    `  if [ "$a" = --test ]; then\n` +
-    `    cat > "$S/test${n}"\n` +
-    `    if [ -e "$S/test${n}.fail" ]; then fail "$S/test${n}.fail"; exit 1; fi\n` +
-    `    exit 0\n` +
-    `  fi\n` +
+    `test=0; noflush=0; in=/dev/stdin\n` +
+    `while [ $# -gt 0 ]; do\n` +
+    `  case "$1" in\n` +
+    `    --test) test=1 ;; --noflush) noflush=1 ;; -w) shift ;; -*) ;; *) in=$1 ;;\n` +
+    `  esac\n` +
+    `  shift\n` +
     `done\n` +
+    `if [ "$test" = 1 ]; then\n` +
+    `  t=test${n}; [ "$noflush" = 1 ] || t=filetest${n}\n` +
+    `  cat "$in" > "$S/$t"\n` +
+    `  if [ -e "$S/$t.fail" ]; then fail "$S/$t.fail"; exit 1; fi\n` +
+    `  exit 0\n` +
+    `fi\n` +
     `c=$(( $(cat "$S/restore${n}.count" 2>/dev/null || echo 0) + 1 )); echo "$c" > "$S/restore${n}.count"\n` +
-    `cat > "$S/restore${n}.$c.tmp"\n` +
+    `cat "$in" > "$S/restore${n}.$c.tmp"\n` +
     `if [ -e "$S/restore${n}.fail.$c" ]; then\n` +
     `  fail "$S/restore${n}.fail.$c"; mv "$S/restore${n}.$c.tmp" "$S/restore${n}.$c"; exit 1\n` +
     `fi\n` +
@@ -133,6 +163,19 @@ function stubs(state: string): Record<string, string> {
 export interface StubHostOptions {
   /** Tools /usr/bin and /usr/sbin lack on this host (e.g. ["flock"], ["conntrack"]). @default - none */
   readonly without?: readonly string[];
+  /**
+   * What the host's `etc/` (where the tests keep its rules files) is inside its namespace: a
+   * tmpfs of `tmpfsBytes` (filled from `etc/` before each command and copied back after it, so a
+   * test sees what the command left there), or `etc/` bind-mounted read-only.
+   * @default - the plain directory
+   */
+  readonly etc?: { readonly tmpfsBytes: number } | "read-only";
+  /**
+   * Enter only a mount namespace, no user namespace, so that files of other users keep their
+   * owners on the host (an unprivileged user namespace maps root alone). Needs real root.
+   * @default false
+   */
+  readonly realRoot?: boolean;
 }
 
 /** One stub host in a temp dir; `remove()` deletes it. */
@@ -142,12 +185,16 @@ export class StubHost {
   /** The host's /run/docker-port-allowlist.lock, seen from outside its namespace. */
   public readonly lockPath: string;
   private readonly holders: ChildProcessWithoutNullStreams[] = [];
+  private readonly realRoot: boolean;
 
   constructor(opts: StubHostOptions = {}) {
     this.root = mkdtempSync(join(tmpdir(), "dpa-stubhost-"));
     this.state = join(this.root, "state");
     this.lockPath = join(this.root, "run", "docker-port-allowlist.lock");
     for (const d of ["stubs", "run", "state", "etc"]) mkdirSync(join(this.root, d));
+    this.realRoot = opts.realRoot ?? false;
+    if (opts.etc === "read-only") writeFileSync(join(this.root, "etc.read-only"), "");
+    else if (opts.etc !== undefined) writeFileSync(join(this.root, "etc.tmpfs"), String(opts.etc.tmpfsBytes));
     const without = opts.without ?? [];
     for (const [name, text] of Object.entries(stubs(this.state))) {
       if (!without.includes(name)) writeFileSync(join(this.root, "stubs", name), text, { mode: 0o755 });
@@ -170,8 +217,7 @@ export class StubHost {
     return {
       argv: [
         "unshare",
-        "--user",
-        "--map-root-user",
+        ...(this.realRoot ? [] : ["--user", "--map-root-user"]),
         "--mount",
         "bash",
         "-c",

@@ -4,7 +4,16 @@
  * way the sync script can end, and what the client makes of it. The lab proves the same over
  * SSH against real iptables.
  */
-import { mkdirSync, readFileSync, rmSync } from "fs";
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "fs";
 import { join } from "path";
 import { fingerprint, planAllowlist, validateAllowlist, type AllowlistSpec } from "../../provider/core";
 import {
@@ -348,18 +357,6 @@ describe("dpa-sync through the exec seam: every way it ends", () => {
     await until(() => host.lockFree());
   });
 
-  test("persist-failed (14): the rules are live but the rules file's directory is missing", async () => {
-    const s = spec("nosave", ["198.18.200.0/24"]);
-    const err = await hostError(
-      sync(s, "nosave", { rulesV4Path: join(host.root, "missing-dir", "rules.v4") }),
-    );
-    expect(err.kind).toBe("persist");
-    expect(err.exitCode).toBe(14);
-    expect(err.message).toContain("the rules are LIVE but saving them for reboots failed");
-    expect(err.message).toContain(`directory ${join(host.root, "missing-dir")} does not exist`);
-    expect(planAllowlist({ ipv4: host.read("save4"), ipv6: null }, s, "nosave").inSync).toBe(true);
-  });
-
   test("lock-timeout (15): another writer holding the lock longer than lockWaitSeconds changes nothing", async () => {
     const holder = await host.holdLock();
     try {
@@ -441,6 +438,139 @@ describe("dpa-sync through the exec seam: every way it ends", () => {
     expect(o.live.ipv4).toContain(":DPA-web ");
   });
 });
+
+describe("persist (14): a rules file is never worse than before", () => {
+  const OLD = "# the rules saved before\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+  const etc = () => join(host.root, "etc");
+  const rulesFile = () => join(etc(), "rules.v4");
+  /** Temp files the persist step left in `dir`. */
+  const leftovers = (dir: string) => readdirSync(dir).filter((n) => n.includes(".dpa-tmp."));
+
+  /** A new stub host (`opts`) whose rules file holds OLD. */
+  function hostWith(opts: ConstructorParameters<typeof StubHost>[0]): void {
+    host.remove();
+    host = new StubHost(opts);
+    host.write("save4", SAVE4);
+    host.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
+    writeFileSync(rulesFile(), OLD);
+  }
+
+  /** Applies an allowlist that cannot be saved: the rules are live, the save fails with `kind` persist. */
+  async function unsaved(hooks: ConvergeHooks = {}) {
+    const s = spec("web", ["198.18.1.0/24"]);
+    const err = await hostError(sync(s, "web", hooks));
+    expect(err.kind).toBe("persist");
+    expect(err.exitCode).toBe(14);
+    expect(planAllowlist({ ipv4: host.read("save4"), ipv6: null }, s, "web").inSync).toBe(true);
+    return err;
+  }
+
+  test("a good save is checked by iptables-restore --test, then replaces the file with exactly what it printed", async () => {
+    writeFileSync(rulesFile(), OLD);
+    host.write("save4.extra", NAT);
+    const r = await sync(spec("web", ["198.18.1.0/24"]), "web");
+    expect(r.persisted).toBe(true);
+    expect(readFileSync(rulesFile(), "utf8")).toBe(host.read("save4") + NAT);
+    expect(host.read("filetest4")).toBe(host.read("save4") + NAT);
+    expect(leftovers(etc())).toEqual([]);
+  });
+
+  test.each([
+    [
+      "a table cut short (no COMMIT)",
+      () => host.write("save4.extra", "*nat\n:PREROUTING ACCEPT [0:0]\n"),
+      "iptables-save wrote incomplete rules",
+      "*nat ends without COMMIT",
+    ],
+    [
+      "a save iptables-restore --test rejects",
+      () => host.write("filetest4.fail", "iptables-restore: line 9 failed"),
+      "iptables-restore --test rejected what iptables-save printed, so the file would not load at boot",
+      "iptables-restore: line 9 failed",
+    ],
+  ])("%s is not saved: the old file stays, byte for byte", async (_name, arrange, message, stderr) => {
+    writeFileSync(rulesFile(), OLD);
+    arrange();
+    const err = await unsaved();
+    expect(err.message).toContain(`saving them for reboots to ${rulesFile()} (ipv4) failed: ${message}`);
+    expect(err.message).toContain(`${rulesFile()} was left as it was`);
+    expect(err.stderr).toContain(stderr);
+    expect(readFileSync(rulesFile(), "utf8")).toBe(OLD);
+    expect(leftovers(etc())).toEqual([]);
+  });
+
+  test("a full disk (8 KiB tmpfs, a 6 KiB save): the old file stays, the temp file goes, the fix is to free space", async () => {
+    hostWith({ etc: { tmpfsBytes: 8192 } });
+    host.write("save4.extra", bigNat(6000));
+    const err = await unsaved();
+    expect(err.message).toContain(
+      `the filesystem of ${etc()} is full. Fix: free space in ${etc()} (\`df -h ${etc()}\`), or set ` +
+        `rulesV4Path to a writable path this host restores at boot, or persist: false.`,
+    );
+    expect(err.stderr).toContain("No space left on device");
+    expect(readFileSync(rulesFile(), "utf8")).toBe(OLD);
+    expect(leftovers(etc())).toEqual([]);
+  });
+
+  test("a read-only mount: the old file stays, the fix is to remount or save elsewhere", async () => {
+    hostWith({ etc: "read-only" });
+    const err = await unsaved();
+    expect(err.message).toContain(
+      `${etc()} is on a read-only filesystem. Fix: remount it read-write, or set rulesV4Path to a ` +
+        `writable path this host restores at boot, or persist: false.`,
+    );
+    expect(err.stderr).toContain("Read-only file system");
+    expect(readFileSync(rulesFile(), "utf8")).toBe(OLD);
+    expect(leftovers(etc())).toEqual([]);
+  });
+
+  test("no /etc/iptables: nothing is created, the fix is iptables-persistent or the directory", async () => {
+    const dir = join(etc(), "iptables");
+    const err = await unsaved({ rulesV4Path: join(dir, "rules.v4") });
+    expect(err.message).toContain(
+      `the rules are LIVE but saving them for reboots to ${dir}/rules.v4 (ipv4) failed: the directory ${dir} ` +
+        `does not exist. Fix: install iptables-persistent (Debian/Ubuntu; it creates /etc/iptables and ` +
+        `restores the files at boot) or create ${dir}, or set rulesV4Path`,
+    );
+    expect(readdirSync(etc())).toEqual([]);
+  });
+
+  test("the new file keeps the old one's mode 0600", async () => {
+    writeFileSync(rulesFile(), OLD);
+    chmodSync(rulesFile(), 0o600);
+    await sync(spec("web", ["198.18.1.0/24"]), "web");
+    expect(readFileSync(rulesFile(), "utf8")).toBe(host.read("save4"));
+    expect(statSync(rulesFile()).mode & 0o7777).toBe(0o600);
+  });
+
+  // An unprivileged user namespace maps root alone: another user's file needs the real root.
+  (process.getuid?.() === 0 ? test : test.skip)(
+    "the new file keeps the old one's owner and group (another user's)",
+    async () => {
+      hostWith({ realRoot: true });
+      chmodSync(rulesFile(), 0o640);
+      chownSync(rulesFile(), 4242, 4343);
+      await sync(spec("web", ["198.18.1.0/24"]), "web");
+      expect(readFileSync(rulesFile(), "utf8")).toBe(host.read("save4"));
+      const st = statSync(rulesFile());
+      expect([st.mode & 0o7777, st.uid, st.gid]).toEqual([0o640, 4242, 4343]);
+    },
+  );
+});
+
+/** The nat table of a whole `iptables-save`, as the stub prints it after the filter table. */
+const NAT = "*nat\n:PREROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n-A DOCKER -i docker0 -j RETURN\nCOMMIT\n";
+
+/** A nat table of at least `bytes` bytes (one DNAT rule per published port). */
+function bigNat(bytes: number): string {
+  const lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":DOCKER - [0:0]"];
+  for (let port = 10000; lines.join("\n").length < bytes; port++) {
+    lines.push(
+      `-A DOCKER ! -i docker0 -p tcp -m tcp --dport ${port} -j DNAT --to-destination 172.17.0.2:${port}`,
+    );
+  }
+  return [...lines, "COMMIT", ""].join("\n");
+}
 
 /** A rule line added to the filter table, just before its COMMIT. */
 function addRule(save: string, rule: string): string {

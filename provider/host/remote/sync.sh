@@ -37,7 +37,9 @@ cut_awk='@CUT_AWK@'
 # A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
 trap '' HUP PIPE
 tmp=$(mktemp -d /tmp/dpa-sync.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit "$EXIT_SETUP_FAILED"; }
-trap 'rm -rf "$tmp"' EXIT
+# $t: a rules file's temp copy while persisting (see there), removed however the script ends.
+t=""
+trap 'rm -rf "$tmp"; [ -z "$t" ] || rm -f "$t"' EXIT
 command -v flock >/dev/null 2>&1 || { echo "@@DPA:no-flock"; exit "$EXIT_NO_FLOCK"; }
 exec 9>/run/docker-port-allowlist.lock || { echo "@@DPA:error cannot open /run/docker-port-allowlist.lock"; exit "$EXIT_SETUP_FAILED"; }
 flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"; }
@@ -159,6 +161,27 @@ if [ -s "$tmp/conntrack" ]; then
   echo "@@DPA:conntrack-deleted $n"
 fi
 
+# Persist: the rules files are never worse than before. Each family's save goes to a temp file
+# beside the target, is checked (something there unless the family has no rules at all, every
+# table ends in COMMIT, `<bin>-restore --test` loads it), is fsynced, takes the old file's mode
+# and owner, and only then replaces the old file by rename; the directory is fsynced after it.
+# On any failure the old file is untouched (we never write to it), the temp file is removed and
+# `@@DPA:persist-failed <fam> <reason> <path>` names what the client turns into a fix
+# (failure.ts): no-directory, disk-full, read-only, not-writable, save-failed, incomplete,
+# test-rejected, write-failed.
+persist_failed() { # reason: removes the temp file, reports why and ends the script
+  [ -z "$t" ] || rm -f "$t"
+  t=""
+  echo "@@DPA:persist-failed $fam $1 $path"; cat "$tmp/err" >&2; exit "$EXIT_PERSIST_FAILED"
+}
+# The errno text of a failed write (dd prints it) names the cause; `test -w` catches the rest.
+write_failed() {
+  if grep -q 'No space left on device\|Disk quota exceeded' "$tmp/err"; then persist_failed disk-full
+  elif grep -q 'Read-only file system' "$tmp/err"; then persist_failed read-only
+  elif [ ! -w "$dir" ] || grep -q 'Permission denied' "$tmp/err"; then persist_failed not-writable
+  fi
+  persist_failed write-failed
+}
 if [ "$persist" = 1 ]; then
   for f in "4:$v4path" "6:$v6path"; do
     fam=${f%%:*}; path=${f#*:}
@@ -168,15 +191,36 @@ if [ "$persist" = 1 ]; then
     if [ "$fam" = 4 ]; then rc=$rc4; else rc=$rc6; fi
     [ "$rc" = 0 ] || continue
     dir=$(dirname "$path")
-    if [ ! -d "$dir" ]; then
-      echo "@@DPA:persist-failed $fam directory $dir does not exist"; exit "$EXIT_PERSIST_FAILED"
-    fi
+    : > "$tmp/err"
+    [ -d "$dir" ] || persist_failed no-directory
     t="$dir/.$(basename "$path").dpa-tmp.$$"
-    if "$bin-save" > "$t" 2>"$tmp/err" && mv -f "$t" "$path" 2>>"$tmp/err"; then
-      echo "@@DPA:persisted $fam $(saved_fp < "$path")"
-    else
-      rm -f "$t"; echo "@@DPA:persist-failed $fam write to $path failed"; cat "$tmp/err" >&2; exit "$EXIT_PERSIST_FAILED"
+    # dd, not `> "$t"` + `sync "$t"`: dd reports a failed write with its errno text (the save
+    # tool may not check its stdout), and conv=fsync has flushed the data before dd exits on
+    # every coreutils, where `sync FILE` needs coreutils >= 8.24 (older ones ignore the operand).
+    "$bin-save" 2>"$tmp/saveerr" | dd of="$t" conv=fsync status=none 2>"$tmp/err"
+    saved=("${PIPESTATUS[@]}")
+    [ "${saved[1]}" = 0 ] || write_failed
+    [ "${saved[0]}" = 0 ] || { cat "$tmp/saveerr" > "$tmp/err"; persist_failed save-failed; }
+    # Empty only where the family has no rules at all (ip6tables-save prints nothing on a host
+    # without IPv6 rules); anything else empty is a save that went wrong.
+    if [ ! -s "$t" ] && "$bin-save" -t filter 2>/dev/null | grep -q '^-A '; then
+      echo "$bin-save printed nothing although the filter table has rules" > "$tmp/err"
+      persist_failed incomplete
     fi
+    # Every table ends with COMMIT (a save cut short by a full disk ends mid-table).
+    awk '/^\*/ { if (open != "") print open " ends without COMMIT"; open = $0; next }
+         /^COMMIT$/ { if (open == "") print "COMMIT outside a table at line " NR; open = ""; next }
+         END { if (open != "") print open " ends without COMMIT" }' "$t" > "$tmp/err"
+    [ -s "$tmp/err" ] && persist_failed incomplete
+    "$bin-restore" -w 10 --test < "$t" 2>"$tmp/err" || persist_failed test-rejected
+    if [ -e "$path" ]; then
+      { chmod --reference="$path" "$t" && chown --reference="$path" "$t"; } 2>"$tmp/err" || write_failed
+    fi
+    mv -f "$t" "$path" 2>"$tmp/err" || write_failed
+    t=""
+    # The rename is done and cannot be undone; the directory's fsync makes it survive a crash.
+    sync "$dir" 2>/dev/null || sync
+    echo "@@DPA:persisted $fam $(saved_fp < "$path")"
   done
 fi
 echo "@@DPA:done"
