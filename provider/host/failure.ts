@@ -73,7 +73,7 @@ export function persistMessage(header: string): string {
       `it was not saved. Fix: run \`${tool}-save | ${tool}-restore --test\` on the host to see why.`,
   };
   return (
-    `the rules are LIVE but saving them for reboots to ${path} (${family}) failed: ` +
+    `the rules are LIVE but saving them for reboots failed (${family}, ${path}): ` +
     (why[reason] ?? `writing the file failed (stderr below). Fix: make ${dir} writable, or ${elsewhere}.`) +
     ` ${path} was left as it was, so it and the live rules differ; the next \`pulumi up\` saves again.`
   );

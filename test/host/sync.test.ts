@@ -492,7 +492,7 @@ describe("persist (14): a rules file is never worse than before", () => {
     writeFileSync(rulesFile(), OLD);
     arrange();
     const err = await unsaved();
-    expect(err.message).toContain(`saving them for reboots to ${rulesFile()} (ipv4) failed: ${message}`);
+    expect(err.message).toContain(`saving them for reboots failed (ipv4, ${rulesFile()}): ${message}`);
     expect(err.message).toContain(`${rulesFile()} was left as it was`);
     expect(err.stderr).toContain(stderr);
     expect(readFileSync(rulesFile(), "utf8")).toBe(OLD);
@@ -528,7 +528,7 @@ describe("persist (14): a rules file is never worse than before", () => {
     const dir = join(etc(), "iptables");
     const err = await unsaved({ rulesV4Path: join(dir, "rules.v4") });
     expect(err.message).toContain(
-      `the rules are LIVE but saving them for reboots to ${dir}/rules.v4 (ipv4) failed: the directory ${dir} ` +
+      `the rules are LIVE but saving them for reboots failed (ipv4, ${dir}/rules.v4): the directory ${dir} ` +
         `does not exist. Fix: install iptables-persistent (Debian/Ubuntu; it creates /etc/iptables and ` +
         `restores the files at boot) or create ${dir}, or set rulesV4Path`,
     );
