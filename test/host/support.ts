@@ -23,3 +23,16 @@ export async function hostError(p: Promise<unknown>): Promise<HostError> {
   }
   throw new Error("expected a HostError");
 }
+
+/**
+ * Records what the code under test writes to this process's stderr (where the provider prints
+ * its warnings) instead of showing it; `jest.restoreAllMocks()` ends it.
+ */
+export function captureStderr(): string[] {
+  const lines: string[] = [];
+  jest.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  });
+  return lines;
+}

@@ -13,6 +13,7 @@ import { HostError } from "../../provider/host";
 import { check, create, remove } from "../../provider/pulumi/lifecycle";
 import { applyPayload } from "../core/support/simulate";
 import { StubHost } from "../host/stubhost";
+import { captureStderr } from "../host/support";
 import { ed25519, startSsh2Host, type Ssh2Host } from "../host/ssh2host";
 
 jest.setTimeout(60_000);
@@ -33,11 +34,7 @@ beforeEach(async () => {
   stub.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
   writeFileSync(join(stub.root, "etc", "rules.v4"), OLD);
   server = await startSsh2Host({ shell: stub.shell() });
-  stderr = [];
-  jest.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
-    stderr.push(String(chunk));
-    return true;
-  });
+  stderr = captureStderr();
 });
 
 afterEach(async () => {
