@@ -8,18 +8,7 @@ import {
   type Family,
   type ParsedRule,
 } from "../../provider/core";
-
-const TABLE = (rules: string[], chains = [":DOCKER-USER - [0:0]"]) =>
-  [
-    "*filter",
-    ":INPUT ACCEPT [0:0]",
-    ":FORWARD DROP [0:0]",
-    ":OUTPUT ACCEPT [0:0]",
-    ...chains,
-    ...rules,
-    "COMMIT",
-    "",
-  ].join("\n");
+import { TABLE } from "./support/fixtures";
 
 describe("parseFilterTable", () => {
   it.each([

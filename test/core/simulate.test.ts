@@ -3,18 +3,7 @@
  * golden tests rely on: it refuses what iptables-restore refuses.
  */
 import { applyPayload, SimulatedRestoreError } from "./support/simulate";
-
-const TABLE = (rules: string[], chains = [":DOCKER-USER - [0:0]"]) =>
-  [
-    "*filter",
-    ":INPUT ACCEPT [0:0]",
-    ":FORWARD DROP [0:0]",
-    ":OUTPUT ACCEPT [0:0]",
-    ...chains,
-    ...rules,
-    "COMMIT",
-    "",
-  ].join("\n");
+import { TABLE } from "./support/fixtures";
 
 describe("applyPayload (the simulator the property tests trust)", () => {
   const base = TABLE(["-A DOCKER-USER -j RETURN"], [":DOCKER-USER - [0:0]", ":DPA-web - [0:0]"]);

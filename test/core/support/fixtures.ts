@@ -7,6 +7,19 @@ import { validateAllowlist, type AllowlistSpec } from "../../../provider/core";
 
 export const FIXTURES = join(__dirname, "..", "fixtures");
 
+/** A filter table with the built-in chains, `chains` declared after them, then `rules`. */
+export const TABLE = (rules: string[], chains = [":DOCKER-USER - [0:0]"]): string =>
+  [
+    "*filter",
+    ":INPUT ACCEPT [0:0]",
+    ":FORWARD DROP [0:0]",
+    ":OUTPUT ACCEPT [0:0]",
+    ...chains,
+    ...rules,
+    "COMMIT",
+    "",
+  ].join("\n");
+
 /** The comment tag of the allowlist `web` in {@link WEB_STATE}. */
 export const WEB_TAG = '-m comment --comment "dpa:web"';
 
