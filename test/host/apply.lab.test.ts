@@ -14,7 +14,7 @@ import {
 } from "../../provider/core";
 import { SshSession, inspectHost, syncHost } from "../../provider/host";
 import type { ConnectionArgs } from "../../provider/args";
-import { hostError, syncOptions } from "./support";
+import { hostError, planWithExtraRule, syncOptions } from "./support";
 
 jest.setTimeout(180_000);
 
@@ -140,15 +140,7 @@ describe("syncHost on a real host", () => {
       syncHost(conn(h), {
         ...syncOptions(s),
         // A payload that writes one rule more than planned: the read-back must catch it.
-        plan: (live) => {
-          const p = planAllowlist(live, s, "vfy");
-          const v4 = p.families.ipv4!;
-          const extra = '-A DPA-vfy -s 198.18.250.0/24 -m comment --comment "dpa:vfy" -j RETURN\nCOMMIT';
-          return {
-            ...p,
-            families: { ipv4: { ...v4, payload: v4.payload.replace(/COMMIT\s*$/, extra + "\n") } },
-          };
-        },
+        plan: planWithExtraRule(s, "198.18.250.0/24"),
       }),
     );
     expect(err.kind).toBe("rolled-back");

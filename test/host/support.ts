@@ -2,7 +2,7 @@
  * Shared pieces of the host edge's tests: the options with which the provider drives
  * `syncHost` (the one `convergeOptions`), and a way to await the HostError a call must end in.
  */
-import type { AllowlistSpec, Plan } from "../../provider/core";
+import { planAllowlist, type AllowlistSpec, type Plan } from "../../provider/core";
 import { HostError, convergeOptions, type ApplyOptions, type ConvergeHooks } from "../../provider/host";
 
 /** `syncHost` options that converge a host to `s`, or delete `s`'s rule name when `s` is a string. */
@@ -35,4 +35,18 @@ export function captureStderr(): string[] {
     return true;
   });
   return lines;
+}
+
+/**
+ * A planner that sends one rule more than the core planned (a RETURN for `extraSource` in the
+ * allowlist's IPv4 chain): the read-back before the commit must catch it and roll back.
+ */
+export function planWithExtraRule(s: AllowlistSpec, extraSource: string) {
+  return (live: { ipv4: string | null; ipv6: string | null }): Plan => {
+    const p = planAllowlist(live, s, s.ruleName);
+    const v4 = p.families.ipv4!;
+    const tag = `-m comment --comment "dpa:${s.ruleName}"`;
+    const extra = `-A DPA-${s.ruleName} -s ${extraSource} ${tag} -j RETURN\nCOMMIT`;
+    return { ...p, families: { ipv4: { ...v4, payload: v4.payload.replace(/COMMIT\s*$/, extra + "\n") } } };
+  };
 }

@@ -26,7 +26,7 @@ import {
   type ConvergeHooks,
   type HostExec,
 } from "../../provider/host";
-import { hostError } from "./support";
+import { hostError, planWithExtraRule } from "./support";
 import { StubHost, until } from "./stubhost";
 
 jest.setTimeout(30_000);
@@ -307,15 +307,7 @@ describe("dpa-sync through the exec seam: every way it ends", () => {
     const err = await hostError(
       sync(s, "vfy", {
         // A payload that writes one rule more than planned: the read-back must catch it.
-        plan: (live) => {
-          const p = planAllowlist(live, s, "vfy");
-          const v4 = p.families.ipv4!;
-          const extra = '-A DPA-vfy -s 198.18.250.0/24 -m comment --comment "dpa:vfy" -j RETURN\nCOMMIT';
-          return {
-            ...p,
-            families: { ipv4: { ...v4, payload: v4.payload.replace(/COMMIT\s*$/, extra + "\n") } },
-          };
-        },
+        plan: planWithExtraRule(s, "198.18.250.0/24"),
       }),
     );
     expect(err.kind).toBe("rolled-back");
