@@ -6,6 +6,7 @@
  *   v1.8.9, checked with real iptables in a throwaway namespace) prints after the line is
  *   applied; so planning against the state just applied yields no change.
  * - Every rule carries the tag `-m comment --comment "dpa:<ruleName>"`; nothing untagged is ours.
+ *   The chain's last line names its owner (`"dpa:<ruleName> owner=... via=..."`, ./owner.ts).
  *
  * Packet path for `DockerPortAllowlist("web", { port: 8080, sources: ["198.18.1.0/24"] })`
  * (v4 in iptables, v6 in ip6tables, the same shape):
@@ -43,6 +44,7 @@
  * path polices: traffic from other machines.
  */
 import { compareCidr, formatAddress, formatCidr, type Cidr, type Family } from "./ip";
+import { ownerComment, type Owner } from "./owner";
 
 /** iptables chain names are at most 28 characters; `DPA-` takes four. */
 export const RULE_NAME_MAX = 24;
@@ -116,8 +118,11 @@ function portText(ports: PortRange): string {
   return ports.from === ports.to ? String(ports.from) : `${ports.from}:${ports.to}`;
 }
 
-/** The rules of the owned chain, in order, as `-A DPA-x ...` lines. */
-export function renderChainRules(spec: AllowlistSpec, family: Family): string[] {
+/**
+ * The rules of the owned chain, in order, as `-A DPA-x ...` lines; with `owner`, its owner line
+ * last (after the final DROP/REJECT, so no packet ever reaches it; see ./owner.ts).
+ */
+export function renderChainRules(spec: AllowlistSpec, family: Family, owner?: Owner): string[] {
   const chain = chainName(spec.ruleName);
   const tag = commentMatch(tagOf(spec.ruleName));
   const lines = [`-A ${chain} -m conntrack --ctstate RELATED,ESTABLISHED ${tag} -j RETURN`];
@@ -132,6 +137,8 @@ export function renderChainRules(spec: AllowlistSpec, family: Family): string[] 
     const icmp = family === "ipv4" ? "icmp-port-unreachable" : "icmp6-port-unreachable";
     lines.push(`-A ${chain} ${tag} -j REJECT --reject-with ${icmp}`);
   }
+  if (owner !== undefined)
+    lines.push(`-A ${chain} ${commentMatch(ownerComment(tagOf(spec.ruleName), owner))}`);
   return lines;
 }
 
@@ -211,7 +218,7 @@ export function declaresFamily(spec: AllowlistSpec, family: Family): boolean {
  * --diff`). A host whose Docker does not manage `family` (IPv6 with IPv4-only containers) gets
  * only the INPUT jumps and the chain; the preview cannot know that and shows all of them.
  */
-export function renderDesiredRules(spec: AllowlistSpec, family: Family): string[] {
+export function renderDesiredRules(spec: AllowlistSpec, family: Family, owner?: Owner): string[] {
   if (!declaresFamily(spec, family)) return [];
-  return [...renderJumps(spec, family), ...renderInputJumps(spec), ...renderChainRules(spec, family)];
+  return [...renderJumps(spec, family), ...renderInputJumps(spec), ...renderChainRules(spec, family, owner)];
 }
