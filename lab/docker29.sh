@@ -137,7 +137,7 @@ else
   cat <<EOF
 Docker $DOCKER_VERSION for the lab ready in $total
   bin:         $bin
-  dockerd:     $dockerd_version ($MOBY_MODULE_VERSION)
+  dockerd:     $dockerd_version (module github.com/moby/moby/v2)
   containerd:  $containerd_version
   runc:        $runc_version
 EOF
