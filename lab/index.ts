@@ -46,8 +46,9 @@ export interface StartLabOptions {
    */
   readonly dockerIpv6?: boolean;
   /**
-   * Chain layout of the light hosts: Docker 20.10-27 (`docker20`, DOCKER-USER ends in RETURN)
-   * or Docker 28.2+ (`docker28`: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE, no RETURN).
+   * Chain layout of the light hosts, both captured from real daemons: Docker 20.10-27 (`docker20`,
+   * DOCKER-USER ends in RETURN) or Docker 29 (`docker29`: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE,
+   * DOCKER-INTERNAL, no RETURN, an ip6tables DOCKER-USER).
    * @default "docker20"
    */
   readonly lightLayout?: LightLayout;
@@ -65,7 +66,7 @@ export interface StartLabOptions {
   readonly firewallBackend?: FirewallBackend | readonly FirewallBackend[];
 }
 
-export type LightLayout = "docker20" | "docker28";
+export type LightLayout = "docker20" | "docker29";
 export type DockerVersion = "20.10" | "29";
 export type FirewallBackend = "iptables" | "nftables";
 export type Family = 4 | 6;
@@ -91,7 +92,7 @@ export interface LabHost {
    * The chain layout: what the real dockerd made on docker hosts (`docker20` for 20.10,
    * `docker29` for 29), laid by script on light hosts.
    */
-  readonly layout: LightLayout | "docker29";
+  readonly layout: LightLayout;
   /** The dockerd this docker host runs (docker hosts only). */
   readonly dockerVersion?: DockerVersion;
   /** Its firewall backend (docker hosts only). */
@@ -99,7 +100,7 @@ export interface LabHost {
   /**
    * Docker manages ip6tables on this host. Note: dockerd 20.10 (docker hosts) then builds
    * DOCKER and DOCKER-ISOLATION-* in ip6tables but NO ip6tables DOCKER-USER; the lab leaves
-   * that as the daemon made it. Light hosts mimic their layout (docker28 has one).
+   * that as the daemon made it. Light hosts mimic their layout (docker29 has one).
    */
   readonly dockerIpv6: boolean;
   /** `unix://...` socket of this host's dockerd (docker hosts only); SSH sessions have it as DOCKER_HOST. */
@@ -267,9 +268,9 @@ export async function startLab(options: StartLabOptions): Promise<Lab> {
   if (options.docker + options.light < 1) {
     throw new LabError("startLab: a lab needs at least one host; set docker or light to 1 or more");
   }
-  if (options.lightLayout !== undefined && !["docker20", "docker28"].includes(options.lightLayout)) {
+  if (options.lightLayout !== undefined && !["docker20", "docker29"].includes(options.lightLayout)) {
     throw new LabError(
-      `startLab: lightLayout must be "docker20" or "docker28", got ${JSON.stringify(options.lightLayout)}`,
+      `startLab: lightLayout must be "docker20" or "docker29", got ${JSON.stringify(options.lightLayout)}`,
     );
   }
   const args = [

@@ -4,7 +4,7 @@
 #
 #   bash lab/lab.sh up [--docker N] [--light N] [--clients N] [--ipv6] [--docker-ipv6 on|off]
 #                      [--docker-version 20.10|29[,...]] [--firewall-backend iptables|nftables[,...]]
-#                      [--light-layout docker20|docker28] [--owner-pid PID]
+#                      [--light-layout docker20|docker29] [--owner-pid PID]
 #       prints the path of the lab's lab.json (the LabData of lab/index.ts) on stdout.
 #       --docker-version and --firewall-backend take one value for every docker host or a
 #       comma-separated list, one per docker host (h0, h1, ...; the last one repeats): 20.10 is
@@ -510,7 +510,7 @@ cmd_up() {
     --docker-version) DOCKER_VERSIONS=$2 && shift ;;
     --firewall-backend) FIREWALL_BACKENDS=$2 && shift ;;
     --owner-pid) OWNER=$2 && shift ;;
-    *) die "up: unknown option '$1'; allowed: --docker N --light N --clients N --ipv6 --docker-ipv6 on|off --docker-version 20.10|29[,...] --firewall-backend iptables|nftables[,...] --light-layout docker20|docker28 --owner-pid PID" ;;
+    *) die "up: unknown option '$1'; allowed: --docker N --light N --clients N --ipv6 --docker-ipv6 on|off --docker-version 20.10|29[,...] --firewall-backend iptables|nftables[,...] --light-layout docker20|docker29 --owner-pid PID" ;;
     esac
     shift
   done
@@ -521,8 +521,8 @@ cmd_up() {
   [[ -z $OWNER || $OWNER =~ ^[0-9]+$ ]] || die "up: --owner-pid must be a process id, got '$OWNER'"
   [[ $DOCKER_IPV6 == on || $DOCKER_IPV6 == off ]] ||
     die "up: --docker-ipv6 must be on or off, got '$DOCKER_IPV6'"
-  [[ $LIGHT_LAYOUT == docker20 || $LIGHT_LAYOUT == docker28 ]] ||
-    die "up: --light-layout must be docker20 or docker28, got '$LIGHT_LAYOUT'"
+  [[ $LIGHT_LAYOUT == docker20 || $LIGHT_LAYOUT == docker29 ]] ||
+    die "up: --light-layout must be docker20 or docker29, got '$LIGHT_LAYOUT'"
   [[ $DOCKER_VERSIONS =~ ^(20\.10|29)(,(20\.10|29))*$ ]] ||
     die "up: --docker-version must be 20.10 or 29, or a comma-separated list of them (one per docker host), got '$DOCKER_VERSIONS'"
   [[ $FIREWALL_BACKENDS =~ ^(iptables|nftables)(,(iptables|nftables))*$ ]] ||
