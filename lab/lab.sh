@@ -315,6 +315,12 @@ start_dockerd() { # $1 host name, $2 netns, $3 host dir, $4 host index
     + (if $version == "29" then {"firewall-backend": $backend} else {} end)' >"$hd/daemon.json"
   # nsenter, not ip netns exec: the latter remounts /sys and dockerd then finds no cgroups.
   # Own data/exec root, pidfile and socket: several daemons run side by side.
+  if [[ $backend == nftables ]]; then
+    # With nftables Docker does not turn on forwarding itself (it could not guard it with an
+    # iptables FORWARD policy) and refuses to start without it: a host's admin sets it.
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+    if [[ $ipv6 == true ]]; then ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.forwarding=1; fi
+  fi
   local run=(dockerd)
   if [[ $version == 29 ]]; then
     # Docker 29's dockerd and docker-proxy first on PATH; its own containerd. The lab's client is

@@ -381,3 +381,70 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     expect(await lab.probe("c0", v6, 8080, "tcp")).toBe(true);
   });
 });
+
+describe("Docker 29 hosts, one per firewall backend", () => {
+  let lab: Lab;
+  beforeAll(async () => {
+    lab = await startLab({
+      docker: 2,
+      light: 0,
+      clients: 1,
+      ipv6: true,
+      dockerVersion: "29",
+      firewallBackend: ["iptables", "nftables"],
+    });
+  });
+  afterAll(async () => {
+    await lab?.down();
+  });
+
+  // From the API itself: the docker client on PATH may be older than the FirewallBackend field.
+  const info = async (h: LabHost) =>
+    (
+      await lab.hostExec(
+        h,
+        `curl -s --unix-socket "\${DOCKER_HOST#unix://}" http://docker/info | jq -r '"\\(.ServerVersion) \\(.FirewallBackend.Driver)"'`,
+      )
+    ).stdout.trim();
+
+  test("each runs dockerd 29 with its own containerd and the chosen backend, and publishes its ports", async () => {
+    const [ipt, nft] = lab.hosts;
+    expect(ipt).toMatchObject({
+      kind: "docker",
+      layout: "docker29",
+      dockerVersion: "29",
+      firewallBackend: "iptables",
+    });
+    expect(nft).toMatchObject({
+      kind: "docker",
+      layout: "docker29",
+      dockerVersion: "29",
+      firewallBackend: "nftables",
+    });
+    expect(await info(ipt)).toMatch(/^29\.\d+\.\d+ iptables$/);
+    expect(await info(nft)).toMatch(/^29\.\d+\.\d+ nftables$/);
+    // Docker's chains where the backend is iptables; its own nftables tables and no DOCKER-USER where it is nftables.
+    expect((await lab.hostExec(ipt, "iptables -S DOCKER-USER")).code).toBe(0);
+    expect((await lab.hostExec(nft, "iptables -S DOCKER-USER")).code).not.toBe(0);
+    expect((await lab.hostExec(nft, "nft list tables")).stdout).toContain("table ip docker-bridges");
+    const ps = await sh("ps", ["-eo", "args"]);
+    for (const h of lab.hosts) {
+      expect(ps.stdout).toContain(`containerd --config ${lab.dir}/${h.name}/containerd.toml`);
+      for (const [port, proto] of [
+        [8080, "tcp"],
+        [5353, "udp"],
+      ] as const) {
+        for (const family of [4, 6] as const)
+          expect(await lab.probe("c0", h, port, proto, family)).toBe(true);
+      }
+    }
+  });
+
+  test("a rebooted Docker 29 host of either backend comes back with its backend and its containers", async () => {
+    for (const h of lab.hosts) {
+      await lab.reboot(h);
+      expect(await info(h)).toMatch(new RegExp(`^29\\.\\d+\\.\\d+ ${h.firewallBackend}$`));
+      expect(await lab.probe("c0", h, 8080, "tcp")).toBe(true);
+    }
+  });
+});
