@@ -125,8 +125,10 @@ dockerd_version=$("$bin/dockerd" --version 2>/dev/null) || die "$bin/dockerd doe
 [[ $dockerd_version == "Docker version $DOCKER_VERSION,"* ]] ||
   die "$bin/dockerd reports '$dockerd_version', expected Docker version $DOCKER_VERSION; delete $docker_dir and rerun"
 containerd_version=$("$bin/containerd" --version 2>/dev/null) || die "$bin/containerd does not run; delete $docker_dir and rerun"
-runc_version=$("$bin/runc" --version 2>/dev/null | head -n1) || die "$bin/runc does not run; delete $docker_dir and rerun"
-"$bin/runc" --version | grep -q '^libseccomp' || die "$bin/runc was built without seccomp; delete $docker_dir and rerun"
+# Whole output first: a reader that stops early (head, grep -q) would make runc die of SIGPIPE.
+runc_out=$("$bin/runc" --version 2>/dev/null) || die "$bin/runc does not run; delete $docker_dir and rerun"
+runc_version=${runc_out%%$'\n'*}
+[[ $runc_out == *$'\n'libseccomp* ]] || die "$bin/runc was built without seccomp; delete $docker_dir and rerun"
 
 total=$(elapsed "$t_start")
 if [[ -n $built ]]; then log "built:$built; total $total"; else log "cached Docker $DOCKER_VERSION reused in $total"; fi

@@ -137,7 +137,7 @@ check_binaries() {
 
 # Built once per version by lab/docker29.sh (scripts/test.sh runs it); a lab never builds it.
 find_docker29() {
-  DOCKER29_BIN=$(bash "$HERE/docker29.sh" --bin --no-build --quiet) || die "Docker 29 is not built; run: bash lab/docker29.sh"
+  DOCKER29_BIN=$(bash "$HERE/docker29.sh" --bin --no-build --quiet) || die "Docker 29 is not ready (the reason is above); run: bash lab/docker29.sh"
 }
 
 # Idempotent: the users live in the machine's /etc/passwd, shared by every lab, so they are
