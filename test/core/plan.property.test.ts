@@ -37,6 +37,7 @@ const BASES = [
   "docker20-fresh",
   "docker20-foreign",
   "docker28",
+  "docker29",
   "fail-open-missing",
   "fail-open-not-first",
   "damaged-duplicated",
