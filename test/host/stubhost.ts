@@ -6,7 +6,8 @@
  *   conntrack, ip, nft, sudo). The scripts reset PATH to the system directories, and
  *   /usr/local/sbin is the first of them, so the stubs win without changing the scripts;
  * - /run is this host's own directory, so /run/docker-port-allowlist.lock is a file of this
- *   test (the test holds it with `flock` on `lockPath`, the same file);
+ *   test (the test holds it with `flock` on `lockPath`, the same file); so is /var/lib, where
+ *   the guard lives (`guardDir`), and it has no /run/systemd: the host runs no systemd;
  * - optionally /usr/bin and /usr/sbin lack some tools (directories of symlinks to the real ones
  *   minus those; a stub of that name is left out too), to show what the scripts do on a host
  *   without them.
@@ -58,6 +59,7 @@ const ENTER = String.raw`
 set -e
 mount --bind "$1/stubs" /usr/local/sbin
 mount --bind "$1/run" /run
+mount --bind "$1/varlib" /var/lib
 if [ -d "$1/usrbin" ]; then
   mkdir -p "$1/realbin" "$1/realsbin"
   mount --bind /usr/bin "$1/realbin"
@@ -184,6 +186,8 @@ export class StubHost {
   public readonly state: string;
   /** The host's /run/docker-port-allowlist.lock, seen from outside its namespace. */
   public readonly lockPath: string;
+  /** The host's /var/lib/docker-port-allowlist (the guard's directory), seen from outside. */
+  public readonly guardDir: string;
   private readonly holders: ChildProcessWithoutNullStreams[] = [];
   private readonly realRoot: boolean;
 
@@ -191,7 +195,8 @@ export class StubHost {
     this.root = mkdtempSync(join(tmpdir(), "dpa-stubhost-"));
     this.state = join(this.root, "state");
     this.lockPath = join(this.root, "run", "docker-port-allowlist.lock");
-    for (const d of ["stubs", "run", "state", "etc"]) mkdirSync(join(this.root, d));
+    this.guardDir = join(this.root, "varlib", "docker-port-allowlist");
+    for (const d of ["stubs", "run", "state", "etc", "varlib"]) mkdirSync(join(this.root, d));
     this.realRoot = opts.realRoot ?? false;
     if (opts.etc === "read-only") writeFileSync(join(this.root, "etc.read-only"), "");
     else if (opts.etc !== undefined) writeFileSync(join(this.root, "etc.tmpfs"), String(opts.etc.tmpfsBytes));
