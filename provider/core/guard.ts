@@ -24,9 +24,10 @@ import {
   renderForwardJump,
   renderInputJumps,
   renderJumps,
+  tagOf,
   type AllowlistSpec,
 } from "./layout";
-import type { Owner } from "./owner";
+import { parseOwnerComment, type Owner } from "./owner";
 
 /** The guard's own directory on the host: its script and its saved copies. */
 export const GUARD_DIR = "/var/lib/docker-port-allowlist";
@@ -292,4 +293,53 @@ export function guardFindings(
     );
   }
   return out;
+}
+
+/** The owner named by the owner line of a saved copy (see ./owner.ts), or undefined. */
+export function guardCopyOwner(copy: string | null, ruleName: string): Owner | undefined {
+  for (const line of (copy ?? "").split("\n")) {
+    const m = /^-A \S+ -m comment --comment "([^"]*)"$/.exec(line);
+    const o = m === null ? undefined : parseOwnerComment(m[1], tagOf(ruleName));
+    if (o !== undefined) return o;
+  }
+  return undefined;
+}
+
+/**
+ * The guard as a write leaves it: `before` with `sent` applied, minus what the host reported as
+ * `failed` (a copy that could not be written is removed, see remote/guard-install.sh).
+ */
+export function guardAfter(
+  before: GuardReport,
+  sent: GuardUpdate | undefined,
+  failed: readonly string[],
+): GuardReport {
+  if (sent === undefined) return before;
+  const copies = { ...before.copies };
+  for (const f of FAMILIES) {
+    const text = sent.copies[f];
+    if (text === undefined) continue;
+    const ok = !failed.includes(`copy${f === "ipv4" ? "4" : "6"}`);
+    copies[f] = text === "" || !ok ? null : text;
+  }
+  const unitsOk = sent.service !== undefined && !failed.includes("units");
+  return {
+    ...before,
+    copies,
+    ...(sent.script !== undefined && !failed.includes("script") ? { script: sha256(sent.script) } : {}),
+    ...(unitsOk
+      ? {
+          service: sha256(sent.service!),
+          timer: sha256(sent.timer ?? ""),
+          serviceEnabled: "enabled",
+          timerEnabled: "enabled",
+          timerActive: "active",
+        }
+      : {}),
+  };
+}
+
+/** Findings that mean the guard is not current (the next `up` repairs them); not a host without systemd. */
+export function guardDrifted(findings: readonly Finding[]): boolean {
+  return findings.some((f) => f.code !== "guard-not-running" && f.code.startsWith("guard-"));
 }

@@ -90,6 +90,9 @@ export {
   guardUpdate,
   guardUpdateEmpty,
   guardFindings,
+  guardCopyOwner,
+  guardAfter,
+  guardDrifted,
   sha256,
 } from "./guard";
 export { RestoreBuilder } from "./restore";

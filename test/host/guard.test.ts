@@ -9,7 +9,7 @@
  * the lock respected.
  */
 import { execFileSync } from "child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
 import {
@@ -17,10 +17,12 @@ import {
   planAllowlist,
   policedPaths,
   renderGuardCopy,
+  validateAllowlist,
   type AllowlistSpec,
   type Claim,
   type Family,
 } from "../../provider/core";
+import { convergeOptions, syncHost, type ConvergeHooks } from "../../provider/host";
 import { GUARD_AWK, GUARD_SCRIPT } from "../../provider/host/scripts";
 import { caseNames, loadCase } from "../core/support/fixtures";
 import { applyPayload } from "../core/support/simulate";
@@ -271,5 +273,102 @@ describe("guard.sh on a stub host", () => {
     })();
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("usage: ");
+  });
+});
+
+describe("the sync script's guard step (one write installs, updates and removes the guard)", () => {
+  const SAVE4 = readFileSync(
+    join(__dirname, "..", "core", "fixtures", "docker28", "iptables-save.v4.txt"),
+    "utf8",
+  );
+  let host: StubHost;
+  beforeEach(() => {
+    host = new StubHost();
+    host.write("save4", SAVE4);
+    host.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
+  });
+  afterEach(() => host.remove());
+
+  const web = (() => {
+    const v = validateAllowlist(
+      { port: 8080, protocols: ["tcp"], sources: ["198.18.1.0/24"], ruleName: "web" },
+      "web",
+    );
+    if (!v.ok) throw new Error(JSON.stringify(v.failures));
+    return v.spec;
+  })();
+  const claim = (via: string): Claim => ({
+    owner: ownerOf("shop/prod", "web", via, 22),
+    operation: "create",
+  });
+  const copyPath = (fam: "4" | "6") => join(host.guardDir, "allowlists", `web.v${fam}`);
+
+  function sync(desired: AllowlistSpec | null, hooks: ConvergeHooks = {}) {
+    const target = { ruleName: "web", persist: false };
+    const base = convergeOptions(desired, target, {
+      connect: host.connect(),
+      claim: claim("198.18.0.10"),
+      ...hooks,
+    });
+    return syncHost({ host: "stubhost" }, { ...base, plan: host.leadsTo(base.plan) });
+  }
+
+  test("a create installs the script and the copy in its two round trips; the next run finds them current", async () => {
+    const first = await sync(web);
+    expect(first.stats).toMatchObject({ roundTrips: 2, commits: 1 });
+    expect(first.guard).toMatchObject({ installed: "no-systemd", removed: false, failed: [] });
+    expect(readFileSync(join(host.guardDir, "guard.sh"), "utf8")).toBe(GUARD_SCRIPT);
+    const live = host.read("save4");
+    expect(readFileSync(copyPath("4"), "utf8")).toBe(
+      renderGuardCopy(web, "ipv4", policedPaths(live, web, "ipv4"), claim("198.18.0.10").owner),
+    );
+    expect(existsSync(copyPath("6"))).toBe(false);
+
+    const again = await sync(web);
+    expect(again.stats).toMatchObject({ roundTrips: 1, commits: 0 });
+    expect(again.guard).toEqual({ removed: false, failed: [] });
+  });
+
+  test("rules in sync but the copy gone: the copy alone is written, in the second exchange, nothing applied", async () => {
+    await sync(web);
+    rmSync(copyPath("4"));
+    const o = await sync(web);
+    expect(o.applied).toBe(false);
+    expect(o.stats).toMatchObject({ roundTrips: 2, commits: 0 });
+    expect(o.guard.sent).toEqual({ copies: { ipv4: expect.stringContaining("-A DPA-web ") } });
+    expect(existsSync(copyPath("4"))).toBe(true);
+    expect(host.has("restore4.2")).toBe(false);
+  });
+
+  test("the delete of the last allowlist removes its copy and the guard with it", async () => {
+    await sync(web);
+    const o = await sync(null);
+    expect(o.guard).toMatchObject({ removed: true, failed: [] });
+    expect(existsSync(host.guardDir)).toBe(false);
+  });
+
+  test("a delete leaves the guard for the other allowlists of the host", async () => {
+    await sync(web);
+    writeFileSync(join(host.guardDir, "allowlists", "api.v4"), "-A DPA-api -j DROP\n");
+    const o = await sync(null);
+    expect(o.guard).toMatchObject({ removed: false, installed: "no-systemd" });
+    expect(existsSync(copyPath("4"))).toBe(false);
+    expect(existsSync(join(host.guardDir, "guard.sh"))).toBe(true);
+  });
+
+  test("a delete after a replacement took the chain over leaves the replacement's copy", async () => {
+    await sync(web, { claim: claim("198.18.0.99") });
+    const o = await sync(null, { claim: { ...claim("198.18.0.10"), operation: "delete" } });
+    expect(o.guard.sent).toBeUndefined();
+    expect(readFileSync(copyPath("4"), "utf8")).toContain("via=198.18.0.99:22");
+  });
+
+  test("a guard step that fails does not fail the write (the rules are live): it says what failed", async () => {
+    // A file where the copies' directory should be: nothing can be written there.
+    mkdirSync(host.guardDir, { recursive: true });
+    writeFileSync(join(host.guardDir, "allowlists"), "");
+    const o = await sync(web);
+    expect(o.applied).toBe(true);
+    expect(o.guard.failed).toEqual(["directory", "copy4"]);
   });
 });
