@@ -1,7 +1,8 @@
 /**
  * The guard on a real Docker host, with real traffic: after each event of the host's life that
- * removes our rules (our jumps deleted, `iptables -F DOCKER-USER`, a dockerd restart on a host
- * whose rules were not restored, DOCKER-USER deleted the way `firewall-cmd --reload` does), the
+ * removes our rules (our jumps deleted or pushed below a foreign rule, `iptables -F DOCKER-USER`,
+ * a dockerd restart on a host whose rules were not restored, DOCKER-USER deleted the way
+ * `firewall-cmd --reload` does), the
  * guard the provider installed puts them back: the client that must stay out is kept out again,
  * the allowed client gets in, and the foreign rules are exactly as the event left them.
  *
@@ -16,6 +17,7 @@ import {
   GUARD_SCRIPT_PATH,
   guardCopyPath,
   ownerOf,
+  planAllowlist,
   validateAllowlist,
   type AllowlistSpec,
   type Claim,
@@ -118,6 +120,19 @@ describe("the guard puts our rules back, and only ours", () => {
     expect(du[1]).toContain("-j DPA-guarded");
   });
 
+  test("a foreign ACCEPT inserted above our jump (as a ufw reload does): ours moves back on top, the foreign rule stays", async () => {
+    const [, other] = lab.clients;
+    await sh(`iptables -I DOCKER-USER 1 -s ${other.ipv4}/32 -j ACCEPT`);
+    const before = await foreign();
+    expect(await access()).toEqual([true, true]);
+    expect(await guardOnce()).toContain(
+      "dpa-guard: restored (iptables): jump below a foreign rule, moved to the top of DOCKER-USER",
+    );
+    expect(await access()).toEqual([true, false]);
+    expect(await foreign()).toEqual(before);
+    await sh(`iptables -D DOCKER-USER -s ${other.ipv4}/32 -j ACCEPT`);
+  });
+
   test("iptables -F DOCKER-USER: put back; what the flush left is left", async () => {
     await sh("iptables -F DOCKER-USER");
     const after = await foreign();
@@ -151,6 +166,17 @@ describe("the guard puts our rules back, and only ours", () => {
     expect(await access()).toEqual([true, false]);
     expect(await foreign()).toEqual(after);
     expect(await guardOnce()).toBe("");
+  });
+
+  test("a reboot that restores the saved rules files before dockerd starts: ours end up in place", async () => {
+    // The guard restored rules behind the provider's back: the next write saves them again.
+    const saved = await converge(conn(), web, web, { claim: { ...claim, operation: "update" } });
+    expect(saved.persisted).toBe(true);
+    await lab.reboot(h);
+    await guardOnce();
+    expect(await access()).toEqual([true, false]);
+    const live = await sh("iptables-save -t filter");
+    expect(planAllowlist({ ipv4: live, ipv6: null }, web, "guarded", claim).changes).toEqual([]);
   });
 
   test("the timer's loop puts them back by itself, within its interval", async () => {

@@ -17,12 +17,20 @@ import {
   planAllowlist,
   policedPaths,
   renderGuardCopy,
+  renderGuardService,
+  renderGuardTimer,
   validateAllowlist,
   type AllowlistSpec,
   type Claim,
   type Family,
 } from "../../provider/core";
-import { convergeOptions, syncHost, type ConvergeHooks } from "../../provider/host";
+import {
+  convergeOptions,
+  guardFindingsOf,
+  readHost,
+  syncHost,
+  type ConvergeHooks,
+} from "../../provider/host";
 import { GUARD_AWK, GUARD_SCRIPT } from "../../provider/host/scripts";
 import { caseNames, loadCase } from "../core/support/fixtures";
 import { applyPayload } from "../core/support/simulate";
@@ -282,8 +290,9 @@ describe("the sync script's guard step (one write installs, updates and removes 
     "utf8",
   );
   let host: StubHost;
+  let systemd = false;
   beforeEach(() => {
-    host = new StubHost();
+    host = new StubHost({ systemd });
     host.write("save4", SAVE4);
     host.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
   });
@@ -370,5 +379,57 @@ describe("the sync script's guard step (one write installs, updates and removes 
     const o = await sync(web);
     expect(o.applied).toBe(true);
     expect(o.guard.failed).toEqual(["directory", "copy4"]);
+  });
+
+  describe("on a host with systemd (a stub systemctl)", () => {
+    beforeAll(() => (systemd = true));
+    afterAll(() => (systemd = false));
+    const unit = "docker-port-allowlist-guard";
+    const calls = () => host.read("systemctl.calls").split("\n").filter(Boolean);
+    const findings = async () => {
+      const session = host.exec();
+      try {
+        const snapshot = await readHost(session, { ruleName: "web", persist: false });
+        const owner = claim("198.18.0.10").owner;
+        return guardFindingsOf(web, { ruleName: "web", persist: false }, snapshot, snapshot.guard, owner).map(
+          (f) => f.code,
+        );
+      } finally {
+        session.close();
+      }
+    };
+
+    test("a create installs and enables the units; a refresh finds them current; the next run sends nothing", async () => {
+      const first = await sync(web);
+      expect(first.guard).toMatchObject({ installed: "systemd", failed: [] });
+      expect(readFileSync(join(host.unitDir, `${unit}.service`), "utf8")).toBe(renderGuardService());
+      expect(readFileSync(join(host.unitDir, `${unit}.timer`), "utf8")).toBe(renderGuardTimer());
+      expect(calls()).toEqual(
+        expect.arrayContaining(["daemon-reload", `enable ${unit}.service`, `enable --now ${unit}.timer`]),
+      );
+      expect(await findings()).toEqual([]);
+      const again = await sync(web);
+      expect(again.stats).toMatchObject({ roundTrips: 1 });
+    });
+
+    test("a timer someone disabled is reported by refresh and enabled again by the next write", async () => {
+      await sync(web);
+      host.write(`enabled.${unit}.timer`, "disabled\n");
+      expect(await findings()).toEqual(["guard-not-enabled"]);
+      const o = await sync(web);
+      expect(o.stats).toMatchObject({ roundTrips: 2, commits: 0 });
+      expect(host.read(`enabled.${unit}.timer`)).toBe("enabled\n");
+      expect(await findings()).toEqual([]);
+    });
+
+    test("the delete of the last allowlist disables and removes the units", async () => {
+      await sync(web);
+      const o = await sync(null);
+      expect(o.guard).toMatchObject({ removed: true, failed: [] });
+      expect(calls()).toContain(`disable --now ${unit}.timer ${unit}.service`);
+      expect(existsSync(join(host.unitDir, `${unit}.service`))).toBe(false);
+      expect(existsSync(join(host.unitDir, `${unit}.timer`))).toBe(false);
+      expect(host.has(`enabled.${unit}.timer`)).toBe(false);
+    });
   });
 });
