@@ -144,7 +144,15 @@ export function guardOutcomeFindings(
 ): { host: Finding[]; operation: Finding[] } {
   const g = outcome.guard;
   const after = guardAfter(outcome.snapshot.guard, g.sent, g.failed);
-  const operation = g.failed.map((what): Finding => ({
+  return {
+    host: guardFindingsOf(desired, target, outcome.snapshot, after, owner),
+    operation: guardStepFindings(g.failed),
+  };
+}
+
+/** Warnings for what the sync script's guard step could not do (`failed` of its outcome). */
+export function guardStepFindings(failed: readonly string[]): Finding[] {
+  return failed.map((what): Finding => ({
     code: "guard-install-failed",
     severity: "warning",
     family: what === "copy6" || what === "remove-copy6" ? "ipv6" : "ipv4",
@@ -157,7 +165,6 @@ export function guardOutcomeFindings(
           : `the guard may not run. `) +
       `Fix: check that ${GUARD_DIR} can be written (and that systemctl works) on the host, then \`pulumi up\` again.`,
   }));
-  return { host: guardFindingsOf(desired, target, outcome.snapshot, after, owner), operation };
 }
 
 /** Converges one host (see {@link convergeOptions}) in one connection and one exec. */

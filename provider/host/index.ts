@@ -58,5 +58,6 @@ export {
   guardWanted,
   guardFindingsOf,
   guardOutcomeFindings,
+  guardStepFindings,
   type ConvergeHooks,
 } from "./converge";

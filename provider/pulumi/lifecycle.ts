@@ -33,6 +33,7 @@ import {
   findingMessages,
   guardFindingsOf,
   guardOutcomeFindings,
+  guardStepFindings,
 } from "../host/converge";
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
@@ -439,7 +440,12 @@ export async function remove(_id: string, props: Record<string, unknown>): Promi
   const { spec, conn } = specOf(props);
   const session = sessionOf("delete", props, conn, props);
   try {
-    await converge(toConnectionArgs(conn), null, spec, { session, claim: claimOf("delete", props, conn) });
+    const o = await converge(toConnectionArgs(conn), null, spec, {
+      session,
+      claim: claimOf("delete", props, conn),
+    });
+    // A saved copy the guard still holds would bring the deleted rules back: say so.
+    for (const m of findingMessages(guardStepFindings(o.guard.failed))) session.warn?.(m);
   } catch (err) {
     if (!HostError.isInstance(err) || err.kind !== "persist") throw err;
     session.warn?.(
