@@ -344,7 +344,8 @@ function outputs(
     ],
     persisted,
     families: policedFamilies(spec, o.live),
-    inSync: true,
+    // A guard step that failed leaves the guard off plan: the next `up` tries again.
+    inSync: !guardDrifted(guard.host),
     lastOperation,
     ...hostKeyOutputs(o.hostKeys),
   };

@@ -5,7 +5,7 @@
  * false), the next update writes the copy back without touching the rules, and destroy removes
  * the guard with the last allowlist.
  */
-import { existsSync, readFileSync, rmSync } from "fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "fs";
 import { join } from "path";
 import { planAllowlist, validateAllowlist } from "../../provider/core";
 import { check, create, diff, read, remove, update, type Outputs } from "../../provider/pulumi/lifecycle";
@@ -55,14 +55,18 @@ function inputs(): Record<string, unknown> {
   return r.inputs;
 }
 
-test("create installs the guard, refresh finds a lost copy, update writes it back, destroy removes the guard", async () => {
+/** SAVE4 with the allowlist created (its owner line names the stub's port): where the create's payload leads. */
+function afterCreate(): string {
   const v = validateAllowlist({ ...inputs(), ruleName: "web" }, "web");
   if (!v.ok) throw new Error(JSON.stringify(v.failures));
-  stub.write("save4", SAVE4);
-  // Where the create's payload leads (its owner line names the stub's port: planned as create does).
   const owner = { name: "shop/prod/web", via: `127.0.0.1:${server.port}` };
   const plan = planAllowlist({ ipv4: SAVE4, ipv6: null }, v.spec, "web", { owner, operation: "create" });
-  stub.write("next4", applyPayload(SAVE4, plan.families.ipv4!.payload, "ipv4"));
+  return applyPayload(SAVE4, plan.families.ipv4!.payload, "ipv4");
+}
+
+test("create installs the guard, refresh finds a lost copy, update writes it back, destroy removes the guard", async () => {
+  stub.write("save4", SAVE4);
+  stub.write("next4", afterCreate());
   const created = await create(inputs());
   const outs = created.outs;
   expect(outs.lastOperation).toMatchObject({ roundTrips: 2, applied: true, findings: [] });
@@ -94,4 +98,19 @@ test("create installs the guard, refresh finds a lost copy, update writes it bac
   stub.write("next4", SAVE4);
   await remove(created.id, u.outs as unknown as Record<string, unknown>);
   expect(existsSync(stub.guardDir)).toBe(false);
+});
+
+test("a guard step that fails: the create succeeds (the rules are live), warns, and leaves the resource off plan for the next up", async () => {
+  stub.write("save4", SAVE4);
+  stub.write("next4", afterCreate());
+  // A file where the copies' directory should be: nothing can be written there.
+  mkdirSync(stub.guardDir, { recursive: true });
+  writeFileSync(join(stub.guardDir, "allowlists"), "");
+  const { outs } = await create(inputs());
+  expect(outs.lastOperation.applied).toBe(true);
+  expect(outs.lastOperation.findings.join("\n")).toContain(
+    "[ipv4] warning: The rules are live, but the guard step failed (copy4): the guard's saved copy of this allowlist was removed",
+  );
+  expect(outs.inSync).toBe(false);
+  expect(diff(outs as unknown as Record<string, unknown>, inputs()).changes).toBe(true);
 });
