@@ -6,7 +6,8 @@
  * guard the provider installed puts them back: the client that must stay out is kept out again,
  * the allowed client gets in, and the foreign rules are exactly as the event left them.
  *
- * The lab hosts have no systemd, so the test runs the installed script the way the units do:
+ * IPv4 and IPv6 (Docker 20.10 with ip6tables, which makes no ip6tables DOCKER-USER: the guard makes
+ * it, as the provider does). The lab hosts have no systemd, so the test runs the installed script the way the units do:
  * `guard.sh --once` (the service, after each event) and `guard.sh --loop 1` (the timer, with a
  * short interval: the test waits for its "restored" line, not for a time).
  */
@@ -36,11 +37,11 @@ let web: AllowlistSpec;
 let claim: Claim;
 
 beforeAll(async () => {
-  lab = await startLab({ docker: 1, light: 0, clients: 2 });
+  lab = await startLab({ docker: 1, light: 0, clients: 2, ipv6: true });
   h = lab.hosts[0];
   const [allowed] = lab.clients;
   const v = validateAllowlist(
-    { port: 8080, sources: [`${allowed.ipv4}/32`], ruleName: "guarded" },
+    { port: 8080, sources: [`${allowed.ipv4}/32`, `${allowed.ipv6!}/128`], ruleName: "guarded" },
     "guarded",
   );
   if (!v.ok) throw new Error(JSON.stringify(v.failures));
@@ -73,10 +74,10 @@ async function foreign(): Promise<string[]> {
     .filter((l) => /^-A (DOCKER-USER|INPUT|FORWARD) /.test(l) && !l.includes('--comment "dpa:'));
 }
 
-/** [allowed client gets in, other client gets in] on the published 8080/tcp. */
-async function access(): Promise<[boolean, boolean]> {
+/** [allowed client gets in, other client gets in] on the published 8080/tcp, over IPv4 (or IPv6). */
+async function access(family: 4 | 6 = 4): Promise<[boolean, boolean]> {
   const [allowed, other] = lab.clients;
-  return [await lab.probe(allowed, h, 8080, "tcp"), await lab.probe(other, h, 8080, "tcp")];
+  return [await lab.probe(allowed, h, 8080, "tcp", family), await lab.probe(other, h, 8080, "tcp", family)];
 }
 
 /** One guard round as the service runs it; its stdout. */
@@ -99,6 +100,7 @@ describe("the guard puts our rules back, and only ours", () => {
       "guard-not-running",
     ]);
     expect(await access()).toEqual([true, false]);
+    expect(await access(6)).toEqual([true, false]);
     expect(await guardOnce()).toBe("");
   });
 
@@ -161,9 +163,13 @@ describe("the guard puts our rules back, and only ours", () => {
     await lab.reboot(h, { restorePersisted: false });
     const after = await foreign();
     expect(await access()).toEqual([true, true]);
+    expect(await access(6)).toEqual([true, true]);
     const out = await guardOnce();
     expect(out).toContain("chain DPA-guarded was missing: created");
+    // Docker 20.10 makes no ip6tables DOCKER-USER: the guard creates it and our FORWARD jump, as the provider did.
+    expect(out).toContain("dpa-guard: restored (ip6tables): chain DOCKER-USER was missing: created");
     expect(await access()).toEqual([true, false]);
+    expect(await access(6)).toEqual([true, false]);
     expect(await foreign()).toEqual(after);
     expect(await guardOnce()).toBe("");
   });
