@@ -2,12 +2,12 @@
  * The guard on a real Docker host, with real traffic: after each event of the host's life that
  * removes our rules (our jumps deleted or pushed below a foreign rule, `iptables -F DOCKER-USER`,
  * a dockerd restart on a host whose rules were not restored, DOCKER-USER deleted the way
- * `firewall-cmd --reload` does), the
- * guard the provider installed puts them back: the client that must stay out is kept out again,
- * the allowed client gets in, and the foreign rules are exactly as the event left them.
+ * `firewall-cmd --reload` does), the guard the provider installed puts them back: the client
+ * that must stay out is kept out again, the allowed client gets in, and the foreign rules are
+ * exactly as the event left them. IPv4 and IPv6 (Docker 20.10 with ip6tables, which makes no
+ * ip6tables DOCKER-USER: the guard makes it, as the provider does).
  *
- * IPv4 and IPv6 (Docker 20.10 with ip6tables, which makes no ip6tables DOCKER-USER: the guard makes
- * it, as the provider does). The lab hosts have no systemd, so the test runs the installed script the way the units do:
+ * The lab hosts have no systemd, so the test runs the installed script the way the units do:
  * `guard.sh --once` (the service, after each event) and `guard.sh --loop 1` (the timer, with a
  * short interval: the test waits for its "restored" line, not for a time).
  */
