@@ -19,6 +19,7 @@ import {
   chainName,
   tagOf,
   hostText,
+  guardDrifted,
   type AllowlistSpec,
   type Claim,
   type ConnectionSpec,
@@ -26,7 +27,14 @@ import {
   type Plan,
   type ValidationFailure,
 } from "../core";
-import { conntrackFindings, converge, findingMessages } from "../host/converge";
+import {
+  conntrackFindings,
+  converge,
+  findingMessages,
+  guardFindingsOf,
+  guardOutcomeFindings,
+  guardStepFindings,
+} from "../host/converge";
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
@@ -320,7 +328,10 @@ function outputs(
   claim: Claim,
 ): Outputs {
   const { __provider: _ignored, ...rest } = inputs;
-  const lastOperation = report(operation, o, spec.ruleName);
+  // The guard as this write left it, and what its guard step could not do (issue 9).
+  const guard = guardOutcomeFindings(o, spec, spec, claim.owner);
+  const done = report(operation, o, spec.ruleName);
+  const lastOperation = { ...done, findings: [...done.findings, ...findingMessages(guard.operation)] };
   return {
     ...(rest as CheckedInputs),
     chain: chainName(spec.ruleName),
@@ -330,11 +341,13 @@ function outputs(
     // stack, which during an up are the old half of a replacement about to be deleted.
     hostFindings: [
       ...findingMessages(planAllowlist(o.live, spec, spec.ruleName, claim).findings),
+      ...findingMessages(guard.host),
       ...lastOperation.findings,
     ],
     persisted,
     families: policedFamilies(spec, o.live),
-    inSync: true,
+    // A guard step that failed leaves the guard off plan: the next `up` tries again.
+    inSync: !guardDrifted(guard.host),
     lastOperation,
     ...hostKeyOutputs(o.hostKeys),
   };
@@ -430,7 +443,12 @@ export async function remove(_id: string, props: Record<string, unknown>): Promi
   const { spec, conn } = specOf(props);
   const session = sessionOf("delete", props, conn, props);
   try {
-    await converge(toConnectionArgs(conn), null, spec, { session, claim: claimOf("delete", props, conn) });
+    const o = await converge(toConnectionArgs(conn), null, spec, {
+      session,
+      claim: claimOf("delete", props, conn),
+    });
+    // A saved copy the guard still holds would bring the deleted rules back: say so.
+    for (const m of findingMessages(guardStepFindings(o.guard.failed))) session.warn?.(m);
   } catch (err) {
     if (!HostError.isInstance(err) || err.kind !== "persist") throw err;
     session.warn?.(
@@ -470,7 +488,10 @@ export async function read(
     sessionOf("read", props, conn, props),
   );
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
-  const plan = planAllowlist(live, spec, spec.ruleName, claimOf("read", props, conn));
+  const claim = claimOf("read", props, conn);
+  const plan = planAllowlist(live, spec, spec.ruleName, claim);
+  // Whether the guard is installed, enabled and current (issue 9); a stale one is drift.
+  const guard = guardFindingsOf(spec, spec, snapshot, snapshot.guard, claim.owner);
   const old = props as unknown as Outputs;
   const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
   if (!plan.inSync) {
@@ -485,14 +506,18 @@ export async function read(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
   // The last operation's own warnings (flows it could not cut) stay until the next one.
-  const hostFindings = [...findingMessages(plan.findings), ...(old.lastOperation?.findings ?? [])];
+  const hostFindings = [
+    ...findingMessages(plan.findings),
+    ...findingMessages(guard),
+    ...(old.lastOperation?.findings ?? []),
+  ];
   const { __provider: _ignored, ...rest } = props;
   const next: Outputs = {
     ...(rest as unknown as Outputs),
     rules,
     persisted,
     hostFindings,
-    inSync: plan.inSync,
+    inSync: plan.inSync && !guardDrifted(guard),
     ...hostKeyOutputs(hostKeys),
   };
   const inputs: Record<string, unknown> = {};
