@@ -43,16 +43,26 @@ npm run --silent lint:sh || fail "shellcheck"
 step "type-check"
 npx tsc --noEmit -p . || fail "tsc"
 
-run_jest() { # project, extra args...
-  local project=$1; shift
+# Each project has a bound (minutes): a test that leaves a process or handle open keeps jest
+# from exiting, and that must fail this run with its name, not run into CI's own limit. The
+# bounds are about 3x a warm run on 2 cores (unit ~1 min, lab ~10, engine ~8).
+run_jest() { # project, minutes, extra args...
+  local project=$1 minutes=$2 rc; shift 2
   step "jest: $project"
-  npx jest --selectProjects "$project" --json --outputFile="$out/$project.json" "$@" || fail "jest $project"
+  timeout --kill-after=30 "$((minutes * 60))" node_modules/.bin/jest --selectProjects "$project" \
+    --json --outputFile="$out/$project.json" "$@"
+  rc=$?
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    fail "jest $project did not end within $minutes min (a test left a process or handle open?)"
+  elif [ "$rc" != 0 ]; then
+    fail "jest $project"
+  fi
 }
-run_jest unit
+run_jest unit 10
 if [ "$only" = all ]; then
   # Labs are isolated from each other, but dockerd and the engine are heavy on 2 cores.
-  run_jest lab --maxWorkers=2
-  run_jest engine --runInBand
+  run_jest lab 35 --maxWorkers=2
+  run_jest engine 25 --runInBand
   # Every test tears its lab down; whatever is left now is a leak. In CI nothing else runs on the
   # machine, so any lab namespace left is ours and fails the run.
   step "lab tear-down check"

@@ -2,10 +2,11 @@
  * A real SSH server (ssh2's `Server`, mscdex's own way of testing) on 127.0.0.1 without root:
  * its own host key, any credential accepted (these tests are about host keys, not logins), each
  * exec run as a local command line (e.g. on a StubHost, so the real scripts answer), and
- * `direct-tcpip` forwarding, so it also serves as a jump host. Restart it on the same port with
- * another key to play a re-installed host or a man in the middle.
+ * `direct-tcpip` forwarding, so it also serves as a jump host. A client that goes away closes its
+ * command's stdio, as sshd does; `close()` kills the commands still running. Restart it on the
+ * same port with another key to play a re-installed host or a man in the middle.
  */
-import { spawn } from "child_process";
+import { spawn, type ChildProcess } from "child_process";
 import { connect as tcpConnect } from "net";
 import type { Connection, ServerChannel } from "ssh2";
 import { expectedFingerprint } from "../../provider/host";
@@ -38,17 +39,35 @@ function runExec(
   command: string,
   shell: NonNullable<Ssh2HostOptions["shell"]>,
   splitAfter: Buffer | undefined,
-): void {
+  children: Set<ChildProcess>,
+): () => void {
   const [file, ...args] = shell.argv;
   const child = spawn(file!, [...args, command], { env: shell.env });
+  children.add(child);
   channel.pipe(child.stdin);
+  // Like sshd when the client goes: the command's stdin ends and its stdout and stderr are
+  // closed, so it sees EOF and EPIPE (and ends by itself, as the real scripts do) instead of
+  // blocking for ever on a write nobody reads; nothing is written to the closed channel.
+  let open = true;
+  const hangUp = () => {
+    if (!open) return;
+    open = false;
+    child.stdout.unpipe();
+    child.stderr.unpipe();
+    child.stdout.destroy();
+    child.stderr.destroy();
+    child.stdin.end();
+  };
+  channel.on("error", () => undefined);
+  channel.once("close", hangUp);
   let queue = Promise.resolve();
   if (splitAfter === undefined) {
     child.stdout.pipe(channel, { end: false });
   } else {
     // Each chunk in order; a chunk holding the marker goes out as two writes, the second after
     // the first was flushed into the SSH stream.
-    const send = (b: Buffer) => new Promise<void>((resolve) => channel.write(b, () => resolve()));
+    const send = (b: Buffer) =>
+      new Promise<void>((resolve) => (open ? channel.write(b, () => resolve()) : resolve()));
     child.stdout.on("data", (chunk: Buffer) => {
       child.stdout.pause();
       const at = chunk.indexOf(splitAfter);
@@ -65,12 +84,15 @@ function runExec(
   child.stderr.pipe(channel.stderr, { end: false });
   child.stdin.on("error", () => undefined);
   child.on("close", (code) => {
+    children.delete(child);
     // After every stdout chunk queued above went out.
     void queue.then(() => {
+      if (!open) return;
       channel.exit(code ?? 255);
       channel.end();
     });
   });
+  return hangUp;
 }
 
 /**
@@ -89,16 +111,22 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
   const { Server } = require("ssh2") as typeof import("ssh2");
   const keys = ed25519();
   const clients = new Set<Connection>();
+  const children = new Set<ChildProcess>();
   const server = new Server({ hostKeys: [keys.private] }, (client) => {
     clients.add(client);
-    client.on("close", () => clients.delete(client));
+    // The connection may go without closing its channels first (a killed client).
+    const hangUps: (() => void)[] = [];
+    client.on("close", () => {
+      clients.delete(client);
+      for (const hangUp of hangUps) hangUp();
+    });
     client.on("error", () => undefined);
     client.on("authentication", (ctx) => ctx.accept());
     client.on("ready", () => {
       client.on("session", (accept) => {
         accept().on("exec", (acceptExec, reject, info) => {
           if (opts.shell === undefined) return reject();
-          runExec(acceptExec(), info.command, opts.shell, opts.splitAfter);
+          hangUps.push(runExec(acceptExec(), info.command, opts.shell, opts.splitAfter, children));
         });
       });
       client.on("tcpip", (accept, reject, info) => {
@@ -128,6 +156,9 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of clients) c.end();
+        // A command still running (its client gone without waiting) is ended by the pid we
+        // started, so nothing outlives the test.
+        for (const child of children) child.kill("SIGKILL");
         server.close(() => resolve());
       }),
   };
