@@ -60,7 +60,14 @@ export {
 } from "./fleet-spec";
 export type { Finding, FindingCode, Severity } from "./findings";
 export type { FilterTable, ChainModel, ParsedRule, Negatable, RuleCommand, Backend } from "./parse";
-export { parseFilterTable, getChain, hasDockerChains, canonicalRule, parseRuleCommand } from "./parse";
+export {
+  parseFilterTable,
+  getChain,
+  hasDockerChains,
+  dockerBridges,
+  canonicalRule,
+  parseRuleCommand,
+} from "./parse";
 export {
   fingerprint,
   fingerprintLines,

@@ -21,7 +21,7 @@
  *                                                                    v
  *     DPA-web (owned entirely by this allowlist)
  *       1 -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN   replies and live flows: fast path
- *       2 -i docker0 -j RETURN / -i br-+ -j RETURN                containers' own outbound traffic
+ *       2 -i docker0 -j RETURN, -i br-1a2b3c -j RETURN ...        containers' own outbound traffic
  *       3 -s <allowed source> -j RETURN  (one per source)         allowed: back to DOCKER-USER
  *       4 -j DROP | -j REJECT --reject-with icmp(6)-port-unreachable   everyone else
  *
@@ -116,13 +116,25 @@ function portText(ports: PortRange): string {
   return ports.from === ports.to ? String(ports.from) : `${ports.from}:${ports.to}`;
 }
 
-/** The rules of the owned chain, in order, as `-A DPA-x ...` lines. */
-export function renderChainRules(spec: AllowlistSpec, family: Family): string[] {
+/**
+ * Docker's default bridge: what a preview shows where the host's bridges are not known yet
+ * (see {@link renderDesiredRules}); a plan always uses the bridges it reads from the host.
+ */
+export const DEFAULT_DOCKER_BRIDGES: readonly string[] = ["docker0"];
+
+/**
+ * The rules of the owned chain, in order, as `-A DPA-x ...` lines. `bridges`: the bridges Docker
+ * made on the host in this family (`dockerBridges` of ./parse.ts), one exemption each, in the
+ * given (sorted) order, when the spec exempts Docker's bridges. Exempting the actual bridges, not
+ * a name pattern: a host whose own uplink is a Linux bridge called `br-lan` must not let every
+ * outside client in through `-i br-+`.
+ */
+export function renderChainRules(spec: AllowlistSpec, family: Family, bridges: readonly string[]): string[] {
   const chain = chainName(spec.ruleName);
   const tag = commentMatch(tagOf(spec.ruleName));
   const lines = [`-A ${chain} -m conntrack --ctstate RELATED,ESTABLISHED ${tag} -j RETURN`];
   if (spec.exemptDockerBridges) {
-    lines.push(`-A ${chain} -i docker0 ${tag} -j RETURN`, `-A ${chain} -i br-+ ${tag} -j RETURN`);
+    for (const bridge of bridges) lines.push(`-A ${chain} -i ${bridge} ${tag} -j RETURN`);
   }
   const sources = [...spec.sources[family]].sort(compareCidr);
   for (const source of sources) lines.push(`-A ${chain} ${sourceMatch(source)}${tag} -j RETURN`);
@@ -210,8 +222,19 @@ export function declaresFamily(spec: AllowlistSpec, family: Family): boolean {
  * chain; exactly what `iptables-save` prints for them. Used for preview (`pulumi preview
  * --diff`). A host whose Docker does not manage `family` (IPv6 with IPv4-only containers) gets
  * only the INPUT jumps and the chain; the preview cannot know that and shows all of them.
+ * `bridges`: Docker's bridges in `family` as last read from the host; where none were read yet,
+ * Docker's default bridge alone ({@link DEFAULT_DOCKER_BRIDGES}), the best guess for a host
+ * not yet seen (the apply exempts the bridges it finds there).
  */
-export function renderDesiredRules(spec: AllowlistSpec, family: Family): string[] {
+export function renderDesiredRules(
+  spec: AllowlistSpec,
+  family: Family,
+  bridges: readonly string[] = DEFAULT_DOCKER_BRIDGES,
+): string[] {
   if (!declaresFamily(spec, family)) return [];
-  return [...renderJumps(spec, family), ...renderInputJumps(spec), ...renderChainRules(spec, family)];
+  return [
+    ...renderJumps(spec, family),
+    ...renderInputJumps(spec),
+    ...renderChainRules(spec, family, bridges),
+  ];
 }

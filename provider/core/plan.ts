@@ -38,6 +38,7 @@ import {
   type AllowlistSpec,
 } from "./layout";
 import {
+  dockerBridges,
   getChain,
   hasDockerChains,
   isDpaComment,
@@ -309,7 +310,8 @@ function planFamily(
   const changes: string[] = [];
   const wantJumps = paths.forward ? renderJumps(desired!, family) : [];
   const wantInputJumps = paths.input ? renderInputJumps(desired!) : [];
-  const wantChain = police ? renderChainRules(desired!, family) : [];
+  const bridges = dockerBridges(table);
+  const wantChain = police ? renderChainRules(desired!, family, bridges) : [];
 
   // Foreign rules that jump into our chain: we cannot delete the chain while they exist.
   const foreignRefs = table.chains
@@ -509,7 +511,7 @@ function planFamily(
       // verifyApplied), so the policy follows from the spec. The cut only ever removes DNATed
       // flows; what docker-proxy serves through INPUT is not DNATed, so a family policed on the
       // INPUT path alone has nothing to cut, and a deleted allowlist cuts nothing.
-      conntrack: paths.forward ? conntrackPolicyOf(desired, family) : [],
+      conntrack: paths.forward ? conntrackPolicyOf(desired, family, bridges) : [],
     },
   };
 }
