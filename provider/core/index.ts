@@ -65,6 +65,7 @@ export {
   getChain,
   hasDockerChains,
   dockerBridges,
+  BRIDGE_NAME,
   canonicalRule,
   parseRuleCommand,
 } from "./parse";

@@ -11,6 +11,9 @@
  */
 import type { ConnectionArgs } from "../args";
 import {
+  BRIDGE_NAME,
+  dockerBridges,
+  parseFilterTable,
   planAllowlist,
   renderDesiredRules,
   validateAllowlist,
@@ -86,6 +89,12 @@ export interface Outputs extends CheckedInputs {
   readonly inSync: boolean;
   readonly lastOperation: OperationReport;
   /**
+   * The bridges Docker made on the host, per family, as last read from it (create, update,
+   * refresh). The chain exempts these when `exemptDockerBridges` is on, and a preview renders
+   * its rules with them (see {@link check}).
+   */
+  readonly dockerBridges: DockerBridges;
+  /**
    * `SHA256:` fingerprint of the host key seen when this resource first connected, kept current
    * by every operation since (it only changes through a new `connection.hostKey` pin). Where
    * nothing is pinned, later operations refuse a host presenting another key (trust on first use).
@@ -93,6 +102,30 @@ export interface Outputs extends CheckedInputs {
   readonly hostKeyFingerprint?: string;
   /** The same for the jump host (`connection.proxy`), when there is one. */
   readonly proxyHostKeyFingerprint?: string;
+}
+
+/** Docker's bridges per family, sorted (`dockerBridges` of the core). */
+export interface DockerBridges {
+  ipv4: string[];
+  ipv6: string[];
+}
+
+/** Docker's bridges in each family of a live read; none where the family gave no output. */
+function bridgesOf(live: { ipv4: string | null; ipv6: string | null }): DockerBridges {
+  const of = (f: Family) => {
+    const text = live[f];
+    return text === null ? [] : dockerBridges(parseFilterTable(text, f));
+  };
+  return { ipv4: of("ipv4"), ipv6: of("ipv6") };
+}
+
+/** The bridges recorded in a state, or undefined where none are (first preview, older state). */
+function recordedBridges(state: Record<string, unknown>): DockerBridges | undefined {
+  const b = state.dockerBridges as Record<string, unknown> | undefined;
+  const names = (v: unknown) =>
+    Array.isArray(v) && v.every((n) => typeof n === "string" && BRIDGE_NAME.test(n));
+  if (typeof b !== "object" || b === null || !names(b.ipv4) || !names(b.ipv6)) return undefined;
+  return { ipv4: b.ipv4 as string[], ipv6: b.ipv6 as string[] };
 }
 
 /** Keys of the user's declaration (and check's computed ones) that an update must apply. */
@@ -119,9 +152,15 @@ function containsUnknown(value: unknown): boolean {
   return false;
 }
 
-/** `check`: validation failures, or the inputs plus the rendered rules. */
+/**
+ * `check`: validation failures, or the inputs plus the rendered rules. A preview cannot reach the
+ * host, so the bridge exemptions are rendered for the Docker bridges recorded by the last
+ * refresh (`olds` are the old inputs, where `read` records them and from where each check carries
+ * them on); before any refresh, for Docker's default bridge alone. The apply always exempts the
+ * bridges it reads from the host, and a refresh reports a chain whose bridges changed as drift.
+ */
 export function check(
-  _olds: Record<string, unknown>,
+  olds: Record<string, unknown>,
   news: Record<string, unknown>,
 ): { inputs?: Record<string, unknown>; failures?: ValidationFailure[] } {
   const failures: ValidationFailure[] = [];
@@ -139,11 +178,16 @@ export function check(
   if (!a.ok) failures.push(...a.failures);
   if (failures.length > 0 || !a.ok) return { failures };
   const spec = a.spec;
+  const bridges = recordedBridges(olds);
   return {
     inputs: {
       ...news,
       ruleName: spec.ruleName,
-      rules: { ipv4: renderDesiredRules(spec, "ipv4"), ipv6: renderDesiredRules(spec, "ipv6") },
+      rules: {
+        ipv4: renderDesiredRules(spec, "ipv4", bridges?.ipv4),
+        ipv6: renderDesiredRules(spec, "ipv6", bridges?.ipv6),
+      },
+      ...(bridges === undefined ? {} : { dockerBridges: bridges }),
     },
   };
 }
@@ -288,6 +332,7 @@ function outputs(
     families: policedFamilies(spec, o.live),
     inSync: true,
     lastOperation,
+    dockerBridges: bridgesOf(o.live),
     ...hostKeyOutputs(o.hostKeys),
   };
 }
@@ -425,6 +470,10 @@ export async function read(
   const plan = planAllowlist(live, spec, spec.ruleName);
   const old = props as unknown as Outputs;
   const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
+  // A family in sync shows what check renders for it from now on: the spec's rules for the
+  // Docker bridges just read (recorded in the inputs below), so the next preview is empty.
+  const dockerBridges = bridgesOf(live);
+  for (const f of ["ipv4", "ipv6"] as const) rules[f] = renderDesiredRules(spec, f, dockerBridges[f]);
   if (!plan.inSync) {
     // Only families that really differ take the live lines: a family the host does not police
     // (ipv6 "auto" on a host without IPv6 Docker chains) must not look like drift forever.
@@ -445,10 +494,12 @@ export async function read(
     persisted,
     hostFindings,
     inSync: plan.inSync,
+    dockerBridges,
     ...hostKeyOutputs(hostKeys),
   };
   const inputs: Record<string, unknown> = {};
   for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];
   inputs.rules = rules;
+  inputs.dockerBridges = dockerBridges;
   return { id, props: next, inputs };
 }
