@@ -80,14 +80,14 @@ test("a client arriving through the host's br-lan uplink is kept out unless list
 
   const s = spec([listed.ipv4]);
   expect((await syncHost(conn(), syncOptions(s))).applied).toBe(true);
+  expect(await lab.probe(outsider, h, 8080, "tcp")).toBe(false);
+  expect(await lab.probe(listed, h, 8080, "tcp")).toBe(true);
+
   const chain = await sh(`iptables-save -t filter | grep -- '-A DPA-web '`);
   expect(chain).not.toMatch(/-i br-lan|-i br-\+/);
   const appBridge = (await sh(`docker network inspect -f '{{.Id}}' appnet`)).trim().slice(0, 12);
   expect(chain).toContain(`-A DPA-web -i br-${appBridge} `);
   expect(chain).toContain(`-A DPA-web -i docker0 `);
-
-  expect(await lab.probe(outsider, h, 8080, "tcp")).toBe(false);
-  expect(await lab.probe(listed, h, 8080, "tcp")).toBe(true);
 
   // Containers' own outbound connections to remote port 8080 (the policed port: the jump's
   // --ctorigdstport has no direction), from docker0 and from the user-defined network, pass
