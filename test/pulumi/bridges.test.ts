@@ -3,7 +3,8 @@
  * whose execs run the real host scripts on a stub host): create records the bridges it found,
  * a Docker network made later is drift on refresh (and the refresh records the new bridges, so
  * the next preview shows their exemptions), the next `up` follows it, and a refresh after that
- * leaves nothing for the preview to show.
+ * leaves nothing for the preview to show; where the first preview guessed fewer bridges than
+ * the host has, the refresh records the real ones and the next preview is empty too.
  */
 import { readFileSync } from "fs";
 import { join } from "path";
@@ -119,4 +120,24 @@ test("create records the bridges; a new Docker network is drift on refresh, show
   expect(again.props.inSync).toBe(true);
   const quiet = checked(again.inputs);
   expect(diff(again.props as unknown as Record<string, unknown>, quiet).changes).toBe(false);
+});
+
+test("a host with more bridges than the first preview guessed: the refresh records them and the next preview is empty", async () => {
+  const withNetworks = fixture("docker28-usernets");
+  stub.write("save4", withNetworks);
+  stub.write("next4", converged(withNetworks));
+  const created = await create(checked({}));
+  expect(created.outs.dockerBridges.ipv4).toEqual(["br-1a2b3c4d5e6f", "bridge1", "docker0"]);
+  // The state's rules came from the preview (docker0 alone); the refresh puts the real ones in
+  // both outputs and inputs, so the next preview renders what the host holds and finds no change.
+  const refreshed = await read(created.id, created.outs as unknown as Record<string, unknown>);
+  expect(refreshed.props.inSync).toBe(true);
+  expect(exemptions(refreshed.props.rules)).toEqual([
+    exemption("br-1a2b3c4d5e6f"),
+    exemption("bridge1"),
+    exemption("docker0"),
+  ]);
+  const next = checked(refreshed.inputs);
+  expect(next.rules).toEqual(refreshed.props.rules);
+  expect(diff(refreshed.props as unknown as Record<string, unknown>, next).changes).toBe(false);
 });
