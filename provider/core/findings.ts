@@ -40,7 +40,18 @@ export type FindingCode =
    * Live flows of sources that lost access could not be cut after the apply (no conntrack on
    * the host, its listing failed, or `conntrack -D` failed): they go on until they end.
    */
-  | "conntrack-cut-incomplete";
+  | "conntrack-cut-incomplete"
+  /** The allowlist's chain is held by another owner (another stack, program or resource): nothing is changed. */
+  | "owned-by-another"
+  /** A create took the chain over from another resource of the same stack (a renamed resource?). */
+  | "owner-taken-over"
+  /** Another owner's allowlist polices the same port: a source must be on both lists to get in. */
+  | "overlapping-allowlist"
+  /**
+   * A chain of this tool that nobody manages any more: left behind under an earlier ruleName of
+   * this resource, without an owner line, or with no jump into it.
+   */
+  | "orphan-chain";
 
 export type Severity = "error" | "warning";
 

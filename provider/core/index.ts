@@ -77,6 +77,8 @@ export {
   type FingerprintScope,
 } from "./fingerprint";
 export { printable, hostText, bytesOf } from "./text";
+export type { Owner, Claim, Standing } from "./owner";
+export { ownerOf, ownerComment, parseOwnerComment, standing, stackOf } from "./owner";
 export type { Plan, FamilyPlan } from "./plan";
 export { planAllowlist, verifyApplied } from "./plan";
 export { RestoreBuilder } from "./restore";

@@ -6,6 +6,7 @@
  *   v1.8.9, checked with real iptables in a throwaway namespace) prints after the line is
  *   applied; so planning against the state just applied yields no change.
  * - Every rule carries the tag `-m comment --comment "dpa:<ruleName>"`; nothing untagged is ours.
+ *   The chain's last line names its owner (`"dpa:<ruleName> owner=... via=..."`, ./owner.ts).
  *
  * Packet path for `DockerPortAllowlist("web", { port: 8080, sources: ["198.18.1.0/24"] })`
  * (v4 in iptables, v6 in ip6tables, the same shape):
@@ -43,6 +44,7 @@
  * path polices: traffic from other machines.
  */
 import { compareCidr, formatAddress, formatCidr, type Cidr, type Family } from "./ip";
+import { ownerComment, type Owner } from "./owner";
 
 /** iptables chain names are at most 28 characters; `DPA-` takes four. */
 export const RULE_NAME_MAX = 24;
@@ -123,13 +125,19 @@ function portText(ports: PortRange): string {
 export const DEFAULT_DOCKER_BRIDGES: readonly string[] = ["docker0"];
 
 /**
- * The rules of the owned chain, in order, as `-A DPA-x ...` lines. `bridges`: the bridges Docker
- * made on the host in this family (`dockerBridges` of ./parse.ts), one exemption each, in the
- * given (sorted) order, when the spec exempts Docker's bridges. Exempting the actual bridges, not
- * a name pattern: a host whose own uplink is a Linux bridge called `br-lan` must not let every
- * outside client in through `-i br-+`.
+ * The rules of the owned chain, in order, as `-A DPA-x ...` lines; with `owner`, its owner line
+ * last (after the final DROP/REJECT, so no packet ever reaches it; see ./owner.ts). `bridges`:
+ * the bridges Docker made on the host in this family (`dockerBridges` of ./parse.ts), one
+ * exemption each, in the given (sorted) order, when the spec exempts Docker's bridges. Exempting
+ * the actual bridges, not a name pattern: a host whose own uplink is a Linux bridge called
+ * `br-lan` must not let every outside client in through `-i br-+`.
  */
-export function renderChainRules(spec: AllowlistSpec, family: Family, bridges: readonly string[]): string[] {
+export function renderChainRules(
+  spec: AllowlistSpec,
+  family: Family,
+  bridges: readonly string[],
+  owner?: Owner,
+): string[] {
   const chain = chainName(spec.ruleName);
   const tag = commentMatch(tagOf(spec.ruleName));
   const lines = [`-A ${chain} -m conntrack --ctstate RELATED,ESTABLISHED ${tag} -j RETURN`];
@@ -144,6 +152,8 @@ export function renderChainRules(spec: AllowlistSpec, family: Family, bridges: r
     const icmp = family === "ipv4" ? "icmp-port-unreachable" : "icmp6-port-unreachable";
     lines.push(`-A ${chain} ${tag} -j REJECT --reject-with ${icmp}`);
   }
+  if (owner !== undefined)
+    lines.push(`-A ${chain} ${commentMatch(ownerComment(tagOf(spec.ruleName), owner))}`);
   return lines;
 }
 
@@ -230,11 +240,12 @@ export function renderDesiredRules(
   spec: AllowlistSpec,
   family: Family,
   bridges: readonly string[] = DEFAULT_DOCKER_BRIDGES,
+  owner?: Owner,
 ): string[] {
   if (!declaresFamily(spec, family)) return [];
   return [
     ...renderJumps(spec, family),
     ...renderInputJumps(spec),
-    ...renderChainRules(spec, family, bridges),
+    ...renderChainRules(spec, family, bridges, owner),
   ];
 }

@@ -23,10 +23,13 @@ import { fingerprint } from "./fingerprint";
 import { finding, tool, type Finding } from "./findings";
 import type { Family } from "./ip";
 import {
+  CHAIN_PREFIX,
   DOCKER_USER,
   FORWARD_TAG,
   INPUT,
+  TAG_PREFIX,
   chainName,
+  originalDestinationText,
   declaresFamily,
   renderChainRules,
   renderForwardJump,
@@ -36,6 +39,7 @@ import {
   renderJumps,
   tagOf,
   type AllowlistSpec,
+  type Protocol,
 } from "./layout";
 import {
   dockerBridges,
@@ -45,9 +49,11 @@ import {
   isForwardJump,
   parseFilterTable,
   parseRuleCommand,
+  type ChainModel,
   type FilterTable,
   type ParsedRule,
 } from "./parse";
+import { parseOwnerComment, stackOf, standing, type Claim, type Owner } from "./owner";
 import { RestoreBuilder } from "./restore";
 
 export interface FamilyPlan {
@@ -270,6 +276,7 @@ function planFamily(
   desired: AllowlistSpec | null,
   ruleName: string,
   family: Family,
+  claim: Claim | undefined,
 ): FamilyResult {
   const findings: Finding[] = [];
   const table = saveText === null ? null : parseFilterTable(saveText, family);
@@ -307,11 +314,34 @@ function planFamily(
     return { changes: [], findings, blocked: true };
   }
 
+  // --- Who holds the chain: never rewrite or delete another owner's (see ./owner.ts).
+  const held = heldBy(ownChain, tag);
+  const st = standing(held, claim);
+  if (st.kind === "foreign") {
+    findings.push(foreignOwner(family, chain, st.holder, claim, desired === null));
+    return { changes: [], findings, blocked: true };
+  }
+  // A delete after a replacement (or a renamed resource of this stack) took the chain over:
+  // it is theirs now, with its jumps; nothing of ours is left to remove.
+  if (st.kind === "handed-over") return { changes: [], findings, blocked };
+  if (st.kind === "take-over" && st.warn) {
+    findings.push(
+      finding(
+        "owner-taken-over",
+        "warning",
+        family,
+        `${t} chain ${chain} was held by ${st.from.name} (via ${st.from.via}), another resource of this stack; this allowlist (${claim!.owner!.name}) takes it over. If you renamed the resource, that is expected (an \`aliases\` entry with its old name keeps it one resource). If ${st.from.name} still exists, the two fight over the chain: give one of them another ruleName.`,
+      ),
+    );
+  }
+  if (desired !== null && paths.forward) findings.push(...overlaps(table, desired, tag, claim, family));
+  if (claim?.operation === "read") findings.push(...orphans(table, chain, claim.owner, family));
+
   const changes: string[] = [];
   const wantJumps = paths.forward ? renderJumps(desired!, family) : [];
   const wantInputJumps = paths.input ? renderInputJumps(desired!) : [];
   const bridges = dockerBridges(table);
-  const wantChain = police ? renderChainRules(desired!, family, bridges) : [];
+  const wantChain = police ? renderChainRules(desired!, family, bridges, claim?.owner) : [];
 
   // Foreign rules that jump into our chain: we cannot delete the chain while they exist.
   const foreignRefs = table.chains
@@ -415,7 +445,9 @@ function planFamily(
       rewriteChain = true;
       const seen = new Set<string>();
       for (const r of liveChain) {
-        if (r.comment !== tag || !r.canonical.startsWith(`-A ${chain} `)) {
+        if (parseOwnerComment(r.comment, tag) !== undefined) {
+          // The owner line: rewritten with the chain, never damage.
+        } else if (r.comment !== tag || !r.canonical.startsWith(`-A ${chain} `)) {
           findings.push(
             finding(
               "owned-rule-damaged",
@@ -516,6 +548,161 @@ function planFamily(
   };
 }
 
+/** The owner named by the owner line of our chain, if the chain has one. */
+function heldBy(ownChain: ChainModel | undefined, tag: string): Owner | undefined {
+  for (const r of ownChain?.rules ?? []) {
+    const o = parseOwnerComment(r.comment, tag);
+    if (o !== undefined) return o;
+  }
+  return undefined;
+}
+
+function foreignOwner(
+  family: Family,
+  chain: string,
+  holder: Owner,
+  claim: Claim | undefined,
+  deleting: boolean,
+): Finding {
+  const me =
+    claim?.owner === undefined
+      ? "this allowlist (state written before owners existed)"
+      : `this allowlist (${claim.owner.name})`;
+  const fix = deleting
+    ? `This allowlist's rules are not on the host any more. If that is expected, remove it from the stack without touching the host: \`pulumi state delete <urn>\` (\`pulumi stack --show-urns\` lists the URN). Otherwise remove ${chain} from ${holder.name} first.`
+    : claim?.operation === "read"
+      ? `Give this allowlist another ruleName (its next \`pulumi up\` then creates its own chain), or remove the allowlist from ${holder.name}.`
+      : `Give this allowlist another ruleName, or remove the allowlist from ${holder.name} first (if that stack or program no longer exists: \`${tool(family)} -S ${chain}\` shows the chain; delete its jumps and the chain by hand).`;
+  return finding(
+    "owned-by-another",
+    "error",
+    family,
+    `${tool(family)} chain ${chain} on this host is held by ${holder.name} (via ${holder.via}), not by ${me}; nothing was changed. ${fix}`,
+  );
+}
+
+/** A jump of another allowlist in DOCKER-USER: its chain, protocol and ports. */
+function otherJumps(
+  table: FilterTable,
+  tag: string,
+): { chain: string; protocol: string; from: number; to: number; dst?: string; comment: string }[] {
+  const out: { chain: string; protocol: string; from: number; to: number; dst?: string; comment: string }[] =
+    [];
+  for (const r of getChain(table, DOCKER_USER)?.rules ?? []) {
+    const ports = r.ctOrigDstPort?.value;
+    const protocol = r.protocol?.value;
+    if (
+      !isDpaComment(r.comment) ||
+      r.comment === tag ||
+      r.target === undefined ||
+      ports === undefined ||
+      protocol === undefined
+    )
+      continue;
+    if (!r.target.startsWith(CHAIN_PREFIX)) continue;
+    out.push({
+      chain: r.target,
+      protocol,
+      from: ports.from,
+      to: ports.to,
+      dst: r.ctOrigDst?.value,
+      comment: r.comment!,
+    });
+  }
+  return out;
+}
+
+/**
+ * Other owners' allowlists on the same port (and protocol, and original destination where both
+ * name one): each lets in only what both lists allow. A replacement of this very allowlist (same
+ * owner) is not reported: the old one goes once the new one is in place. Nor, while writing, is
+ * another resource of the same stack: a renamed resource is created before its old self is
+ * deleted, and a real overlap within one stack shows on the next refresh.
+ */
+function overlaps(
+  table: FilterTable,
+  desired: AllowlistSpec,
+  tag: string,
+  claim: Claim | undefined,
+  family: Family,
+): Finding[] {
+  const me = claim?.owner;
+  const out: Finding[] = [];
+  const seen = new Set<string>();
+  const dst = originalDestinationText(desired);
+  for (const j of otherJumps(table, tag)) {
+    if (!desired.protocols.includes(j.protocol as Protocol)) continue;
+    if (j.to < desired.ports.from || j.from > desired.ports.to) continue;
+    if (dst !== undefined && j.dst !== undefined && dst !== j.dst) continue;
+    if (seen.has(j.chain)) continue;
+    const holder = heldBy(getChain(table, j.chain), j.comment);
+    if (me !== undefined && holder?.name === me.name) continue;
+    if (
+      me !== undefined &&
+      holder !== undefined &&
+      claim?.operation !== "read" &&
+      stackOf(holder.name) === stackOf(me.name)
+    )
+      continue;
+    seen.add(j.chain);
+    out.push(
+      finding(
+        "overlapping-allowlist",
+        "warning",
+        family,
+        `Port ${portText(desired)} is also policed by ${j.chain} (${holder === undefined ? "no owner line" : `held by ${holder.name}`}): a source gets in only if both allowlists let it in. If one allowlist per port is meant, merge them into one (or give them distinct ports or originalDestination).`,
+      ),
+    );
+  }
+  return out;
+}
+
+/**
+ * Chains of this tool on the host that nobody manages any more (refresh only): held by this
+ * very resource under another ruleName (an earlier ruleName whose delete did not run), without
+ * an owner line (made before owners existed, or by hand), or with no jump into them (inert).
+ */
+function orphans(table: FilterTable, chain: string, me: Owner | undefined, family: Family): Finding[] {
+  const out: Finding[] = [];
+  const t = tool(family);
+  const targets = new Set(table.chains.flatMap((c) => c.rules).map((r) => r.target));
+  for (const c of table.chains) {
+    if (!c.name.startsWith(CHAIN_PREFIX) || c.name === chain) continue;
+    const tag = `${TAG_PREFIX}${c.name.slice(CHAIN_PREFIX.length)}`;
+    const holder = heldBy(c, tag);
+    const how = `\`${t} -S ${c.name}\` shows it; delete its jumps (\`${t} -S | grep -- '-j ${c.name}'\`) and then the chain (\`${t} -F ${c.name}; ${t} -X ${c.name}\`).`;
+    if (me !== undefined && holder?.name === me.name) {
+      out.push(
+        finding(
+          "orphan-chain",
+          "warning",
+          family,
+          `${t} chain ${c.name} is held by this resource (${me.name}) under another ruleName, which it no longer manages (a rename whose delete did not run?). ${how}`,
+        ),
+      );
+    } else if (!targets.has(c.name)) {
+      out.push(
+        finding(
+          "orphan-chain",
+          "warning",
+          family,
+          `${t} chain ${c.name}${holder === undefined ? "" : ` (held by ${holder.name})`} has no jump into it: it polices nothing. If its owner is gone: ${how}`,
+        ),
+      );
+    } else if (holder === undefined) {
+      out.push(
+        finding(
+          "orphan-chain",
+          "warning",
+          family,
+          `${t} chain ${c.name} has no owner line: made by a version of this tool before owners existed (its next \`pulumi up\` adds one), or by hand. If no stack manages it any more: ${how}`,
+        ),
+      );
+    }
+  }
+  return out;
+}
+
 /** `-p tcp|udp ... --ctorigdstport P ... -m comment ... -j <our chain>`: a (maybe stale) jump of ours. */
 function isOurJumpShape(rule: ParsedRule, chain: string): boolean {
   const protocol = rule.protocol?.value;
@@ -552,14 +739,15 @@ export function planAllowlist(
   live: { readonly ipv4: string | null; readonly ipv6: string | null },
   desired: AllowlistSpec | null,
   ruleName: string,
+  claim?: Claim,
 ): Plan {
   if (desired !== null && desired.ruleName !== ruleName) {
     throw new Error(
       `planAllowlist: ruleName ${JSON.stringify(ruleName)} differs from the spec's ${JSON.stringify(desired.ruleName)}; pass the spec's ruleName (a rename is a delete of the old name plus a create).`,
     );
   }
-  const v4 = planFamily(live.ipv4, desired, ruleName, "ipv4");
-  const v6 = planFamily(live.ipv6, desired, ruleName, "ipv6");
+  const v4 = planFamily(live.ipv4, desired, ruleName, "ipv4", claim);
+  const v6 = planFamily(live.ipv6, desired, ruleName, "ipv6", claim);
   const blocked = v4.blocked || v6.blocked;
   const changes = [...v4.changes, ...v6.changes];
   const families: { ipv4?: FamilyPlan; ipv6?: FamilyPlan } = {};
@@ -585,8 +773,9 @@ export function verifyApplied(
   desired: AllowlistSpec | null,
   ruleName: string,
   family: Family,
+  claim?: Claim,
 ): Finding[] {
-  const result = planFamily(saveText, desired, ruleName, family);
+  const result = planFamily(saveText, desired, ruleName, family, claim);
   const errors = result.findings.filter((f) => f.severity === "error");
   if (result.changes.length === 0 && !result.blocked) return errors;
   return [

@@ -10,6 +10,7 @@ import {
   planAllowlist,
   verifyApplied,
   type AllowlistSpec,
+  type Claim,
   type Family,
   type Finding,
   type Plan,
@@ -23,7 +24,10 @@ import { syncHost } from "./sync";
  * `cutConntrack`, `beforeCommit`, `session`, `connect`, and (tests that inject faults) `plan`
  * and `verify` themselves.
  */
-export type ConvergeHooks = Partial<ApplyOptions<Plan> & { readonly requireDockerUser: boolean }>;
+export type ConvergeHooks = Partial<ApplyOptions<Plan> & { readonly requireDockerUser: boolean }> & {
+  /** Who acts, and what it may take over (core's `Claim`); without it, owners are not checked. */
+  readonly claim?: Claim;
+};
 
 /**
  * Finding messages as the provider shows them: `[family] severity: message`. A message may quote
@@ -46,7 +50,8 @@ export function blockedError(host: string, plan: Plan): HostError {
 /**
  * The {@link syncHost} options that converge a host to `desired`, or remove everything
  * `target.ruleName` owns when `desired` is null. A blocked plan for a desired allowlist is
- * refused with {@link blockedError}; a blocked deletion leaves the host alone.
+ * refused with {@link blockedError}, and so is a deletion of a chain another owner holds; any
+ * other blocked deletion leaves the host alone.
  */
 export function convergeOptions(
   desired: AllowlistSpec | null,
@@ -54,6 +59,7 @@ export function convergeOptions(
   hooks: ConvergeHooks = {},
 ): ApplyOptions<Plan> & { readonly requireDockerUser: boolean } {
   const ruleName = target.ruleName;
+  const { claim, ...rest } = hooks;
   return {
     ruleName,
     persist: target.persist,
@@ -61,15 +67,16 @@ export function convergeOptions(
     rulesV6Path: target.rulesV6Path,
     requireDockerUser: desired !== null,
     plan: (live, snapshot) => {
-      const plan = planAllowlist(live, desired, ruleName);
-      if (plan.blocked && desired !== null) throw blockedError(snapshot.host, plan);
+      const plan = planAllowlist(live, desired, ruleName, claim);
+      const foreign = plan.findings.some((f) => f.code === "owned-by-another");
+      if (plan.blocked && (desired !== null || foreign)) throw blockedError(snapshot.host, plan);
       return plan;
     },
     verify: (family, saveText) =>
-      verifyApplied(saveText, desired, ruleName, family)
+      verifyApplied(saveText, desired, ruleName, family, claim)
         .filter((f) => f.severity === "error")
         .map((f) => f.message),
-    ...hooks,
+    ...rest,
   };
 }
 

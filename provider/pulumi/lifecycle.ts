@@ -15,6 +15,7 @@ import {
   dockerBridges,
   parseFilterTable,
   planAllowlist,
+  ownerOf,
   renderDesiredRules,
   validateAllowlist,
   validateConnection,
@@ -22,6 +23,7 @@ import {
   tagOf,
   hostText,
   type AllowlistSpec,
+  type Claim,
   type ConnectionSpec,
   type Family,
   type Plan,
@@ -50,6 +52,11 @@ export interface CheckedInputs {
   readonly connection: Record<string, unknown>;
   /** The Pulumi resource name, injected by the resource class to derive a default ruleName. */
   readonly resourceName: string;
+  /**
+   * `<project>/<stack>`, injected by the resource class: with `resourceName`, the owner written
+   * on the host. Absent in state written before owners existed.
+   */
+  readonly stack?: string;
   readonly ruleName: string;
   readonly rules: RuleLines;
   readonly [key: string]: unknown;
@@ -68,7 +75,8 @@ export interface OperationReport {
   /**
    * Warnings about this operation itself, as `[family] warning: ...` lines: live flows of
    * sources that lost access that it could not cut (no conntrack on the host, or a failed
-   * listing or delete). They stay in `hostFindings` until the next create/update.
+   * listing or delete), a chain it took over from another resource of this stack. They stay in
+   * `hostFindings` until the next create/update.
    */
   findings: string[];
 }
@@ -138,6 +146,7 @@ const INPUT_KEYS = [
   "action",
   "exemptDockerBridges",
   "ruleName",
+  "stack",
   "ipv6",
   "persist",
   "rulesV4Path",
@@ -179,17 +188,41 @@ export function check(
   if (failures.length > 0 || !a.ok) return { failures };
   const spec = a.spec;
   const bridges = recordedBridges(olds);
+  // The owner line names the connection; while the host is not known yet (preview of a host
+  // that another resource creates), the preview shows the rules without it.
+  const c = containsUnknown(connection) ? undefined : validateConnection(connection);
+  const owner = c?.ok === true ? ownerOf(stackOf(news), resourceName, c.spec.host, c.spec.port) : undefined;
   return {
     inputs: {
       ...news,
       ruleName: spec.ruleName,
       rules: {
-        ipv4: renderDesiredRules(spec, "ipv4", bridges?.ipv4),
-        ipv6: renderDesiredRules(spec, "ipv6", bridges?.ipv6),
+        ipv4: renderDesiredRules(spec, "ipv4", bridges?.ipv4, owner),
+        ipv6: renderDesiredRules(spec, "ipv6", bridges?.ipv6, owner),
       },
       ...(bridges === undefined ? {} : { dockerBridges: bridges }),
     },
   };
+}
+
+function stackOf(inputs: Record<string, unknown>): string | undefined {
+  return typeof inputs.stack === "string" ? inputs.stack : undefined;
+}
+
+/** Who an operation acts as (see core's owner.ts). */
+function claimOf(
+  operation: Claim["operation"],
+  inputs: Record<string, unknown>,
+  conn: ConnectionSpec,
+  olds?: Record<string, unknown>,
+): Claim {
+  const name = typeof inputs.resourceName === "string" ? inputs.resourceName : "allowlist";
+  const owner = ownerOf(stackOf(inputs), name, conn.host, conn.port);
+  if (olds === undefined) return { owner, operation };
+  const oc = validateConnection(olds.connection);
+  const oldName = typeof olds.resourceName === "string" ? olds.resourceName : name;
+  const previous = oc.ok ? ownerOf(stackOf(olds), oldName, oc.spec.host, oc.spec.port)?.name : undefined;
+  return previous === undefined ? { owner, operation } : { owner, operation, previous };
 }
 
 function same(a: unknown, b: unknown): boolean {
@@ -216,9 +249,11 @@ export function diff(
   return {
     changes: changed.length > 0 || unsaved || offPlan || replaces.length > 0,
     replaces,
-    // The old and new resource may be the same host reached under two names: delete the old
-    // chain first, or deleting it afterwards would remove what the create just made.
-    deleteBeforeReplace: replaces.length > 0,
+    // Create the new allowlist first, then delete the old: never a moment with neither (two
+    // chains on one port intersect, which at worst keeps someone out for a moment). Where the old
+    // and new resource are the same host reached under two names, the create takes the chain
+    // over (same owner, another `via`) and the old resource's delete then leaves it alone.
+    deleteBeforeReplace: false,
   };
 }
 
@@ -297,8 +332,18 @@ function report(
     applied: o.applied,
     replanned: o.replanned,
     conntrackDeleted: o.conntrackDeleted,
-    findings: findingMessages(conntrackFindings(o, ruleName)),
+    findings: findingMessages([
+      ...conntrackFindings(o, ruleName),
+      // A chain taken over from another resource of this stack: true only at this moment.
+      ...o.plan.findings.filter((f) => f.code === "owner-taken-over"),
+    ]),
   };
+}
+
+/** `outs`, after its operation's own warnings went to the engine's output (not only into state). */
+function told(session: SessionOptions, outs: Outputs): Outputs {
+  for (const m of outs.lastOperation.findings) session.warn?.(m);
+  return outs;
 }
 
 function policedFamilies(spec: AllowlistSpec, live: { ipv4: string | null; ipv6: string | null }): string[] {
@@ -316,6 +361,7 @@ function outputs(
   o: HostOutcome<Plan>,
   operation: OperationReport["operation"],
   persisted: boolean,
+  claim: Claim,
 ): Outputs {
   const { __provider: _ignored, ...rest } = inputs;
   const lastOperation = report(operation, o, spec.ruleName);
@@ -325,7 +371,7 @@ function outputs(
     // From the state after the change, exactly as `read` computes it, so a refresh right after
     // an up finds nothing new ("docker-user-created" and the like belong to the change only).
     hostFindings: [
-      ...findingMessages(planAllowlist(o.live, spec, spec.ruleName).findings),
+      ...findingMessages(planAllowlist(o.live, spec, spec.ruleName, claim).findings),
       ...lastOperation.findings,
     ],
     persisted,
@@ -385,12 +431,12 @@ function idOf(conn: ConnectionSpec, ruleName: string): string {
 export async function create(inputs: Record<string, unknown>): Promise<{ id: string; outs: Outputs }> {
   const { spec, conn } = specOf(inputs);
   const id = idOf(conn, spec.ruleName);
+  const claim = claimOf("create", inputs, conn);
   try {
     // First use: nothing recorded yet, so an unpinned host's key is recorded from this connection.
-    const o = await converge(toConnectionArgs(conn), spec, spec, {
-      session: sessionOf("create", inputs, conn, {}),
-    });
-    return { id, outs: outputs(inputs, spec, o, "create", true) };
+    const session = sessionOf("create", inputs, conn, {});
+    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
+    return { id, outs: told(session, outputs(inputs, spec, o, "create", true, claim)) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
     throw err;
@@ -403,11 +449,11 @@ export async function update(
   news: Record<string, unknown>,
 ): Promise<{ outs: Outputs }> {
   const { spec, conn } = specOf(news);
+  const claim = claimOf("update", news, conn, olds);
   try {
-    const o = await converge(toConnectionArgs(conn), spec, spec, {
-      session: sessionOf("update", news, conn, olds),
-    });
-    return { outs: outputs(news, spec, o, "update", true) };
+    const session = sessionOf("update", news, conn, olds);
+    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
+    return { outs: told(session, outputs(news, spec, o, "update", true, claim)) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
     throw err;
@@ -427,7 +473,7 @@ export async function remove(_id: string, props: Record<string, unknown>): Promi
   const { spec, conn } = specOf(props);
   const session = sessionOf("delete", props, conn, props);
   try {
-    await converge(toConnectionArgs(conn), null, spec, { session });
+    await converge(toConnectionArgs(conn), null, spec, { session, claim: claimOf("delete", props, conn) });
   } catch (err) {
     if (!HostError.isInstance(err) || err.kind !== "persist") throw err;
     session.warn?.(
@@ -467,13 +513,16 @@ export async function read(
     sessionOf("read", props, conn, props),
   );
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
-  const plan = planAllowlist(live, spec, spec.ruleName);
+  const claim = claimOf("read", props, conn);
+  const plan = planAllowlist(live, spec, spec.ruleName, claim);
   const old = props as unknown as Outputs;
   const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
   // A family in sync shows what check renders for it from now on: the spec's rules for the
-  // Docker bridges just read (recorded in the inputs below), so the next preview is empty.
+  // Docker bridges just read (recorded in the inputs below) and this owner, so the next preview
+  // is empty.
   const dockerBridges = bridgesOf(live);
-  for (const f of ["ipv4", "ipv6"] as const) rules[f] = renderDesiredRules(spec, f, dockerBridges[f]);
+  for (const f of ["ipv4", "ipv6"] as const)
+    rules[f] = renderDesiredRules(spec, f, dockerBridges[f], claim.owner);
   if (!plan.inSync) {
     // Only families that really differ take the live lines: a family the host does not police
     // (ipv6 "auto" on a host without IPv6 Docker chains) must not look like drift forever.

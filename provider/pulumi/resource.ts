@@ -90,6 +90,9 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
         ...args,
         connection,
         resourceName: name,
+        // With the resource name, the owner written on the host (core's owner.ts): another
+        // stack or program using the same ruleName there is refused instead of overwritten.
+        stack: `${pulumi.getProject()}/${pulumi.getStack()}`,
         ruleName: args.ruleName,
         rules: undefined,
         chain: undefined,

@@ -63,6 +63,19 @@ describe("check", () => {
     expect(odd.inputs?.dockerBridges).toBeUndefined();
   });
 
+  test("with the stack the resource class adds, previews the owner line last in each chain", () => {
+    const inputs = checked({ ...base, stack: "shop/prod" });
+    const owner = '-A DPA-web -m comment --comment "dpa:web owner=shop/prod/web via=198.18.0.10:22"';
+    const rules = inputs.rules as { ipv4: string[]; ipv6: string[] };
+    expect(rules.ipv4.at(-1)).toBe(owner);
+    expect(rules.ipv6.at(-1)).toBe(owner);
+    // A host not known yet (another resource creates it): the rules, without the owner line.
+    const pending = checked({ ...base, stack: "shop/prod", connection: { ...connection, host: UNKNOWN } });
+    expect((pending.rules as { ipv4: string[] }).ipv4.at(-1)).toBe(
+      '-A DPA-web -m comment --comment "dpa:web" -j DROP',
+    );
+  });
+
   test.each([
     ["sources[0]", { sources: ["198.18.1.0/33"] }],
     ["port", { port: 0 }],
@@ -103,7 +116,7 @@ describe("diff", () => {
     });
   });
 
-  test("another host, SSH port or ruleName replaces (old one deleted first)", () => {
+  test("another host, SSH port or ruleName replaces, creating the new one first (never a window)", () => {
     expect(
       diff(olds, checked({ ...base, connection: { ...connection, host: "198.18.0.11" } })).replaces,
     ).toEqual(["connection.host"]);
@@ -111,7 +124,7 @@ describe("diff", () => {
       "connection.port",
     ]);
     const renamed = diff(olds, checked({ ...base, ruleName: "web2" }));
-    expect(renamed).toEqual({ changes: true, replaces: ["ruleName"], deleteBeforeReplace: true });
+    expect(renamed).toEqual({ changes: true, replaces: ["ruleName"], deleteBeforeReplace: false });
   });
 
   test("rules that drifted on the host (refresh) make the next up update", () => {
