@@ -18,6 +18,7 @@ export {
   tagOf,
   declaresFamily,
   renderDesiredRules,
+  withoutBridgeExemptions,
   renderChainRules,
   renderJumps,
   renderInputJumps,

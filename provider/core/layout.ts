@@ -158,6 +158,17 @@ export function renderChainRules(
 }
 
 /**
+ * `lines` without the bridge exemptions {@link renderChainRules} writes (`-A DPA-x -i <bridge>
+ * <tag> -j RETURN`): what a state's rule lines declare, apart from the host's own bridges.
+ */
+export function withoutBridgeExemptions(lines: readonly string[]): string[] {
+  const exemption = new RegExp(
+    `^-A ${CHAIN_PREFIX}\\S+ -i \\S+ -m comment --comment "${TAG_PREFIX}[^"]*" -j RETURN$`,
+  );
+  return lines.filter((l) => !exemption.test(l));
+}
+
+/**
  * One jump from DOCKER-USER into `chain` for `protocol` and `ports`, limited to the original
  * destination address `origDst` (as iptables-save prints it: no mask) when given.
  */

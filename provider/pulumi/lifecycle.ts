@@ -17,6 +17,7 @@ import {
   planAllowlist,
   ownerOf,
   renderDesiredRules,
+  withoutBridgeExemptions,
   validateAllowlist,
   validateConnection,
   chainName,
@@ -240,7 +241,16 @@ export function diff(
   if (!same(oc.host, nc.host)) replaces.push("connection.host");
   if (!same(oc.port ?? 22, nc.port ?? 22)) replaces.push("connection.port");
   if (!same(olds.ruleName, news.ruleName)) replaces.push("ruleName");
-  const changed = INPUT_KEYS.filter((k) => !same(olds[k], news[k]));
+  // The bridge exemptions in `rules` are the host's fact, not the declaration: a preview renders
+  // them from the last refresh (or guesses docker0), and a bridge added or removed on the host is
+  // drift that read reports as inSync: false. So they never make a change by themselves.
+  const declaredRules = (v: unknown) => {
+    const r = v as Partial<RuleLines> | undefined;
+    return { ipv4: withoutBridgeExemptions(r?.ipv4 ?? []), ipv6: withoutBridgeExemptions(r?.ipv6 ?? []) };
+  };
+  const changed = INPUT_KEYS.filter((k) =>
+    k === "rules" ? !same(declaredRules(olds[k]), declaredRules(news[k])) : !same(olds[k], news[k]),
+  );
   // A failed save leaves `persisted: false` in state; the next `up` must save again.
   const unsaved = olds.persisted === false && news.persist !== false;
   // Drift outside our own lines (e.g. a fail-open FORWARD chain) shows in hostFindings only;
@@ -513,16 +523,11 @@ export async function read(
     sessionOf("read", props, conn, props),
   );
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
-  const claim = claimOf("read", props, conn);
-  const plan = planAllowlist(live, spec, spec.ruleName, claim);
+  const plan = planAllowlist(live, spec, spec.ruleName, claimOf("read", props, conn));
   const old = props as unknown as Outputs;
   const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
-  // A family in sync shows what check renders for it from now on: the spec's rules for the
-  // Docker bridges just read (recorded in the inputs below) and this owner, so the next preview
-  // is empty.
+  // Recorded in the inputs too (below): check renders the next preview's exemptions with them.
   const dockerBridges = bridgesOf(live);
-  for (const f of ["ipv4", "ipv6"] as const)
-    rules[f] = renderDesiredRules(spec, f, dockerBridges[f], claim.owner);
   if (!plan.inSync) {
     // Only families that really differ take the live lines: a family the host does not police
     // (ipv6 "auto" on a host without IPv6 Docker chains) must not look like drift forever.

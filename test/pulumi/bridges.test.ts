@@ -4,7 +4,7 @@
  * a Docker network made later is drift on refresh (and the refresh records the new bridges, so
  * the next preview shows their exemptions), the next `up` follows it, and a refresh after that
  * leaves nothing for the preview to show; where the first preview guessed fewer bridges than
- * the host has, the refresh records the real ones and the next preview is empty too.
+ * the host has, the refresh changes nothing but records them, and the next preview is empty.
  */
 import { readFileSync } from "fs";
 import { join } from "path";
@@ -122,22 +122,23 @@ test("create records the bridges; a new Docker network is drift on refresh, show
   expect(diff(again.props as unknown as Record<string, unknown>, quiet).changes).toBe(false);
 });
 
-test("a host with more bridges than the first preview guessed: the refresh records them and the next preview is empty", async () => {
+test("a host with more bridges than the first preview guessed: refresh changes nothing, records them, and the next preview is empty", async () => {
   const withNetworks = fixture("docker28-usernets");
   stub.write("save4", withNetworks);
   stub.write("next4", converged(withNetworks));
   const created = await create(checked({}));
   expect(created.outs.dockerBridges.ipv4).toEqual(["br-1a2b3c4d5e6f", "bridge1", "docker0"]);
-  // The state's rules came from the preview (docker0 alone); the refresh puts the real ones in
-  // both outputs and inputs, so the next preview renders what the host holds and finds no change.
+  // In sync: the refresh leaves the outputs' rules as they were (nothing to report), and records
+  // the bridges in the inputs, from which the next preview renders what the host holds.
   const refreshed = await read(created.id, created.outs as unknown as Record<string, unknown>);
   expect(refreshed.props.inSync).toBe(true);
-  expect(exemptions(refreshed.props.rules)).toEqual([
+  expect(refreshed.props.rules).toEqual(created.outs.rules);
+  const next = checked(refreshed.inputs);
+  expect(exemptions(next.rules)).toEqual([
     exemption("br-1a2b3c4d5e6f"),
     exemption("bridge1"),
     exemption("docker0"),
   ]);
-  const next = checked(refreshed.inputs);
-  expect(next.rules).toEqual(refreshed.props.rules);
+  // Exemptions are the host's fact (drift is inSync: false), never a change by themselves.
   expect(diff(refreshed.props as unknown as Record<string, unknown>, next).changes).toBe(false);
 });

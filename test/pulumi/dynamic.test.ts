@@ -102,6 +102,16 @@ describe("check", () => {
 });
 
 describe("diff", () => {
+  test("bridge exemptions alone never make a change (they are the host's; drift is inSync: false), a declared line does", () => {
+    const olds: Record<string, unknown> = { ...checked(base), inSync: true, persisted: true };
+    const recorded = { ...base, dockerBridges: { ipv4: ["br-1a2b3c4d5e6f", "docker0"], ipv6: [] } };
+    const withBridges = check(recorded, base).inputs!;
+    expect(withBridges.rules).not.toEqual(olds.rules);
+    expect(diff(olds, withBridges).changes).toBe(false);
+    const moreSources = checked({ ...base, sources: ["198.18.1.0/24", "198.18.2.0/24"] });
+    expect(diff(olds, moreSources).changes).toBe(true);
+  });
+
   const olds = { ...checked(base), persisted: true };
 
   test("no change for the same declaration", () => {
