@@ -4,18 +4,21 @@
  * through it. The chain must exempt the bridges Docker made, not every `br-*`: a client not in
  * the allowlist is kept out, a listed one gets in, and the containers' own traffic (outbound to
  * the policed port, and between containers of a user-defined network) still flows. A Docker
- * network made or removed later shows as drift and is followed by the next apply.
+ * network made or removed later shows as drift and is followed by the next apply. And a source
+ * removed from the list loses its live flow: the conntrack cut keeps the flows of the exempted
+ * bridges' subnets, which must not include the uplink's (the clients' own subnet).
  */
 import { startLab, type Lab, type LabHost } from "../../lab";
 import { planAllowlist, validateAllowlist, type AllowlistSpec } from "../../provider/core";
 import { inspectHost, syncHost } from "../../provider/host";
 import type { ConnectionArgs } from "../../provider/args";
-import { syncOptions } from "./support";
+import { repliesDuring, syncOptions, udpFlow, type UdpFlow } from "./support";
 
 jest.setTimeout(240_000);
 
 let lab: Lab;
 let h: LabHost;
+const flows: UdpFlow[] = [];
 beforeAll(async () => {
   lab = await startLab({ docker: 1, light: 0, clients: 2 });
   h = lab.hosts[0];
@@ -34,6 +37,8 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => {
+  // Only the processes this file started, by their own handle (pid).
+  for (const f of flows) if (f.process.exitCode === null) f.process.kill("SIGKILL");
   await lab?.down();
 });
 
@@ -121,4 +126,25 @@ test("a Docker network made or removed later is drift, and the next apply follow
   expect(planAllowlist(await liveV4(), s, "web").inSync).toBe(true);
   // The outsider stays out throughout.
   expect(await lab.probe(lab.clients[0], h, 8080, "tcp")).toBe(false);
+});
+
+test("removing a source cuts its live flow: the uplink's subnet is not a Docker bridge's", async () => {
+  const [c0, c1] = lab.clients;
+  const udp = (sources: string[]) => {
+    const v = validateAllowlist({ port: 5353, protocols: ["udp"], sources, ruleName: "dns" }, "dns");
+    if (!v.ok) throw new Error(JSON.stringify(v.failures));
+    return v.spec;
+  };
+  expect((await syncHost(conn(), syncOptions(udp([c0.ipv4, c1.ipv4])))).applied).toBe(true);
+  const flow = udpFlow(c0, h, 41200);
+  flows.push(flow);
+  expect(await repliesDuring(flow, 1500)).toBeGreaterThan(3);
+
+  const cut = await syncHost(conn(), syncOptions(udp([c1.ipv4])));
+  expect(cut.applied).toBe(true);
+  expect(cut.conntrackDeleted).toBeGreaterThanOrEqual(1);
+  // Give datagrams already on the way time to arrive, then none may come back.
+  await repliesDuring(flow, 300);
+  expect(await repliesDuring(flow, 1500)).toBe(0);
+  expect(await lab.probe(c1, h, 5353, "udp")).toBe(true);
 });
