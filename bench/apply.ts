@@ -324,7 +324,7 @@ const BOOT =
 async function parallel(runs: number): Promise<void> {
   const ms: number[] = [];
   for (let r = 0; r < runs; r++) {
-    const lab = await startLab({ docker: 0, light: 20, clients: 0, lightLayout: "docker28", ipv6: true });
+    const lab = await startLab({ docker: 0, light: 20, clients: 0, lightLayout: "docker29", ipv6: true });
     try {
       const inputs = lab.hosts.map(
         (h) =>
@@ -361,11 +361,11 @@ async function main(args: string[]): Promise<void> {
   );
   try {
     if (args.includes("--parallel-only")) return await parallel(runs);
-    const light = await startLab({ docker: 0, light: 1, clients: 0, lightLayout: "docker28", ipv6: true });
+    const light = await startLab({ docker: 0, light: 1, clients: 0, lightLayout: "docker29", ipv6: true });
     try {
       const h = light.hosts[0];
       const s: Scenario = {
-        name: "light host (docker28 layout, IPv4+IPv6)",
+        name: "light host (docker29 layout, IPv4+IPv6)",
         host: h,
         n: 10000,
         // The default since the cut lists conntrack once per family (it used to run one

@@ -19,8 +19,8 @@ interface Scenario {
 const scenarios: readonly Scenario[] = [
   { name: "3 docker hosts, 2 clients, IPv6", options: { docker: 3, light: 0, clients: 2, ipv6: true } },
   {
-    name: "20 light hosts (docker28 layout)",
-    options: { docker: 0, light: 20, clients: 0, lightLayout: "docker28" },
+    name: "20 light hosts (docker29 layout)",
+    options: { docker: 0, light: 20, clients: 0, lightLayout: "docker29" },
   },
 ];
 

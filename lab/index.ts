@@ -46,14 +46,29 @@ export interface StartLabOptions {
    */
   readonly dockerIpv6?: boolean;
   /**
-   * Chain layout of the light hosts: Docker 20.10-27 (`docker20`, DOCKER-USER ends in RETURN)
-   * or Docker 28.2+ (`docker28`: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE, no RETURN).
+   * Chain layout of the light hosts, both captured from real daemons: Docker 20.10-27 (`docker20`,
+   * DOCKER-USER ends in RETURN) or Docker 29 (`docker29`: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE,
+   * DOCKER-INTERNAL, no RETURN, an ip6tables DOCKER-USER).
    * @default "docker20"
    */
   readonly lightLayout?: LightLayout;
+  /**
+   * The Docker of the docker hosts: Debian 12's dockerd 20.10, or Docker 29 (built once by
+   * `lab/docker29.sh`, with its own containerd v2 per host). One value for every docker host,
+   * or one per docker host (h0, h1, ...; the last repeats).
+   * @default "20.10"
+   */
+  readonly dockerVersion?: DockerVersion | readonly DockerVersion[];
+  /**
+   * Docker's firewall backend per docker host (as {@link dockerVersion}); `nftables` needs Docker 29.
+   * @default "iptables"
+   */
+  readonly firewallBackend?: FirewallBackend | readonly FirewallBackend[];
 }
 
-export type LightLayout = "docker20" | "docker28";
+export type LightLayout = "docker20" | "docker29";
+export type DockerVersion = "20.10" | "29";
+export type FirewallBackend = "iptables" | "nftables";
 export type Family = 4 | 6;
 export type Proto = "tcp" | "udp";
 
@@ -73,12 +88,19 @@ export interface LabHost {
   /** The machine-side directory that SSH sessions on this host see as `/etc/iptables`. */
   readonly etcIptablesDir: string;
   readonly published: { readonly tcp: 8080; readonly udp: 5353 };
-  /** The chain layout: real dockerd 20.10 for docker hosts, laid by script for light hosts. */
+  /**
+   * The chain layout: what the real dockerd made on docker hosts (`docker20` for 20.10,
+   * `docker29` for 29), laid by script on light hosts.
+   */
   readonly layout: LightLayout;
+  /** The dockerd this docker host runs (docker hosts only). */
+  readonly dockerVersion?: DockerVersion;
+  /** Its firewall backend (docker hosts only). */
+  readonly firewallBackend?: FirewallBackend;
   /**
    * Docker manages ip6tables on this host. Note: dockerd 20.10 (docker hosts) then builds
    * DOCKER and DOCKER-ISOLATION-* in ip6tables but NO ip6tables DOCKER-USER; the lab leaves
-   * that as the daemon made it. Light hosts mimic their layout (docker28 has one).
+   * that as the daemon made it. Light hosts mimic their layout (docker29 has one).
    */
   readonly dockerIpv6: boolean;
   /** `unix://...` socket of this host's dockerd (docker hosts only); SSH sessions have it as DOCKER_HOST. */
@@ -246,9 +268,9 @@ export async function startLab(options: StartLabOptions): Promise<Lab> {
   if (options.docker + options.light < 1) {
     throw new LabError("startLab: a lab needs at least one host; set docker or light to 1 or more");
   }
-  if (options.lightLayout !== undefined && !["docker20", "docker28"].includes(options.lightLayout)) {
+  if (options.lightLayout !== undefined && !["docker20", "docker29"].includes(options.lightLayout)) {
     throw new LabError(
-      `startLab: lightLayout must be "docker20" or "docker28", got ${JSON.stringify(options.lightLayout)}`,
+      `startLab: lightLayout must be "docker20" or "docker29", got ${JSON.stringify(options.lightLayout)}`,
     );
   }
   const args = [
@@ -271,6 +293,22 @@ export async function startLab(options: StartLabOptions): Promise<Lab> {
       throw new LabError("startLab: dockerIpv6: false needs ipv6: true (the hosts' own IPv6)");
     args.push("--docker-ipv6", "off");
   }
+  const perHost = <T extends string>(
+    field: string,
+    value: T | readonly T[] | undefined,
+    allowed: readonly T[],
+  ) => {
+    if (value === undefined) return;
+    const list: readonly T[] = typeof value === "string" ? [value as T] : (value as readonly T[]);
+    if (list.length === 0 || list.some((v) => !allowed.includes(v))) {
+      throw new LabError(
+        `startLab: ${field} must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")} or a non-empty list of them, got ${JSON.stringify(value)}`,
+      );
+    }
+    args.push(`--${field.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`, list.join(","));
+  };
+  perHost("dockerVersion", options.dockerVersion, ["20.10", "29"] as const);
+  perHost("firewallBackend", options.firewallBackend, ["iptables", "nftables"] as const);
   const res = await run("bash", args, { env: { ...process.env, DPA_LAB_QUIET: "1" } });
   if (res.code !== 0) {
     throw new LabError(

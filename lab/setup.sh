@@ -27,6 +27,8 @@ declare -A probe=(
   [ipset]=/usr/sbin/ipset
   [procps]=/usr/bin/ps
   [nftables]=/usr/sbin/nft
+  [libseccomp-dev]=/usr/include/seccomp.h # runc with seccomp, built by lab/docker29.sh
+  [pkg-config]=/usr/bin/pkg-config
   [shellcheck]=/usr/bin/shellcheck # not for the lab: `npm run lint` (scripts/test.sh) checks the shell scripts
 )
 

@@ -1,5 +1,5 @@
 /**
- * A client that must stay out, knocking on a port all the time (lab/watch.js in the client's
+ * A client that must stay out, knocking on a port all the time (lab/knocker.js in the client's
  * namespace: a new TCP connection every 100 ms), for tests that prove a change never opens the
  * port, not even for a moment: start it, run the change, `stop()` and count what got in.
  *
@@ -41,7 +41,7 @@ export function watchPort(
       `--net=/run/netns/${client.netns}`,
       "--",
       process.execPath,
-      path.join(__dirname, "watch.js"),
+      path.join(__dirname, "knocker.js"),
       address,
       String(port),
       String(intervalMs),

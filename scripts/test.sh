@@ -2,9 +2,10 @@
 # The one command that runs every test, on a fresh machine of this kind or a warm one:
 #   bash scripts/test.sh            # install what is missing, then lint, type-check, unit, lab, engine
 #   bash scripts/test.sh unit       # only the fast pure tests (no root needed)
-# It installs Debian packages (lab/setup.sh), npm dependencies (npm ci) and the offline Pulumi engine
-# (scripts/engine.sh, cached per version outside the repo), then runs every suite even if an earlier
-# one failed, and ends with one line "N passed, N failed" counted over all jest suites.
+# It installs Debian packages (lab/setup.sh), npm dependencies (npm ci), the offline Pulumi engine
+# (scripts/engine.sh) and Docker 29 for the lab (lab/docker29.sh), both cached per version outside
+# the repo, then runs every suite even if an earlier one failed, and ends with one line
+# "N passed, N failed" counted over all jest suites.
 # Lab and engine tests need root; they are never skipped: without root this script fails.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -28,6 +29,8 @@ if [ "$only" = all ]; then
   step "install: the Pulumi engine (cached)"
   bash scripts/engine.sh || { echo "scripts/engine.sh failed"; exit 1; }
   eval "$(bash scripts/engine.sh --env)"
+  step "install: Docker 29 for the lab (cached)"
+  bash lab/docker29.sh || { echo "lab/docker29.sh failed"; exit 1; }
   # A previous run that was killed may have left a lab behind: remove the labs whose owner
   # process is gone (never a live lab: another run on this machine may own it).
   bash lab/lab.sh down-all --stale >/dev/null 2>&1 || true

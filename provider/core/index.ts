@@ -81,7 +81,7 @@ export { printable, hostText, bytesOf } from "./text";
 export type { Owner, Claim, Standing } from "./owner";
 export { ownerOf, ownerComment, parseOwnerComment, standing, stackOf } from "./owner";
 export type { Plan, FamilyPlan } from "./plan";
-export { planAllowlist, verifyApplied } from "./plan";
+export { planAllowlist, verifyApplied, foreignChanges } from "./plan";
 export { RestoreBuilder } from "./restore";
 export { renderRollback } from "./rollback";
 export type { PolicedPort } from "./conntrack";

@@ -185,10 +185,16 @@ function ruleSpec(rendered: string): string {
   return parseRuleCommand(rendered)!.spec;
 }
 
-/** Our jumps in one chain (DOCKER-USER or INPUT): which to delete (by position) and insert at the top. */
+/** Our jumps in one chain (DOCKER-USER or INPUT): which to delete and insert at the top. */
 interface Placement {
   readonly deletes: ParsedRule[];
   readonly inserts: string[];
+  /**
+   * Jumps in place that share their text with a copy in `deletes`: the payload deletes by text
+   * (`-D CHAIN <rule>` removes the first rule with that text), so it deletes them too and
+   * inserts them again; the chain ends the same as if only the extra copy had gone.
+   */
+  readonly readds: ParsedRule[];
 }
 
 /**
@@ -268,7 +274,14 @@ function placeJumps(
     return false;
   });
   for (const j of missing) changes.push(prefix("+", family, j));
-  return { deletes, inserts: want.filter((j) => missing.includes(j) || reinsert.includes(j)) };
+  const deleted = new Set(deletes.map((r) => r.spec));
+  const readds = rules.filter((r) => r.comment === tag && !deletes.includes(r) && deleted.has(r.spec));
+  const again = readds.map((r) => r.canonical);
+  return {
+    deletes,
+    inserts: want.filter((j) => missing.includes(j) || reinsert.includes(j) || again.includes(j)),
+    readds,
+  };
 }
 
 function planFamily(
@@ -510,18 +523,14 @@ function planFamily(
 
   if (changes.length === 0 || blocked) return { changes, findings, blocked };
 
-  // --- Payload: declarations, deletions (positions from the live read, descending), inserts.
+  // --- Payload: declarations, deletions, inserts. Every rule is deleted by its exact text as the
+  // host printed it, never by position: a foreign rule inserted between our read and the restore
+  // (a writer that ignores our lock) shifts positions, and a position would then delete it.
   const restore = new RestoreBuilder().startTransaction("filter");
   if (createdDockerUser) restore.declareChain(DOCKER_USER);
   if (rewriteChain || deleteChain) restore.declareChain(chain); // creates or flushes our chain
-  for (const r of [...du.deletes].sort((a, b) => b.position - a.position)) {
-    restore.deleteAt(DOCKER_USER, r.position);
-  }
-  for (const r of [...inp.deletes].sort((a, b) => b.position - a.position)) {
-    restore.deleteAt(INPUT, r.position);
-  }
-  // FORWARD and stray rules are deleted by their exact spec: their chains are not fingerprinted,
-  // so positions there could have moved; the spec is what the host printed, so it matches.
+  for (const r of [...du.deletes, ...du.readds]) restore.deleteRule(DOCKER_USER, r.spec);
+  for (const r of [...inp.deletes, ...inp.readds]) restore.deleteRule(INPUT, r.spec);
   for (const r of [...forwardRemovals, ...strays]) restore.deleteRule(r.chain, r.spec);
   if (forwardInsert) restore.insert("FORWARD", 1, ruleSpec(forwardLine));
   for (const j of [...du.inserts].reverse()) restore.insert(DOCKER_USER, 1, ruleSpec(j));
@@ -787,4 +796,29 @@ export function verifyApplied(
       `After the apply, ${tool(family)} does not show what was planned (${result.changes.length} difference(s), first: ${result.changes.slice(0, 3).join("; ")}). Another tool may have changed the rules at the same time, or the host's iptables prints rules differently. Fix: run the update again; if it persists, report the ${tool(family)}-save output.`,
     ),
   ];
+}
+
+/**
+ * What changed in DOCKER-USER's foreign rules (every rule not of some allowlist) between
+ * `before` (the state a plan was made from) and `after` (the state after its payload), as a
+ * problem message; undefined when they are the same, in the same order. The host edge refuses to
+ * commit such an apply: a writer that ignores our lock changed the chain meanwhile.
+ */
+export function foreignChanges(before: string | null, after: string, family: Family): string | undefined {
+  const foreignOf = (text: string | null) =>
+    text === null
+      ? []
+      : (getChain(parseFilterTable(text, family), DOCKER_USER)?.rules ?? [])
+          .filter((r) => !isDpaComment(r.comment))
+          .map((r) => r.canonical);
+  const was = foreignOf(before);
+  const now = foreignOf(after);
+  if (sameSequence(was, now)) return undefined;
+  const added = minus(now, was);
+  const gone = minus(was, now);
+  const what = [
+    ...added.map((l) => `added ${JSON.stringify(l)}`),
+    ...gone.map((l) => `removed ${JSON.stringify(l)}`),
+  ];
+  return `another writer changed ${tool(family)} ${DOCKER_USER} while this change was applied (${what.length > 0 ? what.join(", ") : "rules reordered"}); rolled back, their rules kept. Run again to plan with them.`;
 }

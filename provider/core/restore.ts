@@ -47,12 +47,11 @@ export class RestoreBuilder {
     return this.command("-I", chain, `${index(position)} ${rule}`);
   }
 
-  /** `-D CHAIN <position>`: deletes the rule at a 1-based position. */
-  public deleteAt(chain: string, position: number): this {
-    return this.command("-D", chain, String(index(position)));
-  }
-
-  /** `-D CHAIN <rule>`: deletes the first rule that matches `rule`. */
+  /**
+   * `-D CHAIN <rule>`: deletes the first rule that matches `rule`. There is no delete by position:
+   * a writer that ignores our lock may insert a rule between our read and our restore, and a
+   * position would then name its rule instead of ours.
+   */
   public deleteRule(chain: string, rule: string): this {
     return this.command("-D", chain, rule);
   }

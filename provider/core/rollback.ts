@@ -3,23 +3,28 @@
  * gets no commit in time, or fails in another family.
  *
  * Pure functions only (no I/O). Guarantees of {@link renderRollback}:
- * - It touches only DOCKER-USER, the allowlist's own chain, FORWARD jumps the payload itself
- *   adds and the INPUT rules the payload inserted or deleted, so Docker's chains (which Docker
- *   may rebuild at any moment) are never rewound and INPUT, which other tools (ufw, fail2ban)
- *   share, is never flushed.
+ * - It touches only the rules the payload itself added or deleted in the chains we share with
+ *   others (FORWARD, DOCKER-USER, INPUT), the allowlist's own chain, and DOCKER-USER as a chain
+ *   only where the payload created or deleted it. Shared chains are undone rule by rule and never
+ *   flushed: what the payload inserted is deleted by its text, what it deleted is inserted back at
+ *   its snapshot position, in ascending order. So Docker's chains (which Docker may rebuild at any
+ *   moment) are never rewound, and a foreign rule someone added to DOCKER-USER or INPUT while we
+ *   applied survives the rollback.
  * - Restoring it over the state the payload produced gives back, for those chains, exactly the
  *   rules of the snapshot (same text, same order), and removes chains the snapshot lacked.
- *   INPUT is undone rule by rule: what the payload inserted (always at the top) is deleted by its
- *   spec, what it deleted is inserted back at its old position, in ascending order.
  */
 import type { Family } from "./ip";
 import { DOCKER_USER, INPUT, chainName } from "./layout";
-import { getChain, parseFilterTable, parseRuleCommand } from "./parse";
+import { getChain, parseFilterTable, parseRuleCommand, type FilterTable } from "./parse";
 import { RestoreBuilder } from "./restore";
 
+/** The chains we share with others, undone rule by rule; FORWARD first (it jumps to DOCKER-USER). */
+const SHARED = ["FORWARD", DOCKER_USER, INPUT] as const;
+
 /**
- * An `iptables-restore --noflush` input that puts DOCKER-USER and `DPA-<ruleName>` back to how
- * `snapshot` (an `iptables-save -t filter` text of `family`) had them, undoing `payload`.
+ * An `iptables-restore --noflush` input that puts DOCKER-USER, INPUT, FORWARD's rules of ours and
+ * `DPA-<ruleName>` back to how `snapshot` (an `iptables-save -t filter` text of `family`) had
+ * them, undoing `payload`.
  */
 export function renderRollback(
   snapshot: string,
@@ -28,32 +33,65 @@ export function renderRollback(
   family: Family = "ipv4",
 ): string {
   const table = parseFilterTable(snapshot, family);
-  const forward = getChain(table, "FORWARD")?.rules ?? [];
+  const own = chainName(ruleName);
+  const commands = payload.split("\n").flatMap((line) => {
+    const c = parseRuleCommand(line);
+    return c === undefined ? [] : [c];
+  });
+  const declared = new Set(
+    payload.split("\n").flatMap((l) => (l.startsWith(":") ? [l.slice(1).split(" ")[0]] : [])),
+  );
+  const removed = new Set(
+    payload.split("\n").flatMap((l) => (l.startsWith("-X ") ? [l.slice(3).trim()] : [])),
+  );
   const restore = new RestoreBuilder().startTransaction("filter");
-  // Jumps into FORWARD the payload adds (only where Docker made no DOCKER-USER jump) and the
-  // snapshot did not have must go first, or DOCKER-USER could not be deleted below.
-  for (const line of payload.split("\n")) {
-    const c = parseRuleCommand(line);
-    if (c === undefined || c.chain !== "FORWARD" || (c.command !== "-A" && c.command !== "-I")) continue;
-    if (!forward.some((r) => r.spec === c.spec)) restore.deleteRule("FORWARD", c.spec);
+
+  // 1. What the payload added to shared chains goes first, so the chains it points to can go.
+  for (const chain of SHARED)
+    for (const c of commands)
+      if (c.chain === chain && (c.command === "-I" || c.command === "-A")) restore.deleteRule(chain, c.spec);
+
+  // 2. The chains: ours back to the snapshot's rules; DOCKER-USER re-made where the payload
+  //    deleted it (its rules come back in 3.), emptied where the payload made it (deleted in 4.).
+  const dockerUser = getChain(table, DOCKER_USER);
+  if (dockerUser === undefined ? declared.has(DOCKER_USER) : removed.has(DOCKER_USER))
+    restore.declareChain(DOCKER_USER);
+  restore.declareChain(own);
+  for (const r of getChain(table, own)?.rules ?? []) restore.append(own, r.spec);
+
+  // 3. What the payload deleted from shared chains, back where it was.
+  for (const chain of SHARED) {
+    for (const r of reinserts(table, chain, commands)) restore.insert(chain, r.position, r.spec);
   }
-  // INPUT: jumps the payload inserted go before our chain can be deleted; the rules it deleted
-  // (by their snapshot positions) come back after our chain exists again.
-  const input = getChain(table, INPUT)?.rules ?? [];
-  const reinsert: { position: number; spec: string }[] = [];
-  for (const line of payload.split("\n")) {
-    const c = parseRuleCommand(line);
-    if (c === undefined || c.chain !== INPUT) continue;
-    if (c.command === "-I") restore.deleteRule(INPUT, c.spec);
-    if (c.command === "-D" && c.spec === "" && c.position !== undefined) {
-      const r = input[c.position - 1];
-      if (r !== undefined) reinsert.push({ position: c.position, spec: r.spec });
-    }
-  }
-  const chains = [DOCKER_USER, chainName(ruleName)].map((name) => ({ name, model: getChain(table, name) }));
-  for (const c of chains) restore.declareChain(c.name);
-  for (const c of chains) for (const r of c.model?.rules ?? []) restore.append(c.name, r.spec);
-  for (const r of reinsert.sort((a, b) => a.position - b.position)) restore.insert(INPUT, r.position, r.spec);
-  for (const c of chains) if (c.model === undefined) restore.deleteChain(c.name);
+
+  // 4. Chains the snapshot lacked.
+  if (getChain(table, own) === undefined) restore.deleteChain(own);
+  if (dockerUser === undefined && declared.has(DOCKER_USER)) restore.deleteChain(DOCKER_USER);
   return restore.endTransaction().build();
+}
+
+/**
+ * The snapshot rules of `chain` that the payload's `-D` commands removed, ascending by position:
+ * `-D CHAIN <rule>` removes the first rule with that text, so the k-th delete of a text removed
+ * its k-th copy; `-D CHAIN <n>` (older payloads) the rule at n in the chain as it was then.
+ */
+function reinserts(
+  table: FilterTable,
+  chain: string,
+  commands: readonly ReturnType<typeof parseRuleCommand>[],
+): { position: number; spec: string }[] {
+  const rules = getChain(table, chain)?.rules ?? [];
+  const taken = new Set<number>();
+  const out: { position: number; spec: string }[] = [];
+  for (const c of commands) {
+    if (c === undefined || c.chain !== chain || c.command !== "-D") continue;
+    const r =
+      c.spec === "" && c.position !== undefined
+        ? rules[c.position - 1]
+        : rules.find((x) => x.spec === c.spec && !taken.has(x.position));
+    if (r === undefined || taken.has(r.position)) continue;
+    taken.add(r.position);
+    out.push({ position: r.position, spec: r.spec });
+  }
+  return out.sort((a, b) => a.position - b.position);
 }

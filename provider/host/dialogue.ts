@@ -16,7 +16,12 @@ export function readCommand(target: HostTarget, sudo: boolean): string {
 }
 
 /** The command line of the sync script, in the argv order SYNC_SCRIPT reads. */
-export function syncCommand(target: HostTarget, limits: ResolvedLimits, sudo: boolean): string {
+export function syncCommand(
+  target: HostTarget,
+  limits: ResolvedLimits,
+  sudo: boolean,
+  pauseDir = "-",
+): string {
   const p = rulesPaths(target);
   return remoteCommand(
     SYNC_SCRIPT,
@@ -30,6 +35,7 @@ export function syncCommand(target: HostTarget, limits: ResolvedLimits, sudo: bo
       String(limits.commitTimeoutSeconds),
       (target.persist ?? true) ? "1" : "0",
       String(limits.maxAttempts),
+      pauseDir,
     ],
     sudo,
   );

@@ -101,6 +101,15 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimit
    * (Method syntax on purpose: a hook written for `SshSession` stays assignable.)
    */
   beforeCommit?(session: HostExec): void | Promise<void>;
+  /**
+   * Test hook: a directory on the host that asks the sync script to stop at boundaries of the
+   * write ({@link PAUSE_POINTS}): where `<pauseDir>/<point>` exists, the script creates
+   * `<pauseDir>/<point>.reached` there and goes on once the test has removed `<pauseDir>/<point>`
+   * (or after commitTimeoutSeconds). So a test can race a foreign writer or kill the session at
+   * an exact step, waiting for a file instead of sleeping.
+   * @default - no pauses
+   */
+  readonly pauseDir?: string;
   /** Transport options (timeouts, retry pacing, warnings). */
   readonly session?: SessionOptions;
   /**
@@ -109,6 +118,15 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimit
    */
   readonly connect?: Connect;
 }
+
+/**
+ * The sync script's pause points (see {@link ApplyOptions.pauseDir}), in the order it reaches
+ * them: after the fingerprint check and `--test`, before the first restore; after the IPv4
+ * restore, before the IPv6 one (only when both families change); after the commit, before the
+ * rules files are written.
+ */
+export const PAUSE_POINTS = ["before-apply", "between-families", "before-persist"] as const;
+export type PausePoint = (typeof PAUSE_POINTS)[number];
 
 /** One family whose live flows the host could not (all) cut, as the sync script reports it. */
 export interface ConntrackUncut {

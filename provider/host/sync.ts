@@ -14,6 +14,7 @@
  * payloads and the core without a host.
  */
 import type { ConnectionArgs } from "../args";
+import { foreignChanges } from "../core";
 import { HostError } from "./errors";
 import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "./exec";
 import { Dialogue, planMessage, readCommand, syncCommand, syncTimeoutMs, type Reply } from "./dialogue";
@@ -84,7 +85,7 @@ export async function syncHost<P extends PlanLike>(
     const d = new Dialogue(
       session,
       "dpa-sync",
-      syncCommand(opts, limits, session.sudo),
+      syncCommand(opts, limits, session.sudo, opts.pauseDir),
       syncTimeoutMs(limits),
     );
     const ended = (r: Reply, text: string, problems: readonly string[] = []): HostError =>
@@ -143,6 +144,11 @@ export async function syncHost<P extends PlanLike>(
         if (s === undefined) continue;
         try {
           problems.push(...opts.verify(fam, s.body, plan!).map((m) => `${fam}: ${m}`));
+          // A writer that ignores our lock changed DOCKER-USER between our read and our restore:
+          // nothing of theirs was deleted (we delete by exact text), but the plan was made
+          // without it, so it is not committed; the rollback keeps their rule too.
+          const raced = foreignChanges(fam === "ipv4" ? snapshot!.ipv4 : snapshot!.ipv6, s.body, fam);
+          if (raced !== undefined) problems.push(`${fam}: ${raced}`);
         } catch (err) {
           problems.push(`${fam}: verification threw: ${(err as Error).message}`);
         }

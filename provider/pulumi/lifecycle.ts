@@ -378,8 +378,10 @@ function outputs(
   return {
     ...(rest as CheckedInputs),
     chain: chainName(spec.ruleName),
-    // From the state after the change, exactly as `read` computes it, so a refresh right after
-    // an up finds nothing new ("docker-user-created" and the like belong to the change only).
+    // From the state after the change, as `read` computes it, so a refresh right after an up
+    // finds nothing new ("docker-user-created" and the like belong to the change only). Only
+    // what concerns other chains differs: refresh alone reports orphans and overlaps within the
+    // stack, which during an up are the old half of a replacement about to be deleted.
     hostFindings: [
       ...findingMessages(planAllowlist(o.live, spec, spec.ruleName, claim).findings),
       ...lastOperation.findings,

@@ -327,6 +327,9 @@ describe("dockerBridges: the bridges Docker made, read from its own chains", () 
     // Docker 28 (DOCKER-FORWARD/BRIDGE/CT): the br-lan uplink in INPUT and FORWARD is not Docker's.
     ["docker28", "ipv4", ["docker0"]],
     ["docker28-usernets", "ipv4", ["br-1a2b3c4d5e6f", "bridge1", "docker0"]],
+    // Real capture, Docker 29.8.0: docker0 and a user-defined IPv4+IPv6 network.
+    ["docker29", "ipv4", ["br-0123456789ab", "docker0"]],
+    ["docker29", "ipv6", ["br-0123456789ab", "docker0"]],
     // Docker 29 (no DOCKER-ISOLATION-*; DOCKER-INTERNAL), Swarm's docker_gwbridge.
     ["docker29-usernets", "ipv4", ["br-0f1e2d3c4b5a", "br-9a8b7c6d5e4f", "docker0", "docker_gwbridge"]],
     // No Docker chains in ip6tables (containers IPv4-only); no Docker at all.

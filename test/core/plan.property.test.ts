@@ -31,7 +31,7 @@ import {
   type Plan,
 } from "../../provider/core";
 import { loadCase } from "./support/fixtures";
-import { applyPayload } from "./support/simulate";
+import { applyPayload, SimulatedRestoreError } from "./support/simulate";
 
 type Live = { ipv4: string | null; ipv6: string | null };
 
@@ -39,6 +39,7 @@ const BASES = [
   "docker20-fresh",
   "docker20-foreign",
   "docker28",
+  "docker29",
   "docker20-usernets",
   "docker28-usernets",
   "docker29-usernets",
@@ -231,6 +232,38 @@ describe("planner properties", () => {
         }
       }),
       { numRuns: 300 },
+    );
+  });
+
+  it("keeps a foreign rule inserted at the top of DOCKER-USER or INPUT between the read and the apply, through the payload and its rollback", () => {
+    fc.assert(
+      fc.property(scenario, fc.constantFrom("DOCKER-USER", "INPUT"), fc.boolean(), (s, chain, del) => {
+        const { state, spec } = setUp(s);
+        const plan = planAllowlist(state, spec, spec.ruleName);
+        fc.pre(!plan.blocked);
+        const from = del ? applyPlan(state, plan) : state;
+        const p = del ? planAllowlist(from, null, spec.ruleName) : plan;
+        for (const f of ["ipv4", "ipv6"] as const) {
+          const fp = p.families[f];
+          if (fp === undefined || !from[f]!.includes(`:${chain} `)) continue;
+          const src = f === "ipv4" ? "203.0.113.9/32" : "2001:db8:ffff::9/128";
+          const racer = `-A ${chain} -s ${src} -j DROP`;
+          const raced = applyPayload(from[f]!, `*filter\n-I ${chain} 1 -s ${src} -j DROP\nCOMMIT\n`, f);
+          let applied: string;
+          try {
+            applied = applyPayload(raced, fp.payload, f);
+          } catch (err) {
+            // The racer in a chain the payload deletes (DOCKER-USER we made): the whole restore
+            // fails, atomically, and the host keeps everything, the racer included.
+            expect(err).toBeInstanceOf(SimulatedRestoreError);
+            continue;
+          }
+          expect(applied.split("\n")).toContain(racer);
+          const undone = applyPayload(applied, renderRollback(from[f]!, fp.payload, spec.ruleName, f), f);
+          expect(undone.split("\n")).toContain(racer);
+        }
+      }),
+      { numRuns: 200 },
     );
   });
 

@@ -118,7 +118,7 @@ describe("random allowlists round-trip through real iptables", () => {
     exemptDockerBridges: fc.boolean(),
     ruleName: fc.stringMatching(/^[A-Za-z0-9_-]{1,24}$/),
   });
-  const base = { ipv4: loadCase("docker28").live.ipv4!, ipv6: loadCase("docker28").live.ipv6! };
+  const base = { ipv4: loadCase("docker29").live.ipv4!, ipv6: loadCase("docker29").live.ipv6! };
 
   it("every rendered line comes back byte for byte, and planning again is empty", () => {
     let run = 0;

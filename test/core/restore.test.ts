@@ -19,7 +19,6 @@ describe("RestoreBuilder", () => {
       (b) => b.insert("FORWARD", 1, "-j DOCKER-USER"),
       "-I FORWARD 1 -j DOCKER-USER",
     ],
-    ["a delete by position", (b) => b.deleteAt("DOCKER-USER", 3), "-D DOCKER-USER 3"],
     [
       "a delete by rule",
       (b) => b.deleteRule("FORWARD", `${T} -j DOCKER-USER`),
@@ -43,7 +42,7 @@ describe("RestoreBuilder", () => {
       .deleteRule("FORWARD", "-j DOCKER-USER")
       .declareChain("DOCKER-USER")
       .declareChain("DPA-web")
-      .deleteAt("DOCKER-USER", 2)
+      .deleteRule("DOCKER-USER", "-j DPA-old")
       .insert("DOCKER-USER", 1, "-j DPA-web")
       .append("DPA-web", "-j DROP")
       .deleteChain("DPA-old")
@@ -57,7 +56,7 @@ describe("RestoreBuilder", () => {
         "-D FORWARD -j DOCKER-USER",
         ":DOCKER-USER - [0:0]",
         ":DPA-web - [0:0]",
-        "-D DOCKER-USER 2",
+        "-D DOCKER-USER -j DPA-old",
         "-I DOCKER-USER 1 -j DPA-web",
         "-A DPA-web -j DROP",
         "-X DPA-old",
@@ -93,12 +92,16 @@ describe("RestoreBuilder", () => {
       (b) => b.startTransaction("filter").deleteChain("X\nCOMMIT"),
       /not a chain name/,
     ],
-    ["an empty chain name", (b) => b.startTransaction("filter").deleteAt("", 1), /not a chain name/],
+    [
+      "an empty chain name",
+      (b) => b.startTransaction("filter").deleteRule("", "-j DROP"),
+      /not a chain name/,
+    ],
     ["a table name with a quote", (b) => b.startTransaction('fil"ter'), /not a table name/],
     ["rule position 0", (b) => b.startTransaction("filter").insert("FORWARD", 0, "-j DROP"), /integer >= 1/],
     [
       "a fractional rule position",
-      (b) => b.startTransaction("filter").deleteAt("FORWARD", 1.5),
+      (b) => b.startTransaction("filter").insert("FORWARD", 1.5, "-j DROP"),
       /integer >= 1/,
     ],
   ])("refuses %s", (_name, misuse, message) => {

@@ -8,14 +8,11 @@ import { applyPayload } from "./support/simulate";
 import { WEB_STATE as before, WEB_TAG as T } from "./support/fixtures";
 
 describe("renderRollback", () => {
-  test("restores DOCKER-USER and the owned chain verbatim from the snapshot, nothing else", () => {
+  test("restores the owned chain verbatim from the snapshot, and nothing the payload did not touch", () => {
     expect(renderRollback(before, "*filter\n:DPA-web - [0:0]\nCOMMIT\n", "web")).toBe(
       [
         "*filter",
-        ":DOCKER-USER - [0:0]",
         ":DPA-web - [0:0]",
-        `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 ${T} -j DPA-web`,
-        "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
         `-A DPA-web -s 198.18.1.0/24 ${T} -j RETURN`,
         `-A DPA-web -s 198.18.2.7/32 ${T} -j RETURN`,
         `-A DPA-web ${T} -j DROP`,
@@ -23,6 +20,27 @@ describe("renderRollback", () => {
         "",
       ].join("\n"),
     );
+  });
+
+  test("never flushes DOCKER-USER: a foreign rule added while the payload applied survives the rollback", () => {
+    const jump = `-p tcp -m conntrack --ctorigdstport 8080 ${T} -j DPA-web`;
+    const payload = `*filter\n:DPA-web - [0:0]\n-D DOCKER-USER ${jump}\n-X DPA-web\nCOMMIT\n`;
+    const text = renderRollback(before, payload, "web");
+    expect(text).not.toContain(":DOCKER-USER");
+    expect(text).toContain(`-I DOCKER-USER 1 ${jump}`);
+    // Someone inserts a rule at the top between our read and our restore; then we roll back.
+    const raced = applyPayload(
+      before,
+      "*filter\n-I DOCKER-USER 1 -s 203.0.113.9/32 -j DROP\nCOMMIT\n",
+      "ipv4",
+    );
+    const undone = applyPayload(applyPayload(raced, payload, "ipv4"), text, "ipv4");
+    const du = (t: string) => t.split("\n").filter((l) => l.startsWith("-A DOCKER-USER "));
+    expect(du(undone)).toEqual([
+      `-A DOCKER-USER ${jump}`,
+      "-A DOCKER-USER -s 203.0.113.9/32 -j DROP",
+      "-A DOCKER-USER -s 198.18.77.0/24 -j DROP",
+    ]);
   });
 
   test("deletes a chain the snapshot lacked, and first the FORWARD jump the payload added", () => {
@@ -35,8 +53,8 @@ describe("renderRollback", () => {
         '-D FORWARD -m comment --comment "dpa::forward" -j DOCKER-USER',
         ":DOCKER-USER - [0:0]",
         ":DPA-web - [0:0]",
-        "-X DOCKER-USER",
         "-X DPA-web",
+        "-X DOCKER-USER",
         "COMMIT",
         "",
       ].join("\n"),

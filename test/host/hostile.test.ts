@@ -25,7 +25,7 @@ import { hostError } from "./support";
 jest.setTimeout(60_000);
 
 const SAVE4 = readFileSync(
-  join(__dirname, "..", "core", "fixtures", "docker28", "iptables-save.v4.txt"),
+  join(__dirname, "..", "core", "fixtures", "docker29", "iptables-save.v4.txt"),
   "latin1",
 );
 /** Control characters a terminal would act on (C0 but \n and \t, DEL, C1). */

@@ -31,7 +31,7 @@ import { StubHost, until } from "./stubhost";
 
 jest.setTimeout(30_000);
 
-const FIXTURE = join(__dirname, "..", "core", "fixtures", "docker28");
+const FIXTURE = join(__dirname, "..", "core", "fixtures", "docker29");
 const SAVE4 = readFileSync(join(FIXTURE, "iptables-save.v4.txt"), "utf8");
 const SAVE6 = readFileSync(join(FIXTURE, "iptables-save.v6.txt"), "utf8");
 const CONN = { host: "stubhost" };

@@ -5,7 +5,7 @@
 import { execFile, spawn } from "child_process";
 import * as path from "path";
 import { existsSync, readFileSync } from "fs";
-import { startLab, Lab, LabHost } from "../../lab";
+import { startLab, Lab, LabHost, type DockerVersion } from "../../lab";
 
 const LAB_SH = path.join(__dirname, "../../lab/lab.sh");
 
@@ -47,25 +47,25 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
   let v4: LabHost;
   let v6: LabHost;
   let lab4: Lab;
-  let lab28: Lab;
+  let lab29: Lab;
 
   beforeAll(async () => {
     // Three labs at once, as parallel jest workers would make them: they must not collide.
-    [lab, lab4, lab28] = await Promise.all([
+    [lab, lab4, lab29] = await Promise.all([
       startLab({ docker: 1, light: 1, clients: 2, ipv6: true }),
       startLab({ docker: 1, light: 0, clients: 2 }),
-      startLab({ docker: 0, light: 2, clients: 0, ipv6: true, lightLayout: "docker28" }),
+      startLab({ docker: 0, light: 2, clients: 0, ipv6: true, lightLayout: "docker29" }),
     ]);
     v6 = lab.hosts[0];
     v4 = lab4.hosts[0];
   });
 
   afterAll(async () => {
-    await Promise.all([lab?.down(), lab4?.down(), lab28?.down()]);
+    await Promise.all([lab?.down(), lab4?.down(), lab29?.down()]);
   });
 
   test("the two labs got distinct ids, namespaces and address blocks", () => {
-    expect(new Set([lab.id, lab4.id, lab28.id]).size).toBe(3);
+    expect(new Set([lab.id, lab4.id, lab29.id]).size).toBe(3);
     expect(lab.hosts[0].netns).not.toBe(lab4.hosts[0].netns);
     expect(lab.hosts[0].ipv4.split(".").slice(0, 3)).not.toEqual(lab4.hosts[0].ipv4.split(".").slice(0, 3));
     for (const l of [lab, lab4]) {
@@ -191,7 +191,7 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     expect(r.stderr).toMatch(/HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
   });
 
-  test("light hosts carry the chosen Docker layout: 20.10 with RETURN and no v6 DOCKER-USER, 28.x without RETURN and with one", async () => {
+  test("light hosts carry the chosen Docker layout: 20.10 with RETURN and no v6 DOCKER-USER, 29 without RETURN and with one", async () => {
     const l20 = await lab.hostExec(
       lab.hosts[1],
       "iptables -S FORWARD; iptables -S DOCKER-USER; ip6tables -S DOCKER-USER",
@@ -199,14 +199,14 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     expect(l20.stdout).toContain("-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n");
     expect(l20.stdout).toContain("-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n");
     expect(l20.code).not.toBe(0); // no ip6tables DOCKER-USER, like the real 20.10 daemon
-    const h28 = lab28.hosts[1];
-    expect(h28).toMatchObject({ kind: "light", layout: "docker28", dockerIpv6: true });
-    const l28 = await lab28.hostExec(
-      h28,
+    const h29 = lab29.hosts[1];
+    expect(h29).toMatchObject({ kind: "light", layout: "docker29", dockerIpv6: true });
+    const l29 = await lab29.hostExec(
+      h29,
       "iptables -S FORWARD; iptables -S DOCKER-USER; ip6tables -S DOCKER-USER; iptables -S DOCKER-CT",
     );
-    expect(l28).toMatchObject({ code: 0 });
-    expect(l28.stdout).toBe(
+    expect(l29).toMatchObject({ code: 0 });
+    expect(l29.stdout).toBe(
       [
         "-P FORWARD DROP",
         "-A FORWARD -j DOCKER-USER",
@@ -219,9 +219,9 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
       ].join("\n"),
     );
     // Every light host of the 20-host kind answers SSH with its own pinned key.
-    const r = await sh("ssh", lab28.sshArgv(lab28.hosts[0], "root", "hostname -I"));
+    const r = await sh("ssh", lab29.sshArgv(lab29.hosts[0], "root", "hostname -I"));
     expect(r).toMatchObject({ code: 0 });
-    expect(r.stdout).toContain(lab28.hosts[0].ipv4);
+    expect(r.stdout).toContain(lab29.hosts[0].ipv4);
   });
 
   test("bad options are refused before anything is made, naming the field and what is allowed", async () => {
@@ -233,7 +233,29 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     );
     const r = await sh("bash", [LAB_SH, "up", "--light-layout", "docker99"]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe("lab: up: --light-layout must be docker20 or docker28, got 'docker99'\n");
+    expect(r.stderr).toBe("lab: up: --light-layout must be docker20 or docker29, got 'docker99'\n");
+    const v = await sh("bash", [LAB_SH, "up", "--docker-version", "29,28"]);
+    expect(v.stderr).toBe(
+      "lab: up: --docker-version must be 20.10 or 29, or a comma-separated list of them (one per docker host), got '29,28'\n",
+    );
+    const nft20 = await sh("bash", [
+      LAB_SH,
+      "up",
+      "--docker",
+      "2",
+      "--docker-version",
+      "29,20.10",
+      "--firewall-backend",
+      "nftables",
+    ]);
+    expect(nft20.stderr).toBe(
+      "lab: up: docker host h1: --firewall-backend nftables needs --docker-version 29 (Docker 20.10 has no nftables backend)\n",
+    );
+    await expect(
+      startLab({ docker: 1, light: 0, clients: 0, dockerVersion: "28" as unknown as DockerVersion }),
+    ).rejects.toThrow(
+      'startLab: dockerVersion must be one of "20.10", "29" or a non-empty list of them, got "28"',
+    );
     await expect(lab.hostExec("h9", "true")).rejects.toThrow("no host 'h9'; hosts are h0, h1");
   });
 
@@ -357,5 +379,72 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     expect(existsSync(lab4.dir)).toBe(false);
     // The other lab is untouched.
     expect(await lab.probe("c0", v6, 8080, "tcp")).toBe(true);
+  });
+});
+
+describe("Docker 29 hosts, one per firewall backend", () => {
+  let lab: Lab;
+  beforeAll(async () => {
+    lab = await startLab({
+      docker: 2,
+      light: 0,
+      clients: 1,
+      ipv6: true,
+      dockerVersion: "29",
+      firewallBackend: ["iptables", "nftables"],
+    });
+  });
+  afterAll(async () => {
+    await lab?.down();
+  });
+
+  // From the API itself: the docker client on PATH may be older than the FirewallBackend field.
+  const info = async (h: LabHost) =>
+    (
+      await lab.hostExec(
+        h,
+        `curl -s --unix-socket "\${DOCKER_HOST#unix://}" http://docker/info | jq -r '"\\(.ServerVersion) \\(.FirewallBackend.Driver)"'`,
+      )
+    ).stdout.trim();
+
+  test("each runs dockerd 29 with its own containerd and the chosen backend, and publishes its ports", async () => {
+    const [ipt, nft] = lab.hosts;
+    expect(ipt).toMatchObject({
+      kind: "docker",
+      layout: "docker29",
+      dockerVersion: "29",
+      firewallBackend: "iptables",
+    });
+    expect(nft).toMatchObject({
+      kind: "docker",
+      layout: "docker29",
+      dockerVersion: "29",
+      firewallBackend: "nftables",
+    });
+    expect(await info(ipt)).toMatch(/^29\.\d+\.\d+ iptables$/);
+    expect(await info(nft)).toMatch(/^29\.\d+\.\d+ nftables$/);
+    // Docker's chains where the backend is iptables; its own nftables tables and no DOCKER-USER where it is nftables.
+    expect((await lab.hostExec(ipt, "iptables -S DOCKER-USER")).code).toBe(0);
+    expect((await lab.hostExec(nft, "iptables -S DOCKER-USER")).code).not.toBe(0);
+    expect((await lab.hostExec(nft, "nft list tables")).stdout).toContain("table ip docker-bridges");
+    const ps = await sh("ps", ["-eo", "args"]);
+    for (const h of lab.hosts) {
+      expect(ps.stdout).toContain(`containerd --config ${lab.dir}/${h.name}/containerd.toml`);
+      for (const [port, proto] of [
+        [8080, "tcp"],
+        [5353, "udp"],
+      ] as const) {
+        for (const family of [4, 6] as const)
+          expect(await lab.probe("c0", h, port, proto, family)).toBe(true);
+      }
+    }
+  });
+
+  test("a rebooted Docker 29 host of either backend comes back with its backend and its containers", async () => {
+    for (const h of lab.hosts) {
+      await lab.reboot(h);
+      expect(await info(h)).toMatch(new RegExp(`^29\\.\\d+\\.\\d+ ${h.firewallBackend}$`));
+      expect(await lab.probe("c0", h, 8080, "tcp")).toBe(true);
+    }
   });
 });

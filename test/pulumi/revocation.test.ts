@@ -15,7 +15,7 @@ import { StubHost } from "../host/stubhost";
 jest.setTimeout(60_000);
 
 const SAVE4 = readFileSync(
-  join(__dirname, "..", "core", "fixtures", "docker28", "iptables-save.v4.txt"),
+  join(__dirname, "..", "core", "fixtures", "docker29", "iptables-save.v4.txt"),
   "utf8",
 );
 const DECLARED = { resourceName: "web", port: 8080, sources: ["198.18.1.0/24"], persist: false, ipv6: "off" };

@@ -4,7 +4,8 @@
 # never interleave and never conflict.
 #
 # argv: rule, rulesV4Path, rulesV6Path ("-" = persistence off for that family), lockWaitSeconds,
-# planTimeoutSeconds, commitTimeoutSeconds, persist (0/1), maxAttempts.
+# planTimeoutSeconds, commitTimeoutSeconds, persist (0/1), maxAttempts, pauseDir ("-": none; a
+# test hook, see pause_at).
 #
 # Dialogue on the channel (every wait on the client is bounded, so the lock is never held for
 # longer than lockwait is spent elsewhere):
@@ -32,6 +33,7 @@
 . ./report-state.sh
 
 rule="$1"; v4path="$2"; v6path="$3"; lockwait="$4"; ptimeout="$5"; ctimeout="$6"; persist="$7"; attempts="$8"
+pausedir="${9:--}"
 # cut.awk, shell-quoted into the marker by the loader (a real file, so it is tested on its own).
 cut_awk='@CUT_AWK@'
 # A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
@@ -43,6 +45,17 @@ trap 'rm -rf "$tmp"; [ -z "$t" ] || rm -f "$t"' EXIT
 command -v flock >/dev/null 2>&1 || { echo "@@DPA:no-flock"; exit "$EXIT_NO_FLOCK"; }
 exec 9>/run/docker-port-allowlist.lock || { echo "@@DPA:error cannot open /run/docker-port-allowlist.lock"; exit "$EXIT_SETUP_FAILED"; }
 flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"; }
+
+# Test hook (PAUSE_POINTS in provider/host/options.ts): where the test made "<pausedir>/<point>",
+# stop at that boundary of the write, say so with "<pausedir>/<point>.reached", and go on once the
+# test removed "<pausedir>/<point>" (at most ctimeout seconds), so it can race a foreign writer or
+# kill us there. Never used in production (pausedir "-").
+pause_at() {
+  [ "$pausedir" != "-" ] && [ -e "$pausedir/$1" ] || return 0
+  : > "$pausedir/$1.reached"
+  waited=0
+  while [ -e "$pausedir/$1" ] && [ "$waited" -lt "$((ctimeout * 20))" ]; do sleep 0.05; waited=$((waited + 1)); done
+}
 
 # Per family (4, 6): its tools are ${ipt[fam]}-save and ${ipt[fam]}-restore.
 ipt=([4]=iptables [6]=ip6tables)
@@ -100,8 +113,10 @@ rollback() { # rolls back every family already applied, newest first; 0 = host b
   return $ok
 }
 applied=""
+pause_at before-apply
 for fam in 4 6; do
   [ -s "$tmp/payload$fam" ] || continue
+  [ -n "$applied" ] && pause_at between-families
   bin=${ipt[$fam]}
   if ! "$bin-restore" -w 10 --noflush < "$tmp/payload$fam" 2>"$tmp/err"; then
     cat "$tmp/err" >&2
@@ -186,6 +201,7 @@ write_failed() {
   persist_failed write-failed
 }
 if [ "$persist" = 1 ]; then
+  pause_at before-persist
   for f in "4:$v4path" "6:$v6path"; do
     fam=${f%%:*}; path=${f#*:}
     [ "$path" = "-" ] && continue

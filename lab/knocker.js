@@ -1,7 +1,7 @@
 // A client that must stay out, knocking all the time: every INTERVAL ms it opens a new TCP
 // connection to HOST:PORT (each attempt times out after TIMEOUT ms) and counts the ones that
 // connect. Run inside a client namespace by lab/watch.ts.
-//   node lab/watch.js HOST PORT [INTERVAL_MS] [TIMEOUT_MS]
+//   node lab/knocker.js HOST PORT [INTERVAL_MS] [TIMEOUT_MS]
 // Prints "ready" once its first attempt has ended (either way), "open <ms>" for each attempt
 // that connected, and on SIGTERM one line "done {attempts, opened}" before it exits.
 "use strict";
