@@ -39,6 +39,8 @@ MAX_CLIENTS=50
 # API-version negotiation noise in the logs.
 # The provider's host-wide lock (provider/host/remote/sync.sh); each lab host gets its own.
 HOST_LOCK=/run/docker-port-allowlist.lock
+# The guard's directory on a host (provider/core/guard.ts GUARD_DIR): each lab host has its own.
+GUARD_DIR=/var/lib/docker-port-allowlist
 DOCKER_CLI=/usr/bin/docker
 [[ -x $DOCKER_CLI ]] || DOCKER_CLI=docker
 
@@ -161,6 +163,7 @@ dpapwsudo ALL=(ALL:ALL) ALL'
     mv "$sudoers.tmp" "$sudoers"
   fi
   [[ -d /etc/iptables ]] || mkdir -p /etc/iptables # bind-mount target inside each host
+  [[ -d $GUARD_DIR ]] || mkdir -p "$GUARD_DIR"      # the same for the guard's directory
   mkdir -p /run/sshd                                # sshd's privilege-separation dir
   flock -u 8
   exec 8>&-
@@ -214,7 +217,7 @@ new_ns() {
 
 start_sshd() { # $1 host name, $2 netns, $3 host dir, $4 ipv4, $5 ipv6|""
   local name=$1 ns=$2 hd=$3 ip4=$4 ip6=$5
-  mkdir -p "$hd/etc-iptables"
+  mkdir -p "$hd/etc-iptables" "$hd/guard"
   # Every real host has its own /run, so the provider's host-wide lock is per host. Lab hosts
   # share the machine's /run: give each its own lock file, bound over the path in its mount ns,
   # or every host of every concurrent lab would queue behind one lock.
@@ -250,14 +253,15 @@ start_sshd() { # $1 host name, $2 netns, $3 host dir, $4 ipv4, $5 ipv6|""
   # receiving unmounts from the root ns (e.g. `ip netns del` of other labs).
   # A sleeping anchor shares that mount ns: hostExec enters through it, so it keeps working
   # even when a test kills or restarts sshd.
-  # shellcheck disable=SC2016,SC2094 # $1..$6 belong to the inner sh, which expands them; sshd.log is only an argument there (sshd -E), never read
+  # shellcheck disable=SC2016,SC2094 # $1..$8 belong to the inner sh, which expands them; sshd.log is only an argument there (sshd -E), never read
   setsid ip netns exec "$ns" unshare --mount --propagation slave sh -c \
     'mount --bind "$1" /etc/iptables || exit 1
      mount --bind "$5" "$6" || exit 1
+     mount --bind "$7" "$8" || exit 1
      sleep 2147483647 </dev/null >/dev/null 2>&1 &
      echo $! >"$4"
      exec /usr/sbin/sshd -D -f "$2" -E "$3"' \
-    sh "$hd/etc-iptables" "$hd/sshd_config" "$hd/sshd.log" "$hd/ns-anchor.pid" "$hd/dpa.lock" "$HOST_LOCK" </dev/null >>"$hd/sshd.log" 2>&1 7>&- 8>&- 9>&- &
+    sh "$hd/etc-iptables" "$hd/sshd_config" "$hd/sshd.log" "$hd/ns-anchor.pid" "$hd/dpa.lock" "$HOST_LOCK" "$hd/guard" "$GUARD_DIR" </dev/null >>"$hd/sshd.log" 2>&1 7>&- 8>&- 9>&- &
   local pid=$!
   reg pid "$pid" "$(starttime "$pid")" "sshd-$name"
   echo "$pid" >"$hd/sshd.launch-pid"

@@ -51,7 +51,17 @@ export type FindingCode =
    * A chain of this tool that nobody manages any more: left behind under an earlier ruleName of
    * this resource, without an owner line, or with no jump into it.
    */
-  | "orphan-chain";
+  | "orphan-chain"
+  /** The host has no systemd: the guard is installed but nothing runs it (see ./guard.ts). */
+  | "guard-not-running"
+  /** The guard script is missing on the host. */
+  | "guard-not-installed"
+  /** The guard's systemd units are not installed as rendered, enabled and running. */
+  | "guard-not-enabled"
+  /** The guard script or this allowlist's saved copy differs from what the provider installs. */
+  | "guard-stale"
+  /** A write could not install or update the guard (its saved copy, script or units). */
+  | "guard-install-failed";
 
 export type Severity = "error" | "warning";
 

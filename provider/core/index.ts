@@ -66,6 +66,7 @@ export {
   getChain,
   hasDockerChains,
   dockerBridges,
+  dockerBridgesOf,
   BRIDGE_NAME,
   canonicalRule,
   parseRuleCommand,
@@ -81,7 +82,29 @@ export { printable, hostText, bytesOf } from "./text";
 export type { Owner, Claim, Standing } from "./owner";
 export { ownerOf, ownerComment, parseOwnerComment, standing, stackOf } from "./owner";
 export type { Plan, FamilyPlan } from "./plan";
-export { planAllowlist, verifyApplied, foreignChanges } from "./plan";
+export { planAllowlist, verifyApplied, foreignChanges, policedPaths } from "./plan";
+export type { GuardReport, GuardWanted, GuardUpdate, PolicedPaths } from "./guard";
+export {
+  GUARD_DIR,
+  GUARD_SCRIPT_PATH,
+  GUARD_COPIES_DIR,
+  GUARD_UNIT,
+  GUARD_SERVICE,
+  GUARD_TIMER,
+  GUARD_UNIT_DIR,
+  GUARD_INTERVAL_SECONDS,
+  guardCopyPath,
+  renderGuardCopy,
+  renderGuardService,
+  renderGuardTimer,
+  guardUpdate,
+  guardUpdateEmpty,
+  guardFindings,
+  guardCopyOwner,
+  guardAfter,
+  guardDrifted,
+  sha256,
+} from "./guard";
 export { RestoreBuilder } from "./restore";
 export { renderRollback } from "./rollback";
 export type { PolicedPort } from "./conntrack";

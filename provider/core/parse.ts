@@ -479,6 +479,11 @@ export function dockerBridges(table: FilterTable): string[] {
   return [...names].sort();
 }
 
+/** {@link dockerBridges} of a family's `iptables-save -t filter` text; none where there is none. */
+export function dockerBridgesOf(saveText: string | null, family: Family): string[] {
+  return saveText === null ? [] : dockerBridges(parseFilterTable(saveText, family));
+}
+
 /** True when a comment is one of ours (any allowlist's tag, or the shared FORWARD tag). */
 export function isDpaComment(comment: string | undefined): boolean {
   return comment !== undefined && comment.startsWith(TAG_PREFIX);

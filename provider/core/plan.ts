@@ -774,6 +774,20 @@ export function planAllowlist(
 }
 
 /**
+ * Which paths of `family` `desired` polices on the host whose `iptables-save -t filter` text is
+ * `saveText` (null: the host gave none): what the guard's saved copy holds (./guard.ts).
+ */
+export function policedPaths(
+  saveText: string | null,
+  desired: AllowlistSpec,
+  family: Family,
+): { forward: boolean; input: boolean } {
+  const table = saveText === null ? null : parseFilterTable(saveText, family);
+  const p = policed(table, desired, family, []);
+  return { forward: p.forward, input: p.input };
+}
+
+/**
  * Checks a family's state read back after an apply: empty when it is exactly as planned
  * (for `desired` null: when nothing of ours is left).
  */

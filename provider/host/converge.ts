@@ -5,18 +5,31 @@
  */
 import type { ConnectionArgs } from "../args";
 import {
+  GUARD_DIR,
   chainName,
+  guardAfter,
+  guardCopyOwner,
+  guardFindings,
+  guardUpdate,
   hostText,
   planAllowlist,
+  policedPaths,
+  renderGuardCopy,
+  dockerBridgesOf,
+  standing,
   verifyApplied,
   type AllowlistSpec,
   type Claim,
   type Family,
   type Finding,
+  type GuardWanted,
+  type Owner,
   type Plan,
 } from "../core";
 import { HostError } from "./errors";
-import type { ApplyOptions, HostOutcome, HostTarget } from "./options";
+import { rulesPaths, type ApplyOptions, type HostOutcome, type HostTarget } from "./options";
+import { GUARD_SCRIPT } from "./scripts";
+import type { HostSnapshot } from "./snapshot";
 import { syncHost } from "./sync";
 
 /**
@@ -76,8 +89,91 @@ export function convergeOptions(
       verifyApplied(saveText, desired, ruleName, family, claim)
         .filter((f) => f.severity === "error")
         .map((f) => f.message),
+    guard: (snapshot) => {
+      // A delete removes only copies it holds: after a replacement took the chain over (same
+      // ruleName), the copy is the replacement's now.
+      if (desired === null) {
+        const copy = snapshot.guard.copies.ipv4 ?? snapshot.guard.copies.ipv6;
+        if (standing(guardCopyOwner(copy, ruleName), claim).kind !== "own") return undefined;
+      }
+      return guardUpdate(snapshot.guard, guardWanted(desired, ruleName, snapshot, claim?.owner));
+    },
     ...rest,
   };
+}
+
+/**
+ * What the guard of a host should hold for `desired` (null: nothing of `ruleName`), on the host
+ * whose state `snapshot` is: one copy per family it polices there, and the guard script.
+ */
+export function guardWanted(
+  desired: AllowlistSpec | null,
+  ruleName: string,
+  snapshot: HostSnapshot,
+  owner: Owner | undefined,
+): GuardWanted {
+  const copy = (f: Family) =>
+    desired === null
+      ? ""
+      : renderGuardCopy(
+          desired,
+          f,
+          policedPaths(snapshot[f], desired, f),
+          dockerBridgesOf(snapshot[f], f),
+          owner,
+        );
+  return { ruleName, script: GUARD_SCRIPT, copies: { ipv4: copy("ipv4"), ipv6: copy("ipv6") } };
+}
+
+/** What the guard on a host looks like for `desired` in `report` (core's `guardFindings`). */
+export function guardFindingsOf(
+  desired: AllowlistSpec,
+  target: HostTarget,
+  snapshot: HostSnapshot,
+  report: HostSnapshot["guard"],
+  owner: Owner | undefined,
+): Finding[] {
+  const p = rulesPaths(target);
+  return guardFindings(report, guardWanted(desired, target.ruleName, snapshot, owner), {
+    on: target.persist ?? true,
+    v4: p.v4,
+    v6: p.v6,
+  });
+}
+
+/**
+ * After a write: what the guard looks like now (the report read before it, with what the write
+ * sent and the host did), and warnings for what the guard step could not do.
+ */
+export function guardOutcomeFindings(
+  outcome: HostOutcome<Plan>,
+  desired: AllowlistSpec,
+  target: HostTarget,
+  owner: Owner | undefined,
+): { host: Finding[]; operation: Finding[] } {
+  const g = outcome.guard;
+  const after = guardAfter(outcome.snapshot.guard, g.sent, g.failed);
+  return {
+    host: guardFindingsOf(desired, target, outcome.snapshot, after, owner),
+    operation: guardStepFindings(g.failed),
+  };
+}
+
+/** Warnings for what the sync script's guard step could not do (`failed` of its outcome). */
+export function guardStepFindings(failed: readonly string[]): Finding[] {
+  return failed.map((what): Finding => ({
+    code: "guard-install-failed",
+    severity: "warning",
+    family: what === "copy6" || what === "remove-copy6" ? "ipv6" : "ipv4",
+    message:
+      `The rules are live, but the guard step failed (${what}): ` +
+      (what.startsWith("copy")
+        ? `the guard's saved copy of this allowlist was removed, so the guard cannot put its rules back. `
+        : what.startsWith("remove-copy")
+          ? `the guard's saved copy of this allowlist could not be removed: the guard may put back rules that are no longer wanted. `
+          : `the guard may not run. `) +
+      `Fix: check that ${GUARD_DIR} can be written (and that systemctl works) on the host, then \`pulumi up\` again.`,
+  }));
 }
 
 /** Converges one host (see {@link convergeOptions}) in one connection and one exec. */

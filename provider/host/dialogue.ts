@@ -3,7 +3,7 @@
  * the client sends, and the dialogue on the one exec of a write (question/answer by
  * `@@DPA:await-*` lines, see SYNC_SCRIPT in ./scripts.ts).
  */
-import { renderRollback, type Family } from "../core";
+import { renderRollback, type Family, type GuardUpdate } from "../core";
 import type { ExecChannel, ExecResult, HostExec } from "./exec";
 import { rulesPaths, type HostTarget, type PlanLike, type ResolvedLimits } from "./options";
 import { READ_SCRIPT, SYNC_SCRIPT, remoteCommand } from "./scripts";
@@ -161,9 +161,17 @@ export class Dialogue {
 /**
  * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6>` (the core's fingerprint of
  * the state each family's plan was made from, `-` for a family left alone), then payload/rollback
- * sections per changed family, the conntrack cut policy the plan carries and `@@DPA:end`.
+ * sections per changed family, the conntrack cut policy the plan carries, the guard's files
+ * (`guard-copy4|6`, empty = remove; `guard-script`, `guard-service`, `guard-timer`; see
+ * remote/guard-install.sh) and `@@DPA:end`.
  */
-export function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string, cut: boolean): string {
+export function planMessage(
+  snapshot: HostSnapshot,
+  plan: PlanLike,
+  rule: string,
+  cut: boolean,
+  guard?: GuardUpdate,
+): string {
   const fps: Record<Family, string> = { ipv4: "-", ipv6: "-" };
   const body: string[] = [];
   const cuts: string[] = [];
@@ -180,6 +188,20 @@ export function planMessage(snapshot: HostSnapshot, plan: PlanLike, rule: string
     if (cut) cuts.push(...(fp.conntrack ?? []));
   }
   if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
+  const files: [string, string | undefined][] = [
+    ["guard-copy4", guard?.copies.ipv4],
+    ["guard-copy6", guard?.copies.ipv6],
+    ["guard-script", guard?.script],
+    ["guard-service", guard?.service],
+    ["guard-timer", guard?.timer],
+  ];
+  for (const [name, text] of files) {
+    if (text === undefined) continue;
+    // A line of the file that looks like a section header would end the file early on the host.
+    if (/^@@DPA:/m.test(text)) throw new Error(`planMessage: ${name} holds a line starting with @@DPA:`);
+    body.push(`@@DPA:${name}`);
+    if (text !== "") body.push(text.replace(/\n$/, ""));
+  }
   body.push("@@DPA:end");
   const text = body.join("\n") + "\n";
   const header = ["plan", String(text.split("\n").length - 1), fps.ipv4, fps.ipv6].join(" ");

@@ -24,14 +24,23 @@ export type {
 export { SshSession, fingerprintOfKeyBlob, expectedFingerprint } from "./ssh";
 export { LocalExec, type LocalExecOptions } from "./local";
 export { ExecOutput, DEFAULT_MAX_STDOUT_BYTES, DEFAULT_MAX_STDERR_BYTES, type OutputLimits } from "./output";
-export { FAMILIES, assertChangeable, parseSnapshot, type HostBackend, type HostSnapshot } from "./snapshot";
+export {
+  FAMILIES,
+  assertChangeable,
+  parseSnapshot,
+  parseGuardReport,
+  type HostBackend,
+  type HostSnapshot,
+} from "./snapshot";
 export {
   parseConntrackUncut,
+  parseGuardOutcome,
   resolveLimits,
   rulesPaths,
   type ApplyLimits,
   type ApplyOptions,
   type ConntrackUncut,
+  type GuardOutcome,
   type HostOutcome,
   type HostTarget,
   type PlanLike,
@@ -46,5 +55,9 @@ export {
   blockedError,
   conntrackFindings,
   findingMessages,
+  guardWanted,
+  guardFindingsOf,
+  guardOutcomeFindings,
+  guardStepFindings,
   type ConvergeHooks,
 } from "./converge";

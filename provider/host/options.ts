@@ -2,7 +2,7 @@
  * What callers of the host edge say (target, limits, plan/verify callbacks, hooks) and what they
  * get back; the defaults of every limit, resolved in one place.
  */
-import { DEFAULT_RULES_V4_PATH, DEFAULT_RULES_V6_PATH, type Family } from "../core";
+import { DEFAULT_RULES_V4_PATH, DEFAULT_RULES_V6_PATH, type Family, type GuardUpdate } from "../core";
 import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "./exec";
 import type { HostSnapshot } from "./snapshot";
 
@@ -110,6 +110,13 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimit
    * @default - no pauses
    */
   readonly pauseDir?: string;
+  /**
+   * What the guard on the host needs (its saved copies, script, units; core's `guardUpdate`),
+   * given the state read and the plan made from it. Sent with the plan, or alone when the rules
+   * are in sync; never an extra round trip.
+   * @default - the guard is left alone
+   */
+  readonly guard?: (snapshot: HostSnapshot, plan: P) => GuardUpdate | undefined;
   /** Transport options (timeouts, retry pacing, warnings). */
   readonly session?: SessionOptions;
   /**
@@ -152,6 +159,30 @@ export function parseConntrackUncut(stdout: string): ConntrackUncut[] {
   return out;
 }
 
+/** What the sync script's guard step did (remote/guard-install.sh). */
+export interface GuardOutcome {
+  /** What was sent (undefined: the guard was current, or left alone). */
+  readonly sent?: GuardUpdate;
+  /** `systemd`: units installed and enabled; `no-systemd`: script and copies only. */
+  readonly installed?: "systemd" | "no-systemd";
+  /** The last allowlist on the host went, and the guard with it. */
+  readonly removed: boolean;
+  /** What failed (copy4, copy6, script, units, directory, remove...); the rules are live regardless. */
+  readonly failed: readonly string[];
+}
+
+/** The {@link GuardOutcome} lines in the sync script's output (`@@DPA:guard ...`). */
+export function parseGuardOutcome(stdout: string, sent: GuardUpdate | undefined): GuardOutcome {
+  const installed = /^@@DPA:guard installed (systemd|no-systemd)$/m.exec(stdout)?.[1] as
+    "systemd" | "no-systemd" | undefined;
+  return {
+    ...(sent === undefined ? {} : { sent }),
+    ...(installed === undefined ? {} : { installed }),
+    removed: /^@@DPA:guard removed$/m.test(stdout),
+    failed: [...stdout.matchAll(/^@@DPA:guard-failed (\S+)$/gm)].map((m) => m[1]),
+  };
+}
+
 /** What one operation did on one host. */
 export interface HostOutcome<P extends PlanLike> {
   readonly snapshot: HostSnapshot;
@@ -175,4 +206,6 @@ export interface HostOutcome<P extends PlanLike> {
   readonly stats: SessionStats & { readonly ms: number };
   /** The host keys the transport verified (SSH: target and jump host); empty for LocalExec. */
   readonly hostKeys: HostKeys;
+  /** What the guard step did. */
+  readonly guard: GuardOutcome;
 }

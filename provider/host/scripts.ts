@@ -11,7 +11,8 @@
  * Assembly, the same steps shellcheck follows (`npm run lint:sh`):
  * - a line `. ./<file>.sh` is replaced by that file of ./remote/ (nothing is sourced on the host);
  * - in a line `variable='@NAME@'`, the marker is replaced by the value of NAME, shell-quoted:
- *   FINGERPRINT_AWK (core's, provider/core/fingerprint.ts) and CUT_AWK (./remote/cut.awk).
+ *   FINGERPRINT_AWK (core's, provider/core/fingerprint.ts), CUT_AWK (./remote/cut.awk),
+ *   GUARD_AWK (./remote/guard.awk) and the guard's paths (core's ./guard.ts).
  *
  * Output protocol: lines starting with `@@DPA:` open a section; every other line belongs to the
  * section above it. iptables-save never prints a line starting with `@@`.
@@ -19,6 +20,7 @@
 import { readFileSync } from "fs";
 import { join } from "path";
 import { FINGERPRINT_AWK } from "../core/fingerprint";
+import { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
 import { shellQuote } from "./ssh";
 
 /** Where the remote files are: beside this module, in the sources and in the build (bin/). */
@@ -115,15 +117,30 @@ function exitTable(): Readonly<Record<ExitName, number>> {
 /** Exit codes of {@link SYNC_SCRIPT}, e.g. `EXIT.CONFLICT` (10). */
 export const EXIT = exitTable();
 
+/**
+ * What the guard puts back in one family (./remote/guard.awk, see its header). Exported so unit
+ * tests run this exact program with a real awk.
+ */
+export const GUARD_AWK = remoteFile("guard.awk");
+
+/** The guard's paths as report-state.sh and guard-install.sh name them (core's ./guard.ts). */
+const GUARD_PATHS = { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR };
+
 /** argv: rule, rulesV4Path, rulesV6Path. Read-only (refresh): takes no lock. See remote/read.sh. */
-export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK });
+export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...GUARD_PATHS });
+
+/**
+ * The guard (remote/guard.sh): not run by an exec but installed by the sync script as
+ * `GUARD_SCRIPT_PATH` (core's ./guard.ts), run by systemd or `--loop`.
+ */
+export const GUARD_SCRIPT = assembleScript("guard.sh", { FINGERPRINT_AWK, GUARD_AWK, GUARD_DIR });
 
 /**
  * The whole write operation in ONE exec, under the host lock from the read to the commit, so
  * writers that use the lock never interleave. argv and the dialogue: remote/sync.sh; exit codes:
  * {@link EXIT}.
  */
-export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK });
+export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK, ...GUARD_PATHS });
 
 /** `bash -c '<script>' <name> 'arg'...`, under `sudo -n` when asked. */
 export function remoteCommand(script: string, name: string, args: readonly string[], sudo: boolean): string {

@@ -6,7 +6,7 @@
  * strings (core's ./text.ts); what is only ever shown to a person (a tool's error, its version)
  * becomes printable text here.
  */
-import type { Family } from "../core";
+import type { Family, GuardReport } from "../core";
 import { hostText } from "../core/text";
 import { HostError } from "./errors";
 
@@ -45,6 +45,8 @@ export interface HostSnapshot {
    */
   readonly persisted: { readonly ipv4: string; readonly ipv6: string };
   readonly liveFingerprint: { readonly ipv4: string; readonly ipv6: string };
+  /** The guard on the host (core's ./guard.ts): its script, units and this allowlist's copies. */
+  readonly guard: GuardReport;
 }
 
 /** Sections of script output, as `parseSections` (./scripts.ts) splits them. */
@@ -92,6 +94,26 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     tools: { conntrack: meta.get("tool.conntrack") === "yes", flock: meta.get("tool.flock") === "yes" },
     persisted: { ipv4: persisted.get("v4") ?? "missing", ipv6: persisted.get("v6") ?? "missing" },
     liveFingerprint: { ipv4: persisted.get("live4") ?? "", ipv6: persisted.get("live6") ?? "" },
+    guard: parseGuardReport(sections),
+  };
+}
+
+/** The guard sections `report_guard` prints (guard, guardcopy4, guardcopy6); absent = nothing installed. */
+export function parseGuardReport(sections: Sections): GuardReport {
+  const g = kv(sections.get("guard")?.body);
+  const copy = (n: "4" | "6") => {
+    const s = sections.get(`guardcopy${n}`);
+    return s !== undefined && s.header.endsWith(" present") ? s.body : null;
+  };
+  return {
+    systemd: g.get("systemd") === "yes",
+    script: g.get("script") ?? "missing",
+    service: g.get("service") ?? "missing",
+    timer: g.get("timer") ?? "missing",
+    serviceEnabled: g.get("serviceEnabled") || "-",
+    timerEnabled: g.get("timerEnabled") || "-",
+    timerActive: g.get("timerActive") || "-",
+    copies: { ipv4: copy("4"), ipv6: copy("6") },
   };
 }
 

@@ -21,14 +21,17 @@ import { Dialogue, planMessage, readCommand, syncCommand, syncTimeoutMs, type Re
 import { failure, sudoError } from "./failure";
 import {
   parseConntrackUncut,
+  parseGuardOutcome,
   resolveLimits,
   type ApplyOptions,
   type ConntrackUncut,
+  type GuardOutcome,
   type HostOutcome,
   type HostTarget,
   type PlanLike,
 } from "./options";
 import { EXIT, parseSections } from "./scripts";
+import { guardUpdateEmpty, type GuardUpdate } from "../core";
 import {
   FAMILIES,
   FAMILY_DIGIT,
@@ -80,6 +83,7 @@ export async function syncHost<P extends PlanLike>(
   const persistOn = opts.persist ?? true;
   let snapshot: HostSnapshot | undefined;
   let plan: P | undefined;
+  let guard: GuardUpdate | undefined;
   let attempts = 0;
   try {
     const d = new Dialogue(
@@ -123,14 +127,16 @@ export async function syncHost<P extends PlanLike>(
           0,
         );
       }
-      if (plan.inSync && !needsPersist(snapshot, persistOn)) {
+      const g = opts.guard?.(snapshot, plan);
+      guard = g === undefined || guardUpdateEmpty(g) ? undefined : g;
+      if (plan.inSync && !needsPersist(snapshot, persistOn) && guard === undefined) {
         await d.release();
         return done(false, true, { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0);
       }
       // Exchange 2 (and one more per re-plan): the plan; the answer is the applied state, or a
       // conflict with the fresh state when a writer that ignores our lock changed the rules.
       session.countRoundTrip();
-      d.send(planMessage(snapshot, plan, opts.ruleName, opts.cutConntrack ?? true));
+      d.send(planMessage(snapshot, plan, opts.ruleName, opts.cutConntrack ?? true, guard));
       reply = await d.next();
       if (reply.until !== "await-plan") break;
     }
@@ -167,7 +173,14 @@ export async function syncHost<P extends PlanLike>(
       ipv6: sections.get("new6")?.body ?? snapshot.ipv6,
     };
     const deleted = Number((sections.get("conntrack-deleted")?.header ?? "x 0").split(" ")[1]);
-    return done(sections.has("committed"), true, live, deleted, parseConntrackUncut(tail));
+    return done(
+      sections.has("committed"),
+      true,
+      live,
+      deleted,
+      parseConntrackUncut(tail),
+      parseGuardOutcome(tail, guard),
+    );
 
     function done(
       applied: boolean,
@@ -175,6 +188,7 @@ export async function syncHost<P extends PlanLike>(
       live: { ipv4: string | null; ipv6: string | null },
       conntrackDeleted: number,
       conntrackUncut: readonly ConntrackUncut[] = [],
+      guardDone: GuardOutcome = { removed: false, failed: [] },
     ): HostOutcome<P> {
       return {
         snapshot: snapshot!,
@@ -188,6 +202,7 @@ export async function syncHost<P extends PlanLike>(
         attempts,
         stats: { ...session.stats, ms: Date.now() - started },
         hostKeys: { ...session.hostKeys },
+        guard: guardDone,
       };
     }
   } catch (err) {

@@ -12,8 +12,7 @@
 import type { ConnectionArgs } from "../args";
 import {
   BRIDGE_NAME,
-  dockerBridges,
-  parseFilterTable,
+  dockerBridgesOf,
   planAllowlist,
   ownerOf,
   renderDesiredRules,
@@ -23,6 +22,7 @@ import {
   chainName,
   tagOf,
   hostText,
+  guardDrifted,
   type AllowlistSpec,
   type Claim,
   type ConnectionSpec,
@@ -30,7 +30,14 @@ import {
   type Plan,
   type ValidationFailure,
 } from "../core";
-import { conntrackFindings, converge, findingMessages } from "../host/converge";
+import {
+  conntrackFindings,
+  converge,
+  findingMessages,
+  guardFindingsOf,
+  guardOutcomeFindings,
+  guardStepFindings,
+} from "../host/converge";
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
@@ -121,11 +128,7 @@ export interface DockerBridges {
 
 /** Docker's bridges in each family of a live read; none where the family gave no output. */
 function bridgesOf(live: { ipv4: string | null; ipv6: string | null }): DockerBridges {
-  const of = (f: Family) => {
-    const text = live[f];
-    return text === null ? [] : dockerBridges(parseFilterTable(text, f));
-  };
-  return { ipv4: of("ipv4"), ipv6: of("ipv6") };
+  return { ipv4: dockerBridgesOf(live.ipv4, "ipv4"), ipv6: dockerBridgesOf(live.ipv6, "ipv6") };
 }
 
 /** The bridges recorded in a state, or undefined where none are (first preview, older state). */
@@ -374,7 +377,10 @@ function outputs(
   claim: Claim,
 ): Outputs {
   const { __provider: _ignored, ...rest } = inputs;
-  const lastOperation = report(operation, o, spec.ruleName);
+  // The guard as this write left it, and what its guard step could not do (issue 9).
+  const guard = guardOutcomeFindings(o, spec, spec, claim.owner);
+  const done = report(operation, o, spec.ruleName);
+  const lastOperation = { ...done, findings: [...done.findings, ...findingMessages(guard.operation)] };
   return {
     ...(rest as CheckedInputs),
     chain: chainName(spec.ruleName),
@@ -384,11 +390,13 @@ function outputs(
     // stack, which during an up are the old half of a replacement about to be deleted.
     hostFindings: [
       ...findingMessages(planAllowlist(o.live, spec, spec.ruleName, claim).findings),
+      ...findingMessages(guard.host),
       ...lastOperation.findings,
     ],
     persisted,
     families: policedFamilies(spec, o.live),
-    inSync: true,
+    // A guard step that failed leaves the guard off plan: the next `up` tries again.
+    inSync: !guardDrifted(guard.host),
     lastOperation,
     dockerBridges: bridgesOf(o.live),
     ...hostKeyOutputs(o.hostKeys),
@@ -485,7 +493,12 @@ export async function remove(_id: string, props: Record<string, unknown>): Promi
   const { spec, conn } = specOf(props);
   const session = sessionOf("delete", props, conn, props);
   try {
-    await converge(toConnectionArgs(conn), null, spec, { session, claim: claimOf("delete", props, conn) });
+    const o = await converge(toConnectionArgs(conn), null, spec, {
+      session,
+      claim: claimOf("delete", props, conn),
+    });
+    // A saved copy the guard still holds would bring the deleted rules back: say so.
+    for (const m of findingMessages(guardStepFindings(o.guard.failed))) session.warn?.(m);
   } catch (err) {
     if (!HostError.isInstance(err) || err.kind !== "persist") throw err;
     session.warn?.(
@@ -525,7 +538,10 @@ export async function read(
     sessionOf("read", props, conn, props),
   );
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
-  const plan = planAllowlist(live, spec, spec.ruleName, claimOf("read", props, conn));
+  const claim = claimOf("read", props, conn);
+  const plan = planAllowlist(live, spec, spec.ruleName, claim);
+  // Whether the guard is installed, enabled and current (issue 9); a stale one is drift.
+  const guard = guardFindingsOf(spec, spec, snapshot, snapshot.guard, claim.owner);
   const old = props as unknown as Outputs;
   const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
   // Recorded in the inputs too (below): check renders the next preview's exemptions with them.
@@ -542,14 +558,18 @@ export async function read(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
   // The last operation's own warnings (flows it could not cut) stay until the next one.
-  const hostFindings = [...findingMessages(plan.findings), ...(old.lastOperation?.findings ?? [])];
+  const hostFindings = [
+    ...findingMessages(plan.findings),
+    ...findingMessages(guard),
+    ...(old.lastOperation?.findings ?? []),
+  ];
   const { __provider: _ignored, ...rest } = props;
   const next: Outputs = {
     ...(rest as unknown as Outputs),
     rules,
     persisted,
     hostFindings,
-    inSync: plan.inSync,
+    inSync: plan.inSync && !guardDrifted(guard),
     dockerBridges,
     ...hostKeyOutputs(hostKeys),
   };

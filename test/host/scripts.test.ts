@@ -8,7 +8,7 @@ import { createHash } from "crypto";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
-import { FINGERPRINT_AWK, fingerprint } from "../../provider/core";
+import { FINGERPRINT_AWK, GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR, fingerprint } from "../../provider/core";
 import {
   CUT_AWK,
   EXIT,
@@ -51,17 +51,23 @@ describe("the assembled scripts", () => {
 
   test("ships as files beside the loader: every .sh and .awk of remote/ is used", () => {
     const used = (name: string) =>
-      name === "cut.awk" || new RegExp(`^\\. \\./${name}$`, "m").test(remoteFile("sync.sh"));
+      name === "cut.awk" ||
+      name === "guard.awk" ||
+      new RegExp(`^\\. \\./${name}$`, "m").test(remoteFile("sync.sh"));
     const files = readdirSync(REMOTE_DIR).filter((f) => /\.(sh|awk)$/.test(f));
     expect(files.sort()).toEqual([
       "cut.awk",
       "exit-codes.sh",
+      "guard-install.sh",
+      "guard.awk",
+      "guard.sh",
       "prelude.sh",
       "read.sh",
       "report-state.sh",
       "sync.sh",
     ]);
-    expect(files.filter((f) => f !== "read.sh" && f !== "sync.sh" && !used(f))).toEqual([]);
+    const entries = ["read.sh", "sync.sh", "guard.sh"];
+    expect(files.filter((f) => !entries.includes(f) && !used(f))).toEqual([]);
   });
 });
 
@@ -108,10 +114,11 @@ describe("the exit-code table (remote/exit-codes.sh)", () => {
 
 describe("assembleScript", () => {
   test("refuses a value without a marker and a marker without a value", () => {
-    expect(() => assembleScript("read.sh", { FINGERPRINT_AWK, CUT_AWK })).toThrow(
+    const paths = { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR };
+    expect(() => assembleScript("read.sh", { FINGERPRINT_AWK, CUT_AWK, ...paths })).toThrow(
       "remote/read.sh: no marker '@CUT_AWK@' for the value CUT_AWK",
     );
-    expect(() => assembleScript("sync.sh", { FINGERPRINT_AWK })).toThrow(
+    expect(() => assembleScript("sync.sh", { FINGERPRINT_AWK, ...paths })).toThrow(
       "remote/sync.sh: no value for the marker '@CUT_AWK@'",
     );
   });

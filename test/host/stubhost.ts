@@ -6,7 +6,11 @@
  *   conntrack, ip, nft, sudo). The scripts reset PATH to the system directories, and
  *   /usr/local/sbin is the first of them, so the stubs win without changing the scripts;
  * - /run is this host's own directory, so /run/docker-port-allowlist.lock is a file of this
- *   test (the test holds it with `flock` on `lockPath`, the same file);
+ *   test (the test holds it with `flock` on `lockPath`, the same file); so is /var/lib, where
+ *   the guard lives (`guardDir`). Without the `systemd` option it has no /run/systemd: the host
+ *   runs no systemd. With it, /run/systemd/system exists, /etc/systemd/system is the host's own
+ *   directory (`unitDir`), and `systemctl` is a stub that logs its calls (`systemctl.calls`)
+ *   and keeps what is enabled and active in `enabled.<unit>` / `active.<unit>`;
  * - optionally /usr/bin and /usr/sbin lack some tools (directories of symlinks to the real ones
  *   minus those; a stub of that name is left out too), to show what the scripts do on a host
  *   without them.
@@ -58,6 +62,8 @@ const ENTER = String.raw`
 set -e
 mount --bind "$1/stubs" /usr/local/sbin
 mount --bind "$1/run" /run
+mount --bind "$1/varlib" /var/lib
+if [ -d "$1/units" ]; then mount --bind "$1/units" /etc/systemd/system; fi
 if [ -d "$1/usrbin" ]; then
   mkdir -p "$1/realbin" "$1/realsbin"
   mount --bind /usr/bin "$1/realbin"
@@ -157,6 +163,20 @@ function stubs(state: string): Record<string, string> {
       `[ "$3" = inet ] && echo "4: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0"\n` +
       `exit 0\n`,
     sudo: head + `echo "sudo: a password is required" >&2\nexit 1\n`,
+    systemctl:
+      head +
+      `echo "$*" >> "$S/systemctl.calls"\n` +
+      `cmd=$1; shift; now=0\n` +
+      `for u in "$@"; do\n` +
+      `  case "$cmd $u" in\n` +
+      `    *" --now") now=1 ;;\n` +
+      `    "is-enabled "*) cat "$S/enabled.$u" 2>/dev/null || { echo not-found; exit 1; } ;;\n` +
+      `    "is-active "*) cat "$S/active.$u" 2>/dev/null || { echo inactive; exit 3; } ;;\n` +
+      `    "enable "*) echo enabled > "$S/enabled.$u"; [ "$now" = 1 ] && echo active > "$S/active.$u" ;;\n` +
+      `    "disable "*) rm -f "$S/enabled.$u"; [ "$now" = 1 ] && rm -f "$S/active.$u" ;;\n` +
+      `  esac\n` +
+      `done\n` +
+      `exit 0\n`,
   };
 }
 
@@ -176,6 +196,11 @@ export interface StubHostOptions {
    * @default false
    */
   readonly realRoot?: boolean;
+  /**
+   * The host runs systemd: /run/systemd/system exists and /etc/systemd/system is `unitDir`.
+   * @default false
+   */
+  readonly systemd?: boolean;
 }
 
 /** One stub host in a temp dir; `remove()` deletes it. */
@@ -184,6 +209,10 @@ export class StubHost {
   public readonly state: string;
   /** The host's /run/docker-port-allowlist.lock, seen from outside its namespace. */
   public readonly lockPath: string;
+  /** The host's /var/lib/docker-port-allowlist (the guard's directory), seen from outside. */
+  public readonly guardDir: string;
+  /** The host's /etc/systemd/system (with the `systemd` option), seen from outside. */
+  public readonly unitDir: string;
   private readonly holders: ChildProcessWithoutNullStreams[] = [];
   private readonly realRoot: boolean;
 
@@ -191,7 +220,13 @@ export class StubHost {
     this.root = mkdtempSync(join(tmpdir(), "dpa-stubhost-"));
     this.state = join(this.root, "state");
     this.lockPath = join(this.root, "run", "docker-port-allowlist.lock");
-    for (const d of ["stubs", "run", "state", "etc"]) mkdirSync(join(this.root, d));
+    this.guardDir = join(this.root, "varlib", "docker-port-allowlist");
+    this.unitDir = join(this.root, "units");
+    for (const d of ["stubs", "run", "state", "etc", "varlib"]) mkdirSync(join(this.root, d));
+    if (opts.systemd === true) {
+      mkdirSync(this.unitDir);
+      mkdirSync(join(this.root, "run", "systemd", "system"), { recursive: true });
+    }
     this.realRoot = opts.realRoot ?? false;
     if (opts.etc === "read-only") writeFileSync(join(this.root, "etc.read-only"), "");
     else if (opts.etc !== undefined) writeFileSync(join(this.root, "etc.tmpfs"), String(opts.etc.tmpfsBytes));

@@ -4,6 +4,10 @@
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.
+# The guard's paths (provider/core/guard.ts), shell-quoted into the markers by the loader.
+guard_dir='@GUARD_DIR@'
+guard_unit='@GUARD_UNIT@'
+unit_dir='@GUARD_UNIT_DIR@'
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
 echo "@@DPA:meta"
@@ -50,5 +54,27 @@ for f in "4:$v4path" "6:$v6path"; do
 done
 [ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | saved_fp)"
 [ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | saved_fp)"
+report_guard
 echo "@@DPA:end"
+}
+# The guard (guard.sh): sections guard (facts: systemd, sha256 of its script and units, their
+# state) and guardcopy4/guardcopy6 (this allowlist's saved copies, `present` or `missing`),
+# parsed by parseGuardReport in provider/host/snapshot.ts.
+# shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
+report_guard() {
+echo "@@DPA:guard"
+systemd=no; [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && systemd=yes
+echo "systemd=$systemd"
+for f in "script:$guard_dir/guard.sh" "service:$unit_dir/$guard_unit.service" "timer:$unit_dir/$guard_unit.timer"; do
+  if [ -f "${f#*:}" ]; then echo "${f%%:*}=$(sha256sum < "${f#*:}" | cut -d" " -f1)"; else echo "${f%%:*}=missing"; fi
+done
+if [ "$systemd" = yes ]; then
+  echo "serviceEnabled=$(systemctl is-enabled "$guard_unit.service" 2>/dev/null | head -n 1)"
+  echo "timerEnabled=$(systemctl is-enabled "$guard_unit.timer" 2>/dev/null | head -n 1)"
+  echo "timerActive=$(systemctl is-active "$guard_unit.timer" 2>/dev/null | head -n 1)"
+fi
+for fam in 4 6; do
+  f="$guard_dir/allowlists/$rule.v$fam"
+  if [ -f "$f" ]; then echo "@@DPA:guardcopy$fam present"; awk 1 "$f"; else echo "@@DPA:guardcopy$fam missing"; fi
+done
 }

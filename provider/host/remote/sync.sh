@@ -19,8 +19,9 @@
 #    person), prints `@@DPA:conflict`, the fresh state and a new await-plan (back to 2) until
 #    maxAttempts plans were refused (EXIT_CONFLICT). Otherwise: test, apply, print the new state
 #    and `@@DPA:await-commit`.
-# 4. client -> `commit` (anything else, EOF or commitTimeoutSeconds rolls back); host: conntrack
-#    cuts, persist, `@@DPA:done`.
+# 4. client -> `commit` (anything else, EOF or commitTimeoutSeconds rolls back); host: the guard
+#    step (guard-install.sh, sections guard-*), conntrack cuts, persist, `@@DPA:done`. A plan
+#    with guard sections only (rules in sync) goes straight to the guard step.
 # Exit codes: exit-codes.sh.
 #
 # Runs as `bash -c '<this script, assembled>' dpa-sync <argv>...`: the loader
@@ -31,6 +32,7 @@
 . ./exit-codes.sh
 . ./prelude.sh
 . ./report-state.sh
+. ./guard-install.sh
 
 rule="$1"; v4path="$2"; v6path="$3"; lockwait="$4"; ptimeout="$5"; ctimeout="$6"; persist="$7"; attempts="$8"
 pausedir="${9:--}"
@@ -76,7 +78,7 @@ while :; do
   read -r _ nlines fp4 fp6 _ <<<"$header"
   want=([4]="$fp4" [6]="$fp6")
   case "$nlines" in ''|*[!0-9]*) echo "@@DPA:error bad plan header"; exit "$EXIT_SETUP_FAILED" ;; esac
-  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp/conntrack"
+  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp/conntrack" "$tmp"/guard-*
   # head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.
   # The client sends nothing more before await-commit, so head cannot read past the plan.
   timeout "$ptimeout" head -n "$nlines" > "$tmp/input" || { echo "@@DPA:no-plan cut short"; exit "$EXIT_NO_PLAN"; }
@@ -141,6 +143,9 @@ if [ -n "$applied" ]; then
   fi
   echo "@@DPA:committed"
 fi
+# The guard's saved copies, script and units (guard-install.sh): after the commit, before anything
+# that may end the script early, so the copies never lag behind the committed rules.
+install_guard
 
 # Cut live flows that the new rules would not let in (the ESTABLISHED fast path would keep
 # them for days): one conntrack listing per family, matched by CUT_AWK against the policy lines

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# dpa-guard: puts back the rules of every allowlist saved on this host, and only those, without a
+# Pulumi run: at boot after dockerd built its chains, after every dockerd restart (systemd runs it
+# `--once`, wanted by docker.service), and every 20 s (its timer; `--loop SECONDS` where there is
+# no systemd). Installed by the provider at /var/lib/docker-port-allowlist/guard.sh with its saved
+# copies beside it (allowlists/<ruleName>.v4|.v6), removed with the last allowlist.
+#
+# usage: guard.sh --once | --loop SECONDS
+#
+# One round, under the provider's host lock (/run/docker-port-allowlist.lock; when a `pulumi up`
+# holds it for more than 3 s the round is skipped, the next one comes): per family, read
+# `<tool>-save -t filter`, let guard.awk compare it with the saved copies, and when something is
+# missing apply what it prints in ONE `<tool>-restore --noflush` transaction. It never flushes or
+# rewrites a chain it does not own and deletes only its own rules, by their exact spec. Silent
+# when everything is in place; prints one `dpa-guard: restored ...` line per thing put back (the
+# journal keeps them) and exits 1 when a family could not be read or restored.
+#
+# Assembled like read.sh and sync.sh by provider/host/scripts.ts (`. ./<file>` lines replaced by
+# the file, markers by shell-quoted values), then written to the host as one file.
+# shellcheck source-path=SCRIPTDIR
+. ./prelude.sh
+
+guard_dir='@GUARD_DIR@'
+# guard.awk, shell-quoted into the marker by the loader (a real file, tested on its own).
+guard_awk='@GUARD_AWK@'
+lock=/run/docker-port-allowlist.lock
+
+usage() { echo "usage: $0 --once | --loop SECONDS" >&2; exit 2; }
+interval=""
+case "${1:-}" in
+  --once) ;;
+  --loop) interval="${2:-}"; case "$interval" in ''|*[!0-9]*|0) usage ;; esac ;;
+  *) usage ;;
+esac
+command -v flock >/dev/null 2>&1 || { echo "dpa-guard: flock is not installed (util-linux); nothing done" >&2; exit 1; }
+tmp=$(mktemp -d /tmp/dpa-guard.XXXXXX) || { echo "dpa-guard: mktemp failed; nothing done" >&2; exit 1; }
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 0' TERM INT
+
+ipt=([4]=iptables [6]=ip6tables)
+round() { # one round over both families; 0 = all in place (or put back), 1 = a family failed
+  local status=0 fam bin f copies
+  if ! exec 8>>"$lock"; then echo "dpa-guard: cannot open $lock; nothing done" >&2; return 1; fi
+  if ! flock -w 3 8; then
+    echo "dpa-guard: $lock is held (a pulumi operation?); skipping this round"
+    exec 8>&-
+    return 0
+  fi
+  for fam in 4 6; do
+    copies=()
+    for f in "$guard_dir/allowlists/"*".v$fam"; do [ -f "$f" ] && copies+=("$f"); done
+    [ "${#copies[@]}" -gt 0 ] || continue
+    bin=${ipt[$fam]}
+    if ! "$bin-save" -t filter >"$tmp/live" 2>"$tmp/err"; then
+      echo "dpa-guard: $bin-save failed: $(head -c 500 "$tmp/err")" >&2; status=1; continue
+    fi
+    : >"$tmp/log"
+    if ! awk -v logfile="$tmp/log" "$guard_awk" "${copies[@]}" phase=live "$tmp/live" >"$tmp/payload"; then
+      echo "dpa-guard: reading the $bin rules failed; nothing restored" >&2; status=1; continue
+    fi
+    [ -s "$tmp/payload" ] || continue
+    if "$bin-restore" -w 10 --noflush <"$tmp/payload" 2>"$tmp/err"; then
+      sed "s/^/dpa-guard: restored ($bin): /" "$tmp/log"
+    else
+      echo "dpa-guard: $bin-restore failed, nothing of it applied: $(head -c 500 "$tmp/err")" >&2
+      sed "s/^/dpa-guard: not restored ($bin): /" "$tmp/log" >&2
+      status=1
+    fi
+  done
+  exec 8>&-
+  return "$status"
+}
+
+if [ -z "$interval" ]; then round; exit; fi
+while :; do
+  round
+  sleep "$interval" &
+  wait $!
+done
