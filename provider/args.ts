@@ -75,8 +75,11 @@ export interface AllowlistArgs {
   /** What happens to everyone else. @default "DROP" */
   readonly action?: Action;
   /**
-   * Let traffic that starts in Docker's own bridges (docker0, br-*) through, so containers'
-   * own outbound connections to the same port number keep working.
+   * Let traffic that starts in Docker's own bridges through, so containers' own outbound
+   * connections to the same port number keep working. The bridges are those Docker made on the
+   * host (docker0, br-<id>, custom names, docker_gwbridge), read from Docker's own chains at each
+   * apply, never a name pattern: a host uplink bridge called `br-lan` is not exempted. A Docker
+   * network made or removed later shows as drift on `refresh` and is followed by the next `up`.
    * @default true
    */
   readonly exemptDockerBridges?: boolean;

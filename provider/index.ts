@@ -16,7 +16,7 @@ export type {
 } from "./args";
 export { dockerPortAllowlistProvider } from "./pulumi/dynamic";
 export { HostError, type HostErrorKind } from "./host/errors";
-export type { OperationReport, RuleLines } from "./pulumi/lifecycle";
+export type { DockerBridges, OperationReport, RuleLines } from "./pulumi/lifecycle";
 export {
   DockerPortAllowlistFleet,
   FleetError,

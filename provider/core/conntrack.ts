@@ -3,7 +3,7 @@
  * host's CUT_AWK reads (provider/host/scripts.ts):
  * - `P <family> <tcp|udp> <lo> <hi> <origdst|->` per port (range) the allowlist polices;
  * - `A <family> <cidr>` per source its chain lets in;
- * - `B <family>` when the chain exempts Docker's bridges (the host adds their subnets as `A`).
+ * - `B <family> <bridge>` per Docker bridge the chain exempts (the host adds its subnets as `A`).
  * The host lists conntrack once per family and deletes each flow to a policed port, DNATed (so
  * inbound to a published port, not a container's own outbound flow), whose original source no
  * `A` network contains. So a new allowlist cuts flows it does not allow, an edit cuts only the
@@ -25,7 +25,7 @@ import {
   originalDestinationText,
   type AllowlistSpec,
 } from "./layout";
-import { getChain, parseFilterTable, type ParsedRule } from "./parse";
+import { BRIDGE_NAME, getChain, parseFilterTable, type ParsedRule } from "./parse";
 
 const ADDRESS = /^[0-9A-Fa-f:.]+$/;
 const CIDR = /^[0-9A-Fa-f:.]+\/\d{1,3}$/;
@@ -48,18 +48,22 @@ function sourceLine(family: Family, cidr: string): string | undefined {
   return CIDR.test(cidr) ? `A ${family} ${cidr}` : undefined;
 }
 
-function bridgeLine(family: Family): string {
-  return `B ${family}`;
+function bridgeLine(family: Family, bridge: string): string | undefined {
+  return BRIDGE_NAME.test(bridge) ? `B ${family} ${bridge}` : undefined;
 }
 
 const defined = (l: string | undefined): l is string => l !== undefined;
 
 /**
- * The policy for `family` once a plan for `spec` is applied, from the spec alone. `spec` null
- * (a delete) and a family the allowlist does not police cut nothing; so does an allow-all
- * source (a /0), which lets everyone in.
+ * The policy for `family` once a plan for `spec` is applied, from the spec and Docker's bridges
+ * on the host (`bridges`, as the chain exempts them). `spec` null (a delete) and a family the
+ * allowlist does not police cut nothing; so does an allow-all source (a /0), which lets everyone in.
  */
-export function conntrackPolicyOf(spec: AllowlistSpec | null, family: Family): string[] {
+export function conntrackPolicyOf(
+  spec: AllowlistSpec | null,
+  family: Family,
+  bridges: readonly string[],
+): string[] {
   if (spec === null || !declaresFamily(spec, family)) return [];
   const sources = [...spec.sources[family]].sort(compareCidr);
   if (sources.some((s) => s.prefix === 0)) return [];
@@ -69,7 +73,7 @@ export function conntrackPolicyOf(spec: AllowlistSpec | null, family: Family): s
     .filter(defined);
   if (ports.length === 0) return [];
   const lines = [...ports, ...sources.map((s) => sourceLine(family, formatCidr(s))).filter(defined)];
-  if (spec.exemptDockerBridges) lines.push(bridgeLine(family));
+  if (spec.exemptDockerBridges) lines.push(...bridges.map((b) => bridgeLine(family, b)).filter(defined));
   return lines;
 }
 
@@ -125,6 +129,12 @@ export function conntrackPolicy(after: string, ruleName: string, family: Family)
     )
   )
     return [];
-  if (chain.rules.some((r) => r.inInterface?.value === "docker0")) lines.push(bridgeLine(family));
+  for (const r of chain.rules) {
+    const i = r.inInterface;
+    if (returns(r) && i !== undefined && !i.negated && r.source === undefined && r.ctstate === undefined) {
+      const line = bridgeLine(family, i.value);
+      if (line !== undefined) lines.push(line);
+    }
+  }
   return lines;
 }

@@ -64,12 +64,14 @@ export interface PolicedPaths {
  * The saved copy of one allowlist for one family: comment lines, then our `FORWARD` jump (only
  * where the DOCKER-USER path is policed), our DOCKER-USER jumps, our INPUT jumps and our chain
  * with its owner line, each as `iptables-save` prints it. Empty when the allowlist polices
- * nothing in `family` on this host (the provider then removes the copy).
+ * nothing in `family` on this host (the provider then removes the copy). `bridges`: Docker's
+ * bridges on the host in `family`, as the planner exempts them (`dockerBridges` of ./parse.ts).
  */
 export function renderGuardCopy(
   spec: AllowlistSpec,
   family: Family,
   paths: PolicedPaths,
+  bridges: readonly string[],
   owner?: Owner,
 ): string {
   if (!paths.forward && !paths.input) return "";
@@ -78,7 +80,7 @@ export function renderGuardCopy(
     `# ${GUARD_SCRIPT_PATH} puts back what is missing from the live rules; do not edit (the next \`pulumi up\` rewrites it).`,
     ...(paths.forward ? [renderForwardJump(), ...renderJumps(spec, family)] : []),
     ...(paths.input ? renderInputJumps(spec) : []),
-    ...renderChainRules(spec, family, owner),
+    ...renderChainRules(spec, family, bridges, owner),
   ];
   return lines.map((l) => `${l}\n`).join("");
 }

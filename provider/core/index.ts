@@ -18,6 +18,7 @@ export {
   tagOf,
   declaresFamily,
   renderDesiredRules,
+  withoutBridgeExemptions,
   renderChainRules,
   renderJumps,
   renderInputJumps,
@@ -60,7 +61,16 @@ export {
 } from "./fleet-spec";
 export type { Finding, FindingCode, Severity } from "./findings";
 export type { FilterTable, ChainModel, ParsedRule, Negatable, RuleCommand, Backend } from "./parse";
-export { parseFilterTable, getChain, hasDockerChains, canonicalRule, parseRuleCommand } from "./parse";
+export {
+  parseFilterTable,
+  getChain,
+  hasDockerChains,
+  dockerBridges,
+  dockerBridgesOf,
+  BRIDGE_NAME,
+  canonicalRule,
+  parseRuleCommand,
+} from "./parse";
 export {
   fingerprint,
   fingerprintLines,

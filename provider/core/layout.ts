@@ -22,7 +22,7 @@
  *                                                                    v
  *     DPA-web (owned entirely by this allowlist)
  *       1 -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN   replies and live flows: fast path
- *       2 -i docker0 -j RETURN / -i br-+ -j RETURN                containers' own outbound traffic
+ *       2 -i docker0 -j RETURN, -i br-1a2b3c -j RETURN ...        containers' own outbound traffic
  *       3 -s <allowed source> -j RETURN  (one per source)         allowed: back to DOCKER-USER
  *       4 -j DROP | -j REJECT --reject-with icmp(6)-port-unreachable   everyone else
  *
@@ -119,15 +119,30 @@ function portText(ports: PortRange): string {
 }
 
 /**
- * The rules of the owned chain, in order, as `-A DPA-x ...` lines; with `owner`, its owner line
- * last (after the final DROP/REJECT, so no packet ever reaches it; see ./owner.ts).
+ * Docker's default bridge: what a preview shows where the host's bridges are not known yet
+ * (see {@link renderDesiredRules}); a plan always uses the bridges it reads from the host.
  */
-export function renderChainRules(spec: AllowlistSpec, family: Family, owner?: Owner): string[] {
+export const DEFAULT_DOCKER_BRIDGES: readonly string[] = ["docker0"];
+
+/**
+ * The rules of the owned chain, in order, as `-A DPA-x ...` lines; with `owner`, its owner line
+ * last (after the final DROP/REJECT, so no packet ever reaches it; see ./owner.ts). `bridges`:
+ * the bridges Docker made on the host in this family (`dockerBridges` of ./parse.ts), one
+ * exemption each, in the given (sorted) order, when the spec exempts Docker's bridges. Exempting
+ * the actual bridges, not a name pattern: a host whose own uplink is a Linux bridge called
+ * `br-lan` must not let every outside client in through `-i br-+`.
+ */
+export function renderChainRules(
+  spec: AllowlistSpec,
+  family: Family,
+  bridges: readonly string[],
+  owner?: Owner,
+): string[] {
   const chain = chainName(spec.ruleName);
   const tag = commentMatch(tagOf(spec.ruleName));
   const lines = [`-A ${chain} -m conntrack --ctstate RELATED,ESTABLISHED ${tag} -j RETURN`];
   if (spec.exemptDockerBridges) {
-    lines.push(`-A ${chain} -i docker0 ${tag} -j RETURN`, `-A ${chain} -i br-+ ${tag} -j RETURN`);
+    for (const bridge of bridges) lines.push(`-A ${chain} -i ${bridge} ${tag} -j RETURN`);
   }
   const sources = [...spec.sources[family]].sort(compareCidr);
   for (const source of sources) lines.push(`-A ${chain} ${sourceMatch(source)}${tag} -j RETURN`);
@@ -140,6 +155,17 @@ export function renderChainRules(spec: AllowlistSpec, family: Family, owner?: Ow
   if (owner !== undefined)
     lines.push(`-A ${chain} ${commentMatch(ownerComment(tagOf(spec.ruleName), owner))}`);
   return lines;
+}
+
+/**
+ * `lines` without the bridge exemptions {@link renderChainRules} writes (`-A DPA-x -i <bridge>
+ * <tag> -j RETURN`): what a state's rule lines declare, apart from the host's own bridges.
+ */
+export function withoutBridgeExemptions(lines: readonly string[]): string[] {
+  const exemption = new RegExp(
+    `^-A ${CHAIN_PREFIX}\\S+ -i \\S+ -m comment --comment "${TAG_PREFIX}[^"]*" -j RETURN$`,
+  );
+  return lines.filter((l) => !exemption.test(l));
 }
 
 /**
@@ -217,8 +243,20 @@ export function declaresFamily(spec: AllowlistSpec, family: Family): boolean {
  * chain; exactly what `iptables-save` prints for them. Used for preview (`pulumi preview
  * --diff`). A host whose Docker does not manage `family` (IPv6 with IPv4-only containers) gets
  * only the INPUT jumps and the chain; the preview cannot know that and shows all of them.
+ * `bridges`: Docker's bridges in `family` as last read from the host; where none were read yet,
+ * Docker's default bridge alone ({@link DEFAULT_DOCKER_BRIDGES}), the best guess for a host
+ * not yet seen (the apply exempts the bridges it finds there).
  */
-export function renderDesiredRules(spec: AllowlistSpec, family: Family, owner?: Owner): string[] {
+export function renderDesiredRules(
+  spec: AllowlistSpec,
+  family: Family,
+  bridges: readonly string[] = DEFAULT_DOCKER_BRIDGES,
+  owner?: Owner,
+): string[] {
   if (!declaresFamily(spec, family)) return [];
-  return [...renderJumps(spec, family), ...renderInputJumps(spec), ...renderChainRules(spec, family, owner)];
+  return [
+    ...renderJumps(spec, family),
+    ...renderInputJumps(spec),
+    ...renderChainRules(spec, family, bridges, owner),
+  ];
 }

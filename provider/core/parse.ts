@@ -433,6 +433,57 @@ function hostFindings(table: FilterTable): Finding[] {
   return out;
 }
 
+/**
+ * Chains only Docker writes to (DOCKER-USER is the user's): Docker 20.10-27 (DOCKER,
+ * DOCKER-ISOLATION-STAGE-1/2), 28+ (DOCKER-BRIDGE, DOCKER-CT, DOCKER-FORWARD, DOCKER-INTERNAL),
+ * Swarm (DOCKER-INGRESS).
+ */
+const DOCKER_OWNED_CHAINS = [
+  "DOCKER",
+  "DOCKER-BRIDGE",
+  "DOCKER-CT",
+  "DOCKER-FORWARD",
+  "DOCKER-INGRESS",
+  "DOCKER-INTERNAL",
+  "DOCKER-ISOLATION-STAGE-1",
+  "DOCKER-ISOLATION-STAGE-2",
+];
+
+/**
+ * A Linux interface name (at most 15 bytes) in the characters Docker's bridges use. A name
+ * outside it is not exempted (its containers then lose outbound traffic on the policed port:
+ * closed, never open), and never reaches a rendered rule or the host's shell.
+ */
+export const BRIDGE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
+
+/**
+ * The bridges Docker made in this family, sorted: every interface that a rule in one of Docker's
+ * own chains names with a plain (not negated, no `+` wildcard) `-i` or `-o`. Docker writes such
+ * rules for each of its bridge networks in every layout (20.10: `-A DOCKER-ISOLATION-STAGE-1 -i
+ * docker0 ! -o docker0 ...`; 28/29: `-A DOCKER-BRIDGE -o br-1a2b3c -j DOCKER`, `-A DOCKER-FORWARD
+ * -i br-1a2b3c -j ACCEPT`): the default docker0, user-defined br-<id>, custom names
+ * (`com.docker.network.bridge.name`) and Swarm's docker_gwbridge. Rules in FORWARD, INPUT,
+ * DOCKER-USER or any other chain are not read: anyone may write there, and the host's own uplink
+ * (a Linux bridge may well be called br-lan) must never pass for Docker's.
+ */
+export function dockerBridges(table: FilterTable): string[] {
+  const names = new Set<string>();
+  for (const chain of table.chains) {
+    if (!DOCKER_OWNED_CHAINS.includes(chain.name)) continue;
+    for (const r of chain.rules) {
+      for (const m of [r.inInterface, r.outInterface]) {
+        if (m !== undefined && !m.negated && BRIDGE_NAME.test(m.value)) names.add(m.value);
+      }
+    }
+  }
+  return [...names].sort();
+}
+
+/** {@link dockerBridges} of a family's `iptables-save -t filter` text; none where there is none. */
+export function dockerBridgesOf(saveText: string | null, family: Family): string[] {
+  return saveText === null ? [] : dockerBridges(parseFilterTable(saveText, family));
+}
+
 /** True when a comment is one of ours (any allowlist's tag, or the shared FORWARD tag). */
 export function isDpaComment(comment: string | undefined): boolean {
   return comment !== undefined && comment.startsWith(TAG_PREFIX);

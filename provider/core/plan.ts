@@ -42,6 +42,7 @@ import {
   type Protocol,
 } from "./layout";
 import {
+  dockerBridges,
   getChain,
   hasDockerChains,
   isDpaComment,
@@ -352,7 +353,8 @@ function planFamily(
   const changes: string[] = [];
   const wantJumps = paths.forward ? renderJumps(desired!, family) : [];
   const wantInputJumps = paths.input ? renderInputJumps(desired!) : [];
-  const wantChain = police ? renderChainRules(desired!, family, claim?.owner) : [];
+  const bridges = dockerBridges(table);
+  const wantChain = police ? renderChainRules(desired!, family, bridges, claim?.owner) : [];
 
   // Foreign rules that jump into our chain: we cannot delete the chain while they exist.
   const foreignRefs = table.chains
@@ -550,7 +552,7 @@ function planFamily(
       // verifyApplied), so the policy follows from the spec. The cut only ever removes DNATed
       // flows; what docker-proxy serves through INPUT is not DNATed, so a family policed on the
       // INPUT path alone has nothing to cut, and a deleted allowlist cuts nothing.
-      conntrack: paths.forward ? conntrackPolicyOf(desired, family) : [],
+      conntrack: paths.forward ? conntrackPolicyOf(desired, family, bridges) : [],
     },
   };
 }

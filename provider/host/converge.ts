@@ -15,6 +15,7 @@ import {
   planAllowlist,
   policedPaths,
   renderGuardCopy,
+  dockerBridgesOf,
   standing,
   verifyApplied,
   type AllowlistSpec,
@@ -112,7 +113,15 @@ export function guardWanted(
   owner: Owner | undefined,
 ): GuardWanted {
   const copy = (f: Family) =>
-    desired === null ? "" : renderGuardCopy(desired, f, policedPaths(snapshot[f], desired, f), owner);
+    desired === null
+      ? ""
+      : renderGuardCopy(
+          desired,
+          f,
+          policedPaths(snapshot[f], desired, f),
+          dockerBridgesOf(snapshot[f], f),
+          owner,
+        );
   return { ruleName, script: GUARD_SCRIPT, copies: { ipv4: copy("ipv4"), ipv6: copy("ipv6") } };
 }
 

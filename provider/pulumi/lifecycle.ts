@@ -11,9 +11,12 @@
  */
 import type { ConnectionArgs } from "../args";
 import {
+  BRIDGE_NAME,
+  dockerBridgesOf,
   planAllowlist,
   ownerOf,
   renderDesiredRules,
+  withoutBridgeExemptions,
   validateAllowlist,
   validateConnection,
   chainName,
@@ -102,6 +105,12 @@ export interface Outputs extends CheckedInputs {
   readonly inSync: boolean;
   readonly lastOperation: OperationReport;
   /**
+   * The bridges Docker made on the host, per family, as last read from it (create, update,
+   * refresh). The chain exempts these when `exemptDockerBridges` is on, and a preview renders
+   * its rules with them (see {@link check}).
+   */
+  readonly dockerBridges: DockerBridges;
+  /**
    * `SHA256:` fingerprint of the host key seen when this resource first connected, kept current
    * by every operation since (it only changes through a new `connection.hostKey` pin). Where
    * nothing is pinned, later operations refuse a host presenting another key (trust on first use).
@@ -109,6 +118,26 @@ export interface Outputs extends CheckedInputs {
   readonly hostKeyFingerprint?: string;
   /** The same for the jump host (`connection.proxy`), when there is one. */
   readonly proxyHostKeyFingerprint?: string;
+}
+
+/** Docker's bridges per family, sorted (`dockerBridges` of the core). */
+export interface DockerBridges {
+  ipv4: string[];
+  ipv6: string[];
+}
+
+/** Docker's bridges in each family of a live read; none where the family gave no output. */
+function bridgesOf(live: { ipv4: string | null; ipv6: string | null }): DockerBridges {
+  return { ipv4: dockerBridgesOf(live.ipv4, "ipv4"), ipv6: dockerBridgesOf(live.ipv6, "ipv6") };
+}
+
+/** The bridges recorded in a state, or undefined where none are (first preview, older state). */
+function recordedBridges(state: Record<string, unknown>): DockerBridges | undefined {
+  const b = state.dockerBridges as Record<string, unknown> | undefined;
+  const names = (v: unknown) =>
+    Array.isArray(v) && v.every((n) => typeof n === "string" && BRIDGE_NAME.test(n));
+  if (typeof b !== "object" || b === null || !names(b.ipv4) || !names(b.ipv6)) return undefined;
+  return { ipv4: b.ipv4 as string[], ipv6: b.ipv6 as string[] };
 }
 
 /** Keys of the user's declaration (and check's computed ones) that an update must apply. */
@@ -136,9 +165,15 @@ function containsUnknown(value: unknown): boolean {
   return false;
 }
 
-/** `check`: validation failures, or the inputs plus the rendered rules. */
+/**
+ * `check`: validation failures, or the inputs plus the rendered rules. A preview cannot reach the
+ * host, so the bridge exemptions are rendered for the Docker bridges recorded by the last
+ * refresh (`olds` are the old inputs, where `read` records them and from where each check carries
+ * them on); before any refresh, for Docker's default bridge alone. The apply always exempts the
+ * bridges it reads from the host, and a refresh reports a chain whose bridges changed as drift.
+ */
 export function check(
-  _olds: Record<string, unknown>,
+  olds: Record<string, unknown>,
   news: Record<string, unknown>,
 ): { inputs?: Record<string, unknown>; failures?: ValidationFailure[] } {
   const failures: ValidationFailure[] = [];
@@ -156,6 +191,7 @@ export function check(
   if (!a.ok) failures.push(...a.failures);
   if (failures.length > 0 || !a.ok) return { failures };
   const spec = a.spec;
+  const bridges = recordedBridges(olds);
   // The owner line names the connection; while the host is not known yet (preview of a host
   // that another resource creates), the preview shows the rules without it.
   const c = containsUnknown(connection) ? undefined : validateConnection(connection);
@@ -164,7 +200,11 @@ export function check(
     inputs: {
       ...news,
       ruleName: spec.ruleName,
-      rules: { ipv4: renderDesiredRules(spec, "ipv4", owner), ipv6: renderDesiredRules(spec, "ipv6", owner) },
+      rules: {
+        ipv4: renderDesiredRules(spec, "ipv4", bridges?.ipv4, owner),
+        ipv6: renderDesiredRules(spec, "ipv6", bridges?.ipv6, owner),
+      },
+      ...(bridges === undefined ? {} : { dockerBridges: bridges }),
     },
   };
 }
@@ -204,7 +244,16 @@ export function diff(
   if (!same(oc.host, nc.host)) replaces.push("connection.host");
   if (!same(oc.port ?? 22, nc.port ?? 22)) replaces.push("connection.port");
   if (!same(olds.ruleName, news.ruleName)) replaces.push("ruleName");
-  const changed = INPUT_KEYS.filter((k) => !same(olds[k], news[k]));
+  // The bridge exemptions in `rules` are the host's fact, not the declaration: a preview renders
+  // them from the last refresh (or guesses docker0), and a bridge added or removed on the host is
+  // drift that read reports as inSync: false. So they never make a change by themselves.
+  const declaredRules = (v: unknown) => {
+    const r = v as Partial<RuleLines> | undefined;
+    return { ipv4: withoutBridgeExemptions(r?.ipv4 ?? []), ipv6: withoutBridgeExemptions(r?.ipv6 ?? []) };
+  };
+  const changed = INPUT_KEYS.filter((k) =>
+    k === "rules" ? !same(declaredRules(olds[k]), declaredRules(news[k])) : !same(olds[k], news[k]),
+  );
   // A failed save leaves `persisted: false` in state; the next `up` must save again.
   const unsaved = olds.persisted === false && news.persist !== false;
   // Drift outside our own lines (e.g. a fail-open FORWARD chain) shows in hostFindings only;
@@ -349,6 +398,7 @@ function outputs(
     // A guard step that failed leaves the guard off plan: the next `up` tries again.
     inSync: !guardDrifted(guard.host),
     lastOperation,
+    dockerBridges: bridgesOf(o.live),
     ...hostKeyOutputs(o.hostKeys),
   };
 }
@@ -494,6 +544,8 @@ export async function read(
   const guard = guardFindingsOf(spec, spec, snapshot, snapshot.guard, claim.owner);
   const old = props as unknown as Outputs;
   const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
+  // Recorded in the inputs too (below): check renders the next preview's exemptions with them.
+  const dockerBridges = bridgesOf(live);
   if (!plan.inSync) {
     // Only families that really differ take the live lines: a family the host does not police
     // (ipv6 "auto" on a host without IPv6 Docker chains) must not look like drift forever.
@@ -518,10 +570,12 @@ export async function read(
     persisted,
     hostFindings,
     inSync: plan.inSync && !guardDrifted(guard),
+    dockerBridges,
     ...hostKeyOutputs(hostKeys),
   };
   const inputs: Record<string, unknown> = {};
   for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];
   inputs.rules = rules;
+  inputs.dockerBridges = dockerBridges;
   return { id, props: next, inputs };
 }

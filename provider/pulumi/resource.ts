@@ -18,7 +18,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type { DockerPortAllowlistPlainArgs, ConnectionArgs } from "../args";
 import { dockerPortAllowlistProvider } from "./dynamic";
-import type { OperationReport, RuleLines } from "./lifecycle";
+import type { DockerBridges, OperationReport, RuleLines } from "./lifecycle";
 
 /** Every field may be a Pulumi Input; nested connection fields too. */
 export type DockerPortAllowlistArgs = {
@@ -59,6 +59,11 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   declare public readonly inSync: pulumi.Output<boolean>;
   /** SSH connections, command round trips and time of the last create/update. */
   declare public readonly lastOperation: pulumi.Output<OperationReport>;
+  /**
+   * The bridges Docker made on the host, per family, as last read (create, update, refresh): the
+   * ones `exemptDockerBridges` exempts.
+   */
+  declare public readonly dockerBridges: pulumi.Output<DockerBridges>;
   /**
    * `SHA256:` fingerprint of the host's SSH key, recorded at the first connection and kept by
    * every operation since. With no `connection.hostKey` pinned, a host presenting another key is
@@ -101,6 +106,7 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
         families: undefined,
         inSync: undefined,
         lastOperation: undefined,
+        dockerBridges: undefined,
         hostKeyFingerprint: undefined,
         proxyHostKeyFingerprint: undefined,
       },

@@ -42,7 +42,7 @@ describe("conntrackPolicy", () => {
       "P ipv4 tcp 8000 8100 198.18.0.10",
       "A ipv4 198.18.1.0/24",
       "A ipv4 198.18.2.7/32",
-      "B ipv4",
+      "B ipv4 docker0",
     ]);
   });
 
@@ -62,6 +62,18 @@ function spec(args: object): AllowlistSpec {
 }
 
 describe("conntrackPolicyOf (from the spec, carried in the plan)", () => {
+  /** Docker's bridges on the host, as the planner reads them (`dockerBridges`). */
+  const BRIDGES = ["br-1a2b3c4d5e6f", "docker0"];
+
+  test("names no bridge outside the safe set (the host's shell word-splits the lines)", () => {
+    const s = spec({ port: 80, sources: ["198.18.1.0/24"] });
+    expect(conntrackPolicyOf(s, "ipv4", ["docker0", "$(reboot)", "br x"])).toEqual([
+      "P ipv4 tcp 80 80 -",
+      "A ipv4 198.18.1.0/24",
+      "B ipv4 docker0",
+    ]);
+  });
+
   test.each<[string, object | null, Family, string[]]>([
     [
       "one port, sources sorted, no bridge exemption",
@@ -82,7 +94,8 @@ describe("conntrackPolicyOf (from the spec, carried in the plan)", () => {
         "P ipv4 tcp 8000 8100 198.18.0.10",
         "P ipv4 udp 8000 8100 198.18.0.10",
         "A ipv4 198.18.1.0/24",
-        "B ipv4",
+        "B ipv4 br-1a2b3c4d5e6f",
+        "B ipv4 docker0",
       ],
     ],
     [
@@ -117,6 +130,6 @@ describe("conntrackPolicyOf (from the spec, carried in the plan)", () => {
     ],
     ["a delete", null, "ipv4", []],
   ])("%s", (_name, args, family, expected) => {
-    expect(conntrackPolicyOf(args === null ? null : spec(args), family)).toEqual(expected);
+    expect(conntrackPolicyOf(args === null ? null : spec(args), family, BRIDGES)).toEqual(expected);
   });
 });

@@ -11,6 +11,7 @@ import {
   ownerOf,
   planAllowlist,
   policedPaths,
+  dockerBridgesOf,
   renderGuardCopy,
   renderGuardService,
   renderGuardTimer,
@@ -34,7 +35,13 @@ const TAG = '-m comment --comment "dpa:web"';
 describe("renderGuardCopy", () => {
   test("holds our FORWARD jump, the jumps and the chain with its owner line, as iptables-save prints them", () => {
     expect(
-      renderGuardCopy(spec({ protocols: ["tcp", "udp"] }), "ipv4", { forward: true, input: true }, OWNER),
+      renderGuardCopy(
+        spec({ protocols: ["tcp", "udp"] }),
+        "ipv4",
+        { forward: true, input: true },
+        ["docker0"],
+        OWNER,
+      ),
     ).toBe(`# docker-port-allowlist guard copy of DPA-web (ipv4), written by the provider with every change.
 # /var/lib/docker-port-allowlist/guard.sh puts back what is missing from the live rules; do not edit (the next \`pulumi up\` rewrites it).
 -A FORWARD -m comment --comment "dpa::forward" -j DOCKER-USER
@@ -44,7 +51,6 @@ describe("renderGuardCopy", () => {
 -A INPUT ! -i lo -p udp -m udp --dport 8080 ${TAG} -j DPA-web
 -A DPA-web -m conntrack --ctstate RELATED,ESTABLISHED ${TAG} -j RETURN
 -A DPA-web -i docker0 ${TAG} -j RETURN
--A DPA-web -i br-+ ${TAG} -j RETURN
 -A DPA-web -s 198.18.1.0/24 ${TAG} -j RETURN
 -A DPA-web ${TAG} -j DROP
 -A DPA-web -m comment --comment "dpa:web owner=shop/prod/web via=198.18.0.10:22"
@@ -53,11 +59,11 @@ describe("renderGuardCopy", () => {
 
   test("leaves out the DOCKER-USER path where it is not policed, and is empty where nothing is", () => {
     const s = spec({ sources: ["2001:db8::/32"] });
-    const inputOnly = renderGuardCopy(s, "ipv6", { forward: false, input: true });
+    const inputOnly = renderGuardCopy(s, "ipv6", { forward: false, input: true }, []);
     expect(inputOnly).not.toMatch(/FORWARD|DOCKER-USER/);
     expect(inputOnly).toContain(`-A INPUT ! -i lo -p tcp -m tcp --dport 8080 ${TAG} -j DPA-web\n`);
     expect(inputOnly).toContain(`-A DPA-web -s 2001:db8::/32 ${TAG} -j RETURN\n`);
-    expect(renderGuardCopy(s, "ipv6", { forward: false, input: false })).toBe("");
+    expect(renderGuardCopy(s, "ipv6", { forward: false, input: false }, [])).toBe("");
   });
 
   // The copy is what the guard makes sure of: exactly our lines after a plan is applied, on every
@@ -74,7 +80,13 @@ describe("renderGuardCopy", () => {
         if (before === null) continue;
         const fp = plan.families[f];
         const after = fp === undefined ? before : applyPayload(before, fp.payload, f);
-        const copy = renderGuardCopy(desired, f, policedPaths(after, desired, f), OWNER);
+        const copy = renderGuardCopy(
+          desired,
+          f,
+          policedPaths(after, desired, f),
+          dockerBridgesOf(after, f),
+          OWNER,
+        );
         const lines = copy.split("\n").filter((l) => l.startsWith("-A "));
         const forward = lines.filter((l) => l.startsWith("-A FORWARD "));
         const ours = lines.filter((l) => !l.startsWith("-A FORWARD "));
@@ -129,7 +141,7 @@ WantedBy=timers.target
 
 describe("guardUpdate and guardFindings", () => {
   const SCRIPT = "#!/usr/bin/env bash\necho guard\n";
-  const copy4 = renderGuardCopy(spec(), "ipv4", { forward: true, input: true }, OWNER);
+  const copy4 = renderGuardCopy(spec(), "ipv4", { forward: true, input: true }, ["docker0"], OWNER);
   const wanted = { ruleName: "web", script: SCRIPT, copies: { ipv4: copy4, ipv6: "" } };
   const current: GuardReport = {
     systemd: true,

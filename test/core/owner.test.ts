@@ -101,7 +101,7 @@ describe("ownerOf", () => {
 
 describe("the owner line", () => {
   it("is the chain's last line, with no target, and iptables-save's parse reads it back", () => {
-    const lines = renderChainRules(spec(), "ipv4", A);
+    const lines = renderChainRules(spec(), "ipv4", ["docker0"], A);
     expect(lines.at(-1)).toBe(
       '-A DPA-web -m comment --comment "dpa:web owner=shop/prod/web via=10.0.0.5:22"',
     );

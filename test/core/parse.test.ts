@@ -3,12 +3,13 @@
  */
 import {
   canonicalRule,
+  dockerBridges,
   parseFilterTable,
   parseRuleCommand,
   type Family,
   type ParsedRule,
 } from "../../provider/core";
-import { TABLE } from "./support/fixtures";
+import { TABLE, loadCase } from "./support/fixtures";
 
 describe("parseFilterTable", () => {
   it.each([
@@ -312,4 +313,54 @@ describe("parseRuleCommand", () => {
       expect(parseRuleCommand(line)).toBeUndefined();
     },
   );
+});
+
+describe("dockerBridges: the bridges Docker made, read from its own chains", () => {
+  it.each<[string, Family, string[]]>([
+    // Real capture, Docker 20.10: the default bridge only.
+    ["docker20-fresh", "ipv4", ["docker0"]],
+    ["docker20-fresh", "ipv6", ["docker0"]],
+    // Real capture, Docker 20.10: a user-defined network, a custom bridge name, an internal
+    // network (only in the IPv4 isolation rules: it has no IPv6).
+    ["docker20-usernets", "ipv4", ["br-4c40bec14bde", "br-d000675c5ea5", "custom0", "docker0"]],
+    ["docker20-usernets", "ipv6", ["br-4c40bec14bde", "custom0", "docker0"]],
+    // Docker 28 (DOCKER-FORWARD/BRIDGE/CT): the br-lan uplink in INPUT and FORWARD is not Docker's.
+    ["docker28", "ipv4", ["docker0"]],
+    ["docker28-usernets", "ipv4", ["br-1a2b3c4d5e6f", "bridge1", "docker0"]],
+    // Real capture, Docker 29.8.0: docker0 and a user-defined IPv4+IPv6 network.
+    ["docker29", "ipv4", ["br-0123456789ab", "docker0"]],
+    ["docker29", "ipv6", ["br-0123456789ab", "docker0"]],
+    // Docker 29 (no DOCKER-ISOLATION-*; DOCKER-INTERNAL), Swarm's docker_gwbridge.
+    ["docker29-usernets", "ipv4", ["br-0f1e2d3c4b5a", "br-9a8b7c6d5e4f", "docker0", "docker_gwbridge"]],
+    // No Docker chains in ip6tables (containers IPv4-only); no Docker at all.
+    ["ipv6-input-only", "ipv6", []],
+    ["docker-user-missing", "ipv4", []],
+  ])("fixture %s (%s)", (name, family, expected) => {
+    const text = loadCase(name).live[family];
+    expect(dockerBridges(parseFilterTable(text!, family))).toEqual(expected);
+  });
+
+  it("never reads an interface from chains anyone may write to, a negated one, a wildcard or an odd name", () => {
+    const table = TABLE(
+      [
+        "-A INPUT -i br-lan -j ACCEPT",
+        "-A FORWARD -i br-lan -o br-lan -j ACCEPT",
+        "-A DOCKER-USER -i br-wan -j DROP",
+        "-A MYFW -i br-x -j RETURN",
+        "-A DOCKER ! -i br-neg -o docker0 -j DROP",
+        "-A DOCKER-FORWARD -i br-+ -j ACCEPT",
+        '-A DOCKER-FORWARD -i "a b" -j ACCEPT',
+        "-A DOCKER-FORWARD -i averyveryverylongname0 -j ACCEPT",
+        "-A DOCKER-BRIDGE -o br-1a2b3c4d5e6f -j DOCKER",
+      ],
+      [
+        ":DOCKER - [0:0]",
+        ":DOCKER-BRIDGE - [0:0]",
+        ":DOCKER-FORWARD - [0:0]",
+        ":DOCKER-USER - [0:0]",
+        ":MYFW - [0:0]",
+      ],
+    );
+    expect(dockerBridges(parseFilterTable(table, "ipv4"))).toEqual(["br-1a2b3c4d5e6f", "docker0"]);
+  });
 });

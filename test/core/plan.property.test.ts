@@ -16,6 +16,8 @@ import fc from "fast-check";
 import {
   canonicalRule,
   conntrackPolicy,
+  dockerBridges,
+  getChain,
   FORWARD_TAG,
   parseFilterTable,
   planAllowlist,
@@ -38,6 +40,9 @@ const BASES = [
   "docker20-foreign",
   "docker28",
   "docker29",
+  "docker20-usernets",
+  "docker28-usernets",
+  "docker29-usernets",
   "fail-open-missing",
   "fail-open-not-first",
   "damaged-duplicated",
@@ -73,6 +78,11 @@ const argsArb = fc.record({
   ipv6: fc.constantFrom("auto", "off"),
   ruleName: fc.constantFrom("web", "api", "x_1"),
 });
+
+/** Docker bridge names as `dockerBridges` returns them: valid names, sorted, no duplicates. */
+const bridgesArb = fc
+  .uniqueArray(fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/), { maxLength: 4 })
+  .map((names) => [...names].sort());
 
 function toSpec(args: object): AllowlistSpec {
   const v = validateAllowlist(args, "prop");
@@ -306,11 +316,44 @@ describe("planner properties", () => {
     );
   });
 
+  it("exempts exactly Docker's bridges, whatever foreign rules name the host's own bridges", () => {
+    fc.assert(
+      fc.property(scenario, fc.constantFrom("br-lan", "br-ex", "eth0"), (s, uplink) => {
+        const { state, spec } = setUp(s);
+        fc.pre(spec.exemptDockerBridges);
+        const noisy = addNoise(state, [
+          ["-I FORWARD 1", "198.18.0.0/15", "ACCEPT"],
+          ["-I INPUT 1", "198.18.0.0/15", "ACCEPT"],
+        ]);
+        const withUplink: Live = { ...noisy };
+        for (const f of ["ipv4", "ipv6"] as const) {
+          const text = noisy[f];
+          if (text === null) continue;
+          withUplink[f] = text.replace(/^(-A (?:FORWARD|INPUT) -s \S+)/gm, `$1 -i ${uplink}`);
+        }
+        const plan = planAllowlist(withUplink, spec, spec.ruleName);
+        fc.pre(!plan.blocked);
+        const after = applyPlan(withUplink, plan);
+        for (const f of ["ipv4", "ipv6"] as const) {
+          const text = after[f];
+          if (text === null) continue;
+          const table = parseFilterTable(text, f);
+          const exempted = (getChain(table, chainName(spec.ruleName))?.rules ?? [])
+            .map((r) => r.inInterface?.value)
+            .filter((i) => i !== undefined);
+          expect(exempted).not.toContain(uplink);
+          if (exempted.length > 0) expect(exempted).toEqual(dockerBridges(table));
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   it("renders lines that parse back to themselves", () => {
     fc.assert(
-      fc.property(argsArb, fc.constantFrom<Family>("ipv4", "ipv6"), (args, family) => {
+      fc.property(argsArb, fc.constantFrom<Family>("ipv4", "ipv6"), bridgesArb, (args, family, bridges) => {
         const spec = toSpec(args);
-        const lines = renderDesiredRules(spec, family);
+        const lines = renderDesiredRules(spec, family, bridges);
         for (const line of lines) expect(canonicalRule(line, family)).toBe(line);
         const text = [
           "*filter",

@@ -176,6 +176,23 @@ describe("DockerPortAllowlist through the real engine on a real Docker host", ()
     await proj.refresh(["--expect-no-changes"]);
   });
 
+  test("refresh records Docker's bridges in the state's inputs, from where the next preview renders them", async () => {
+    const r = await proj.run(["stack", "export"], { check: true });
+    const resources = (
+      JSON.parse(r.stdout) as {
+        deployment: {
+          resources: { urn: string; inputs?: Record<string, unknown>; outputs?: Record<string, unknown> }[];
+        };
+      }
+    ).deployment.resources;
+    const web = resources.find((x) => x.urn.endsWith("::web"))!;
+    // Docker's defaults: docker0 in IPv4; no Docker chains (so no bridge) in ip6tables. The first
+    // preview guessed docker0 in both; the up and refresh above found nothing to change all the same.
+    const bridges = { ipv4: ["docker0"], ipv6: [] };
+    expect(web.outputs?.dockerBridges).toEqual(bridges);
+    expect(web.inputs?.dockerBridges).toEqual(bridges);
+  });
+
   test("a rule deleted by hand is found by refresh and repaired by up", async () => {
     const [c0] = lab.clients;
     const line = `-s ${src(c0.ipv4)} -m comment --comment dpa:web -j RETURN`;

@@ -3,12 +3,12 @@
  * would not without the conntrack cut), an IPv6 step that fails at commit time puts IPv4 back,
  * and a host reached without a pinned key is warned about.
  */
-import { spawn, type ChildProcess } from "child_process";
-import { comparableSave, startLab, type Lab, type LabClient, type LabHost } from "../../lab";
+import type { ChildProcess } from "child_process";
+import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
 import { planAllowlist, validateAllowlist, type AllowlistSpec } from "../../provider/core";
 import { HostError, syncHost } from "../../provider/host";
 import type { ConnectionArgs } from "../../provider/args";
-import { syncOptions } from "./support";
+import { repliesDuring, syncOptions, udpFlow } from "./support";
 
 jest.setTimeout(240_000);
 
@@ -35,32 +35,6 @@ function spec(ruleName: string, port: number, protocols: string[], sources: stri
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * A UDP flow from one client source port to the host's published 5353, a datagram every 100 ms;
- * `replies()` counts the answers so far. One flow = one conntrack entry, ESTABLISHED once
- * answered, like a long-lived connection.
- */
-function udpFlow(client: LabClient, host: LabHost, sourcePort: number): { replies(): number } {
-  const script =
-    `const s = require("dgram").createSocket("udp4");` +
-    `s.on("message", () => process.stdout.write("r\\n"));` +
-    `s.bind(${sourcePort}, () => setInterval(() => s.send("x", 5353, ${JSON.stringify(host.ipv4)}), 100));`;
-  const child = spawn("ip", ["netns", "exec", client.netns, process.execPath, "-e", script], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  children.push(child);
-  let count = 0;
-  child.stdout!.on("data", (b: Buffer) => (count += b.toString().split("\n").length - 1));
-  return { replies: () => count };
-}
-
-/** Replies that arrive within `ms` from now. */
-async function repliesDuring(flow: { replies(): number }, ms: number): Promise<number> {
-  const before = flow.replies();
-  await sleep(ms);
-  return flow.replies() - before;
-}
-
 async function conntrackEntries(host: LabHost, source: string): Promise<number> {
   const r = await lab.hostExec(
     host,
@@ -77,6 +51,7 @@ test("removing a source cuts its live UDP flow at once; without the conntrack cu
   expect((await syncHost(conn(h), syncOptions(both))).applied).toBe(true);
 
   const flow = udpFlow(c0, h, 41000);
+  children.push(flow.process);
   expect(await repliesDuring(flow, 1500)).toBeGreaterThan(3);
   expect(await conntrackEntries(h, c0.ipv4)).toBe(1);
 
@@ -111,6 +86,7 @@ test("a new allowlist cuts the live flows it does not allow, and deleting it cut
   // No allowlist on the port (the test above leaves one): c0's flow is open and established.
   await syncHost(conn(h), syncOptions("flow"));
   const flow = udpFlow(c0, h, 41100);
+  children.push(flow.process);
   expect(await repliesDuring(flow, 1500)).toBeGreaterThan(3);
   expect(await conntrackEntries(h, c0.ipv4)).toBeGreaterThanOrEqual(1);
 

@@ -1,7 +1,10 @@
 /**
  * Shared pieces of the host edge's tests: the options with which the provider drives
- * `syncHost` (the one `convergeOptions`), and a way to await the HostError a call must end in.
+ * `syncHost` (the one `convergeOptions`), a way to await the HostError a call must end in, and
+ * a live UDP flow from a lab client (for the conntrack cut).
  */
+import { spawn, type ChildProcess } from "child_process";
+import type { LabClient, LabHost } from "../../lab";
 import { planAllowlist, type AllowlistSpec, type Plan } from "../../provider/core";
 import { HostError, convergeOptions, type ApplyOptions, type ConvergeHooks } from "../../provider/host";
 
@@ -49,4 +52,35 @@ export function planWithExtraRule(s: AllowlistSpec, extraSource: string) {
     const extra = `-A DPA-${s.ruleName} -s ${extraSource} ${tag} -j RETURN\nCOMMIT`;
     return { ...p, families: { ipv4: { ...v4, payload: v4.payload.replace(/COMMIT\s*$/, extra + "\n") } } };
   };
+}
+
+/** A live flow from {@link udpFlow}: the answers so far, and its process (kill it when done). */
+export interface UdpFlow {
+  replies(): number;
+  readonly process: ChildProcess;
+}
+
+/**
+ * A UDP flow from one client source port to the host's published 5353, a datagram every 100 ms;
+ * `replies()` counts the answers so far. One flow = one conntrack entry, ESTABLISHED once
+ * answered, like a long-lived connection.
+ */
+export function udpFlow(client: LabClient, host: LabHost, sourcePort: number): UdpFlow {
+  const script =
+    `const s = require("dgram").createSocket("udp4");` +
+    `s.on("message", () => process.stdout.write("r\\n"));` +
+    `s.bind(${sourcePort}, () => setInterval(() => s.send("x", 5353, ${JSON.stringify(host.ipv4)}), 100));`;
+  const child = spawn("ip", ["netns", "exec", client.netns, process.execPath, "-e", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let count = 0;
+  child.stdout!.on("data", (b: Buffer) => (count += b.toString().split("\n").length - 1));
+  return { replies: () => count, process: child };
+}
+
+/** Replies that arrive within `ms` from now. */
+export async function repliesDuring(flow: { replies(): number }, ms: number): Promise<number> {
+  const before = flow.replies();
+  await new Promise((r) => setTimeout(r, ms));
+  return flow.replies() - before;
 }

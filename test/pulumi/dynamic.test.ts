@@ -27,8 +27,8 @@ describe("check", () => {
         // The docker-proxy path (IPv6 clients of IPv4-only containers end there).
         '-A INPUT ! -i lo -p tcp -m tcp --dport 8080 -m comment --comment "dpa:web" -j DPA-web',
         '-A DPA-web -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "dpa:web" -j RETURN',
+        // No host read yet: Docker's default bridge stands for the bridges the apply will find.
         '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
-        '-A DPA-web -i br-+ -m comment --comment "dpa:web" -j RETURN',
         '-A DPA-web -s 198.18.1.0/24 -m comment --comment "dpa:web" -j RETURN',
         '-A DPA-web -m comment --comment "dpa:web" -j DROP',
       ],
@@ -37,11 +37,30 @@ describe("check", () => {
         // The docker-proxy path (IPv6 clients of IPv4-only containers end there).
         '-A INPUT ! -i lo -p tcp -m tcp --dport 8080 -m comment --comment "dpa:web" -j DPA-web',
         '-A DPA-web -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "dpa:web" -j RETURN',
+        // No host read yet: Docker's default bridge stands for the bridges the apply will find.
         '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
-        '-A DPA-web -i br-+ -m comment --comment "dpa:web" -j RETURN',
         '-A DPA-web -m comment --comment "dpa:web" -j DROP',
       ],
     });
+  });
+
+  test("renders the bridge exemptions for the Docker bridges the last refresh recorded, and carries them on", () => {
+    const dockerBridges = { ipv4: ["br-1a2b3c4d5e6f", "docker0"], ipv6: [] };
+    const r = check({ ...base, dockerBridges }, base);
+    const exemptions = (lines: string[]) => lines.filter((l) => / -i \S+ .* -j RETURN$/.test(l));
+    const rules = r.inputs?.rules as { ipv4: string[]; ipv6: string[] };
+    expect(exemptions(rules.ipv4)).toEqual([
+      '-A DPA-web -i br-1a2b3c4d5e6f -m comment --comment "dpa:web" -j RETURN',
+      '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
+    ]);
+    expect(exemptions(rules.ipv6)).toEqual([]);
+    expect(r.inputs?.dockerBridges).toEqual(dockerBridges);
+    // A recorded value that is no list of bridge names is not trusted: the default again.
+    const odd = check({ ...base, dockerBridges: { ipv4: ["br-+"], ipv6: [] } }, base);
+    expect(exemptions((odd.inputs?.rules as { ipv4: string[] }).ipv4)).toEqual([
+      '-A DPA-web -i docker0 -m comment --comment "dpa:web" -j RETURN',
+    ]);
+    expect(odd.inputs?.dockerBridges).toBeUndefined();
   });
 
   test("with the stack the resource class adds, previews the owner line last in each chain", () => {
@@ -83,6 +102,16 @@ describe("check", () => {
 });
 
 describe("diff", () => {
+  test("bridge exemptions alone never make a change (they are the host's; drift is inSync: false), a declared line does", () => {
+    const olds: Record<string, unknown> = { ...checked(base), inSync: true, persisted: true };
+    const recorded = { ...base, dockerBridges: { ipv4: ["br-1a2b3c4d5e6f", "docker0"], ipv6: [] } };
+    const withBridges = check(recorded, base).inputs!;
+    expect(withBridges.rules).not.toEqual(olds.rules);
+    expect(diff(olds, withBridges).changes).toBe(false);
+    const moreSources = checked({ ...base, sources: ["198.18.1.0/24", "198.18.2.0/24"] });
+    expect(diff(olds, moreSources).changes).toBe(true);
+  });
+
   const olds = { ...checked(base), persisted: true };
 
   test("no change for the same declaration", () => {

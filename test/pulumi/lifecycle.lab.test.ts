@@ -52,9 +52,13 @@ test("a failed save after the commit keeps the resource with persisted: false, a
   const saved = await lab.hostExec(h, "cat /etc/iptables/rules.v4");
   expect(saved.stdout).toContain('-A DPA-keep -s 198.18.200.0/24 -m comment --comment "dpa:keep" -j RETURN');
 
-  // Refresh agrees: in sync and saved.
+  // Refresh agrees: in sync and saved; it records the host's Docker bridges (docker0 in IPv4,
+  // none in this host's IPv6) and the next preview finds nothing to change.
   const r = await read(thrown!.id!, u.outs as unknown as Record<string, unknown>);
   expect(r.props.persisted).toBe(true);
   expect(r.props.inSync).toBe(true);
   expect(r.props.rules).toEqual(u.outs.rules);
+  expect(r.props.dockerBridges).toEqual({ ipv4: ["docker0"], ipv6: [] });
+  const next = check(r.inputs, { ...declared, rulesV4Path: "/etc/iptables/rules.v4" }).inputs!;
+  expect(diff(r.props as unknown as Record<string, unknown>, next).changes).toBe(false);
 });

@@ -3,7 +3,7 @@
 # POLICY: the lines of the family the client sent (`conntrackPolicyOf` in provider/core/conntrack.ts, carried in the plan):
 #   P <fam> <proto> <lo> <hi> <dst|->   a policed port range
 #   A <fam> <cidr>                      an allowed network
-#   B <fam>                             (ignored here: sync.sh then adds an A line per bridge)
+#   B <fam> <bridge>                    (ignored here: sync.sh then adds an A line per bridge subnet)
 # Second input: `conntrack -L -f <family>`. Prints `proto src dst sport dport` of each flow to a
 # policed port that was DNATed (the reply comes from another address than the original
 # destination: a connection to a published port, not an outbound flow of a container) and whose

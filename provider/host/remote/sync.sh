@@ -160,10 +160,13 @@ if [ -s "$tmp/conntrack" ]; then
     grep -q "^P $fam " "$tmp/conntrack" || continue
     if ! command -v conntrack >/dev/null 2>&1; then echo "@@DPA:conntrack-unavailable $fam"; continue; fi
     grep "^[PAB] $fam" "$tmp/conntrack" > "$tmp/policy"
-    if grep -q "^B $fam" "$tmp/policy"; then
+    if grep -q "^B $fam " "$tmp/policy"; then
+      # The subnets of the Docker bridges the chain exempts (named in the B lines), nothing else.
       inet=inet; [ "$fam" = ipv6 ] && inet=inet6
       ip -o -f "$inet" addr show 2>/dev/null |
-        awk -v fam="$fam" '$2 == "docker0" || $2 ~ /^br-/ { print "A", fam, $4 }' >> "$tmp/policy"
+        awk -v fam="$fam" 'NR == FNR { if ($1 == "B") b[$3] = 1; next } ($2 in b) { print "A", fam, $4 }' \
+          "$tmp/policy" - > "$tmp/bridgenets"
+      cat "$tmp/bridgenets" >> "$tmp/policy"
     fi
     if ! conntrack -L -f "$fam" > "$tmp/flows" 2>/dev/null; then echo "@@DPA:conntrack-list-failed $fam"; continue; fi
     awk -v fam="$fam" "$cut_awk" "$tmp/policy" - < "$tmp/flows" > "$tmp/cuts"
