@@ -4,15 +4,15 @@
  * a dockerd restart on a host whose rules were not restored, DOCKER-USER deleted the way
  * `firewall-cmd --reload` does), the guard the provider installed puts them back: the client
  * that must stay out is kept out again, the allowed client gets in, and the foreign rules are
- * exactly as the event left them. IPv4 and IPv6 (Docker 20.10 with ip6tables, which makes no
- * ip6tables DOCKER-USER: the guard makes it, as the provider does).
+ * exactly as the event left them. IPv4 and IPv6, on Docker 29 and on Docker 20.10 (with
+ * ip6tables, which makes no ip6tables DOCKER-USER: the guard makes it, as the provider does).
  *
  * The lab hosts have no systemd, so the test runs the installed script the way the units do:
  * `guard.sh --once` (the service, after each event) and `guard.sh --loop 1` (the timer, with a
  * short interval: the test waits for its "restored" line, not for a time).
  */
 import { spawn, type ChildProcess } from "child_process";
-import { startLab, type Lab, type LabHost } from "../../lab";
+import { startLab, type DockerVersion, type Lab, type LabHost } from "../../lab";
 import type { ConnectionArgs } from "../../provider/args";
 import {
   GUARD_SCRIPT_PATH,
@@ -35,27 +35,6 @@ const children: ChildProcess[] = [];
 const TAG = '-m comment --comment "dpa:guarded"';
 let web: AllowlistSpec;
 let claim: Claim;
-
-beforeAll(async () => {
-  lab = await startLab({ docker: 1, light: 0, clients: 2, ipv6: true });
-  h = lab.hosts[0];
-  const [allowed] = lab.clients;
-  const v = validateAllowlist(
-    { port: 8080, sources: [`${allowed.ipv4}/32`, `${allowed.ipv6!}/128`], ruleName: "guarded" },
-    "guarded",
-  );
-  if (!v.ok) throw new Error(JSON.stringify(v.failures));
-  web = v.spec;
-  claim = { owner: ownerOf("shop/prod", "guarded", h.ipv4, 22), operation: "create" };
-  // Foreign rules the guard must never touch: one in DOCKER-USER, one in INPUT.
-  await sh("iptables -I DOCKER-USER 1 -s 198.18.77.0/24 -j DROP");
-  await sh("iptables -I INPUT 1 -p tcp -m tcp --dport 2222 -j ACCEPT");
-});
-afterAll(async () => {
-  // Only the processes this file started, by their own handle (pid).
-  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
-  await lab?.down();
-});
 
 function conn(): ConnectionArgs {
   return { host: h.ipv4, privateKey: lab.clientKey.privateKey, hostKey: h.hostKey };
@@ -87,7 +66,31 @@ async function guardOnce(): Promise<string> {
   return r.stdout;
 }
 
-describe("the guard puts our rules back, and only ours", () => {
+// Docker 29 (the default) and 20.10, which makes no ip6tables DOCKER-USER of its own.
+const LEGS: [DockerVersion][] = [["29"], ["20.10"]];
+
+describe.each(LEGS)("Docker %s: the guard puts our rules back, and only ours", (dockerVersion) => {
+  beforeAll(async () => {
+    lab = await startLab({ docker: 1, light: 0, clients: 2, ipv6: true, dockerVersion });
+    h = lab.hosts[0];
+    const [allowed] = lab.clients;
+    const v = validateAllowlist(
+      { port: 8080, sources: [`${allowed.ipv4}/32`, `${allowed.ipv6!}/128`], ruleName: "guarded" },
+      "guarded",
+    );
+    if (!v.ok) throw new Error(JSON.stringify(v.failures));
+    web = v.spec;
+    claim = { owner: ownerOf("shop/prod", "guarded", h.ipv4, 22), operation: "create" };
+    // Foreign rules the guard must never touch: one in DOCKER-USER, one in INPUT.
+    await sh("iptables -I DOCKER-USER 1 -s 198.18.77.0/24 -j DROP");
+    await sh("iptables -I INPUT 1 -p tcp -m tcp --dport 2222 -j ACCEPT");
+  });
+  afterAll(async () => {
+    // Only the processes this file started, by their own handle (pid).
+    for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+    await lab?.down();
+  });
+
   test("create installs it (no systemd here: said so) with its saved copy; a round then finds everything in place", async () => {
     const o = await converge(conn(), web, web, { claim });
     expect(o.applied).toBe(true);
@@ -166,8 +169,14 @@ describe("the guard puts our rules back, and only ours", () => {
     expect(await access(6)).toEqual([true, true]);
     const out = await guardOnce();
     expect(out).toContain("chain DPA-guarded was missing: created");
-    // Docker 20.10 makes no ip6tables DOCKER-USER: the guard creates it and our FORWARD jump, as the provider did.
-    expect(out).toContain("dpa-guard: restored (ip6tables): chain DOCKER-USER was missing: created");
+    if (dockerVersion === "20.10") {
+      // Docker 20.10 makes no ip6tables DOCKER-USER: the guard creates it and our FORWARD jump, as the provider did.
+      expect(out).toContain("dpa-guard: restored (ip6tables): chain DOCKER-USER was missing: created");
+    } else {
+      // Docker 29 made its own: ours go back into it.
+      expect(out).not.toContain("chain DOCKER-USER was missing");
+      expect(out).toContain("dpa-guard: restored (ip6tables): chain DPA-guarded was missing: created");
+    }
     expect(await access()).toEqual([true, false]);
     expect(await access(6)).toEqual([true, false]);
     expect(await foreign()).toEqual(after);
