@@ -20,7 +20,7 @@
 import { readFileSync } from "fs";
 import { join } from "path";
 import { FINGERPRINT_AWK } from "../core/fingerprint";
-import { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
+import { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
 import { shellQuote } from "./ssh";
 
 /** Where the remote files are: beside this module, in the sources and in the build (bin/). */
@@ -124,7 +124,7 @@ export const EXIT = exitTable();
 export const GUARD_AWK = remoteFile("guard.awk");
 
 /** The guard's paths as report-state.sh and guard-install.sh name them (core's ./guard.ts). */
-const GUARD_PATHS = { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR };
+const GUARD_PATHS = { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR };
 
 /** argv: rule, rulesV4Path, rulesV6Path. Read-only (refresh): takes no lock. See remote/read.sh. */
 export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...GUARD_PATHS });

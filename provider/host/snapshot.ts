@@ -110,9 +110,11 @@ export function parseGuardReport(sections: Sections): GuardReport {
     script: g.get("script") ?? "missing",
     service: g.get("service") ?? "missing",
     timer: g.get("timer") ?? "missing",
+    listener: g.get("listener") ?? "missing",
     serviceEnabled: g.get("serviceEnabled") || "-",
     timerEnabled: g.get("timerEnabled") || "-",
     timerActive: g.get("timerActive") || "-",
+    listenerEnabled: g.get("listenerEnabled") || "-",
     copies: { ipv4: copy("4"), ipv6: copy("6") },
   };
 }

@@ -8,8 +8,10 @@
  * ip6tables, which makes no ip6tables DOCKER-USER: the guard makes it, as the provider does).
  *
  * The lab hosts have no systemd, so the test runs the installed script the way the units do:
- * `guard.sh --once` (the service, after each event) and `guard.sh --loop 1` (the timer, with a
- * short interval: the test waits for its "restored" line, not for a time).
+ * `guard.sh --once` (the service, after each event), `guard.sh --on-firewalld-reload` (the
+ * listener, on a D-Bus daemon of the test's own that dbus-send signals as firewalld does) and
+ * `guard.sh --loop 1` (the timer, with a short interval: the test waits for its "restored" line,
+ * not for a time).
  */
 import { spawn, type ChildProcess } from "child_process";
 import { startLab, type DockerVersion, type Lab, type LabHost } from "../../lab";
@@ -192,6 +194,60 @@ describe.each(LEGS)("Docker %s: the guard puts our rules back, and only ours", (
     expect(await access()).toEqual([true, false]);
     const live = await sh("iptables-save -t filter");
     expect(planAllowlist({ ipv4: live, ipv6: null }, web, "guarded", claim).changes).toEqual([]);
+  });
+
+  test("a firewalld reload (its D-Bus signal Reloaded) has the listener put them back at once", async () => {
+    // A D-Bus daemon of our own stands in for the system bus, and dbus-send for firewalld: the
+    // listener runs exactly as its unit starts it, with the bus address in its environment.
+    const inHost = (env: string[], argv: string[]) =>
+      spawn("nsenter", ["-t", String(h.nsPid), "-n", "-m", "--", "env", ...env, ...argv], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+    const conf =
+      "<!DOCTYPE busconfig PUBLIC '-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN' " +
+      "'http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd'><busconfig><type>system</type>" +
+      "<listen>unix:tmpdir=/tmp</listen><auth>EXTERNAL</auth><policy context='default'>" +
+      "<allow user='*'/><allow own='*'/><allow send_type='signal'/><allow send_type='method_call'/>" +
+      "<allow receive_type='signal'/><allow eavesdrop='true'/></policy></busconfig>";
+    const startBus =
+      'f=$(mktemp) && printf "%s" "$1" > "$f" && exec dbus-daemon --nofork --print-address --config-file="$f"';
+    const bus = inHost([], ["bash", "-c", startBus, "bus", conf]);
+    children.push(bus);
+    let address = "";
+    bus.stdout!.on("data", (b: Buffer) => (address += b.toString()));
+    await until(() => address.includes("\n"), 20_000);
+    const env = [`DBUS_SYSTEM_BUS_ADDRESS=${address.trim()}`];
+    const listener = inHost(env, ["bash", GUARD_SCRIPT_PATH, "--on-firewalld-reload"]);
+    children.push(listener);
+    let out = "";
+    let err = "";
+    listener.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+    listener.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+    const ended = new Promise<number | null>((resolve) => listener.once("exit", resolve));
+    try {
+      await until(() => err.includes("Monitoring bus message stream."), 20_000);
+      expect(out).toBe(""); // its first round found everything in place
+      await sh("iptables -D FORWARD -j DOCKER-USER && iptables -F DOCKER-USER && iptables -X DOCKER-USER");
+      const after = await foreign();
+      expect(await access()).toEqual([true, true]);
+      const signal = inHost(env, [
+        "dbus-send",
+        "--system",
+        "--type=signal",
+        "/org/fedoraproject/FirewallD1",
+        "org.fedoraproject.FirewallD1.Reloaded",
+      ]);
+      expect(await new Promise((resolve) => signal.once("exit", resolve))).toBe(0);
+      await until(() => out.includes("FORWARD did not jump to DOCKER-USER first"), 20_000);
+      expect(out).toContain("chain DOCKER-USER was missing: created");
+      expect(await access()).toEqual([true, false]);
+      expect(await foreign()).toEqual(after);
+    } finally {
+      // The bus goes first: busctl ends with it, and so does the listener (its unit would restart it).
+      bus.kill("SIGTERM");
+    }
+    expect(await ended).toBe(1);
+    expect(err).toContain("dpa-guard: busctl monitor ended; no longer listening for firewalld reloads");
   });
 
   test("the timer's loop puts them back by itself, within its interval", async () => {

@@ -7,6 +7,7 @@
 # The guard's paths (provider/core/guard.ts), shell-quoted into the markers by the loader.
 guard_dir='@GUARD_DIR@'
 guard_unit='@GUARD_UNIT@'
+guard_listener='@GUARD_LISTENER@'
 unit_dir='@GUARD_UNIT_DIR@'
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
@@ -57,21 +58,24 @@ done
 report_guard
 echo "@@DPA:end"
 }
-# The guard (guard.sh): sections guard (facts: systemd, sha256 of its script and units, their
-# state) and guardcopy4/guardcopy6 (this allowlist's saved copies, `present` or `missing`),
-# parsed by parseGuardReport in provider/host/snapshot.ts.
+# The guard (guard.sh): sections guard (facts: systemd, sha256 of its script and of its units -
+# service, timer, firewalld listener - and their state) and guardcopy4/guardcopy6 (this
+# allowlist's saved copies, `present` or `missing`), parsed by parseGuardReport in
+# provider/host/snapshot.ts.
 # shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
 report_guard() {
 echo "@@DPA:guard"
 systemd=no; [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && systemd=yes
 echo "systemd=$systemd"
-for f in "script:$guard_dir/guard.sh" "service:$unit_dir/$guard_unit.service" "timer:$unit_dir/$guard_unit.timer"; do
+for f in "script:$guard_dir/guard.sh" "service:$unit_dir/$guard_unit.service" "timer:$unit_dir/$guard_unit.timer" \
+  "listener:$unit_dir/$guard_listener"; do
   if [ -f "${f#*:}" ]; then echo "${f%%:*}=$(sha256sum < "${f#*:}" | cut -d" " -f1)"; else echo "${f%%:*}=missing"; fi
 done
 if [ "$systemd" = yes ]; then
   echo "serviceEnabled=$(systemctl is-enabled "$guard_unit.service" 2>/dev/null | head -n 1)"
   echo "timerEnabled=$(systemctl is-enabled "$guard_unit.timer" 2>/dev/null | head -n 1)"
   echo "timerActive=$(systemctl is-active "$guard_unit.timer" 2>/dev/null | head -n 1)"
+  echo "listenerEnabled=$(systemctl is-enabled "$guard_listener" 2>/dev/null | head -n 1)"
 fi
 for fam in 4 6; do
   f="$guard_dir/allowlists/$rule.v$fam"
