@@ -31,7 +31,7 @@ afterAll(async () => {
 });
 
 async function pauseDir(): Promise<string> {
-  const dir = await pauseDir();
+  const dir = (await sh("mktemp -d /run/dpa-pause.XXXXXX")).trim();
   dirs.push(dir);
   return dir;
 }
