@@ -48,7 +48,10 @@ rollback_tries=3
 # rollback <families>: puts each listed family (newest first) back to its snapshot ($tmp/snapN,
 # by the payload $tmp/rollbackN the client rendered); 0 = the host is back. A family whose rules
 # still match the snapshot (its restore never ran, or it was rolled back already) is left alone:
-# its rollback restored over the snapshot could insert rules twice. A restore that fails (another
+# its rollback restored over the snapshot could insert rules twice. (Only a family recorded as
+# applying whose restore had not run yet, while a writer that ignores our lock changed those
+# chains, looks applied without being so: its rollback then fails, or, for a payload that only
+# deletes, inserts our rules again; a window one restore wide.) A restore that fails (another
 # process held the xtables lock longer than -w waits, ...) is tried again; when the tries are
 # spent, the host's state is unknown: the marker $unknown_marker (report-state.sh) says so, with
 # the restores' stderr, until a later write of this allowlist succeeds.
@@ -176,6 +179,9 @@ rollback_failed() {
 # A later write that succeeds leaves the host in a known state again.
 known() { rm -f "$unknown_marker"; }
 start_watchdog() {
+  # Without setsid (util-linux, like flock) there is no watchdog: EOF and the commit timeout
+  # still roll back, a SIGKILL of this script before the commit does not.
+  command -v setsid >/dev/null 2>&1 || return 0
   # The process substitution's subshell is not a process group leader, so setsid makes it a new
   # session in place and the exec'd bash reads the pipe's other end; stdout/stderr away from
   # the channel, so the SSH session can end without waiting for it. fd 9 (the lock) goes with it.
@@ -184,7 +190,7 @@ start_watchdog() {
 }
 
 applied=""
-for fam in 4 6; do [ -s "$tmp/payload$fam" ] && start_watchdog && break; done
+for fam in 4 6; do [ -s "$tmp/payload$fam" ] && { start_watchdog; break; }; done
 pause_at before-apply
 for fam in 4 6; do
   [ -s "$tmp/payload$fam" ] || continue
