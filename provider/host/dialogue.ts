@@ -77,7 +77,17 @@ export class Dialogue {
   private error?: unknown;
   private wake?: () => void;
 
-  constructor(session: HostExec, name: string, command: string, timeoutMs: number) {
+  /**
+   * `onNotice` sees each `@@DPA:lock-busy` line as it arrives (the host waits for its lock and
+   * says who holds it), while {@link next} still waits for the question.
+   */
+  constructor(
+    session: HostExec,
+    name: string,
+    command: string,
+    timeoutMs: number,
+    private readonly onNotice?: (line: string) => void,
+  ) {
     void session
       .exec(name, command, {
         endStdin: false,
@@ -113,6 +123,7 @@ export class Dialogue {
       ) {
         const line = this.stdout.slice(this.scanned, nl);
         this.scanned = nl + 1;
+        if (line.startsWith("@@DPA:lock-busy ")) this.onNotice?.(line);
         const m = /^@@DPA:(await-plan|await-commit)/.exec(line);
         if (m !== null) {
           const text = this.stdout.slice(this.offset, this.scanned);

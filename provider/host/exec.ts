@@ -58,6 +58,9 @@ export interface ExecOptions {
   readonly onStdout?: (stdoutSoFar: string, channel: ExecChannel) => void;
 }
 
+/** What a progress message is about: a wait (something is in the way) or a phase of the work. */
+export type ProgressKind = "wait" | "phase";
+
 /** Knobs of the transport that are not part of the user's connection args. */
 export interface SessionOptions extends OutputLimits {
   /**
@@ -77,6 +80,12 @@ export interface SessionOptions extends OutputLimits {
   readonly retryMaxDelayMs?: number;
   /** Receives warnings (e.g. "no host key pinned"). @default - dropped */
   readonly warn?: (message: string) => void;
+  /**
+   * Receives progress while an operation waits (`wait`: each failed dial attempt with its error
+   * and the next try, each wait for the host lock with who holds it) or works (`phase`: the steps
+   * of a write). The caller paces them (provider/pulumi/progress.ts). @default - dropped
+   */
+  readonly progress?: (message: string, kind: ProgressKind) => void;
   /**
    * Host keys trusted on first use: the `SHA256:` fingerprints the target (`host`) and the jump
    * host (`proxy`) presented when the resource was created. Used only where the connection pins

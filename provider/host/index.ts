@@ -19,6 +19,7 @@ export type {
   HostExec,
   HostKeys,
   SessionOptions,
+  ProgressKind,
   SessionStats,
 } from "./exec";
 export { SshSession, fingerprintOfKeyBlob, expectedFingerprint } from "./ssh";
@@ -57,7 +58,7 @@ export {
   unknownStateMessage,
   type Ending,
 } from "./failure";
-export { inspectHost, readHost, syncHost } from "./sync";
+export { inspectHost, lockWaitMessage, readHost, syncHost } from "./sync";
 export {
   converge,
   convergeOptions,

@@ -206,7 +206,13 @@ export class SshSession implements HostExec {
         }
         // Jitter keeps many hosts of a fleet from retrying in lockstep.
         const delay = Math.min(max, base * 2 ** (attempt - 1));
-        await sleep(delay / 2 + Math.random() * (delay / 2));
+        const wait = delay / 2 + Math.random() * (delay / 2);
+        this.options.progress?.(
+          `dial ${attempt}${limit === -1 ? "" : `/${limit}`} to ${isProxy ? "jump host " : ""}${label(conn)} ` +
+            `failed (${(err as Error).message}); next try in ${(wait / 1000).toFixed(1)} s`,
+          "wait",
+        );
+        await sleep(wait);
       }
     }
   }

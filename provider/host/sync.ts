@@ -85,12 +85,14 @@ export async function syncHost<P extends PlanLike>(
   let plan: P | undefined;
   let guard: GuardUpdate | undefined;
   let attempts = 0;
+  const progress = opts.session?.progress;
   try {
     const d = new Dialogue(
       session,
       "dpa-sync",
       syncCommand(opts, limits, session.sudo, opts.pauseDir),
       syncTimeoutMs(limits),
+      (line) => progress?.(lockWaitMessage(line, limits.lockWaitSeconds), "wait"),
     );
     const ended = (r: Reply, text: string, problems: readonly string[] = []): HostError =>
       failure(
@@ -143,6 +145,12 @@ export async function syncHost<P extends PlanLike>(
       // Exchange 2 (and one more per re-plan): the plan; the answer is the applied state, or a
       // conflict with the fresh state when a writer that ignores our lock changed the rules.
       session.countRoundTrip();
+      progress?.(
+        plan.inSync
+          ? "rules in sync; updating the saved copies"
+          : `applying ${plan.changes.length} rule change(s) in one transaction per family`,
+        "phase",
+      );
       d.send(planMessage(snapshot, plan, opts.ruleName, opts.cutConntrack ?? true, guard));
       reply = await d.next();
       if (reply.until !== "await-plan") break;
@@ -167,6 +175,12 @@ export async function syncHost<P extends PlanLike>(
         }
       }
       if (problems.length === 0) await opts.beforeCommit?.(session);
+      progress?.(
+        problems.length === 0
+          ? "applied and verified; committing (then live-flow cut and persist)"
+          : `verification failed; rolling back: ${problems.join("; ")}`,
+        "phase",
+      );
       d.send(problems.length === 0 ? "commit\n" : "rollback\n");
       session.countCommit();
       d.end();
@@ -235,4 +249,23 @@ export async function inspectHost(
   } finally {
     s.close();
   }
+}
+
+/**
+ * The progress line for the host's `@@DPA:lock-busy <seconds waited> <holder>` (sync.sh): who
+ * holds the host lock, as the holder wrote it into the lock file (`allowlist=<ruleName> pid=<n>
+ * since=<epoch>`, or `guard pid=<n> ...`), and how long we waited of how long we may.
+ */
+export function lockWaitMessage(line: string, lockWaitSeconds: number): string {
+  const [, waited = "0", ...rest] = line.slice("@@DPA:".length).split(" ");
+  const holder = rest.join(" ");
+  const field = (k: string) => new RegExp(`(?:^| )${k}=(\\S+)`).exec(holder)?.[1];
+  const pid = field("pid");
+  const who =
+    field("allowlist") !== undefined
+      ? `allowlist "${field("allowlist")}"${pid === undefined ? "" : ` (pid ${pid})`}`
+      : holder.startsWith("guard")
+        ? `the guard${pid === undefined ? "" : ` (pid ${pid})`}`
+        : "a process that did not say who it is";
+  return `waiting for the host lock, held by ${who}: ${waited} s of lockWaitSeconds=${lockWaitSeconds}`;
 }

@@ -43,6 +43,7 @@ import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
 import { inspectHost } from "../host/sync";
+import { pacedProgress } from "./progress";
 
 /** The value Pulumi sends for an input that is not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -294,9 +295,9 @@ type Operation = OperationReport["operation"] | "read";
 
 /**
  * The transport options of one operation: the host keys recorded in `state` (trusted on first
- * use where nothing is pinned, and only for the same endpoint), and warnings written to the
- * provider's stderr, which the engine shows in the output of every command, `refresh` and
- * `destroy` included (the program does not run there).
+ * use where nothing is pinned, and only for the same endpoint), and warnings and paced progress
+ * (./progress.ts) written to the provider's stderr, which the engine shows live in the output of
+ * every command, `refresh` and `destroy` included (the program does not run there).
  */
 function sessionOf(
   operation: Operation,
@@ -321,6 +322,9 @@ function sessionOf(
     warn: (message) => {
       process.stderr.write(`warning: DockerPortAllowlist "${name}" (${operation}): ${message}\n`);
     },
+    progress: pacedProgress(`DockerPortAllowlist "${name}" (${operation})`, {
+      write: (line) => process.stderr.write(line),
+    }),
   };
 }
 

@@ -137,6 +137,12 @@ describe("bad hosts are refused before anything changes", () => {
     const started = Date.now();
     const out = await failingUp([web(good, {}, { host: absent, dialErrorLimit: 2, perDialTimeout: 2 })]);
     expect(out).toContain(`could not connect to root@${absent}:22 after 2 attempt(s)`);
+    // Not minutes of silence: the failed dial was shown while the next one was on its way.
+    expect(out).toMatch(
+      new RegExp(
+        `\\(create\\): dial 1/2 to root@${absent.replace(/\./g, "\\.")}:22 failed \\(.+\\); next try in \\d+\\.\\d s`,
+      ),
+    );
     expect(Date.now() - started).toBeLessThan(120_000);
   });
 

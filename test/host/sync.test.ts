@@ -21,6 +21,7 @@ import {
   converge,
   convergeOptions,
   inspectHost,
+  lockWaitMessage,
   readHost,
   syncHost,
   type ConvergeHooks,
@@ -384,6 +385,46 @@ describe("dpa-sync through the exec seam: every way it ends", () => {
       await holder.release();
     }
     expect(host.read("save4")).toBe(SAVE4);
+  });
+
+  test("a held lock is progress, not silence: who holds it and for how long, then the write goes on", async () => {
+    const holder = await host.holdLock();
+    // What a writer of ours leaves in the lock file while it holds the lock (sync.sh).
+    writeFileSync(host.lockPath, "allowlist=api pid=4242 since=1796650000\n");
+    const seen: [string, string][] = [];
+    const done = sync(spec("waiter", ["198.18.200.7"]), "waiter", {
+      lockWaitSeconds: 10,
+      session: { progress: (message, kind) => seen.push([message, kind]) },
+    });
+    try {
+      await until(() => seen.length > 0);
+    } finally {
+      await holder.release();
+    }
+    const o = await done;
+    expect(o.applied).toBe(true);
+    expect(seen[0]).toEqual([
+      'waiting for the host lock, held by allowlist "api" (pid 4242): 0 s of lockWaitSeconds=10',
+      "wait",
+    ]);
+    expect(seen.slice(1)).toEqual([
+      [`applying ${o.plan.changes.length} rule change(s) in one transaction per family`, "phase"],
+      ["applied and verified; committing (then live-flow cut and persist)", "phase"],
+    ]);
+    // The writer that got the lock says so in the file, for the next one that waits.
+    expect(readFileSync(host.lockPath, "utf8")).toMatch(/^allowlist=waiter pid=\d+ since=\d+\n$/);
+  });
+
+  test("lockWaitMessage names the holder the lock file names, or says it does not know", () => {
+    expect(lockWaitMessage("@@DPA:lock-busy 5 allowlist=web pid=12 since=1", 30)).toBe(
+      'waiting for the host lock, held by allowlist "web" (pid 12): 5 s of lockWaitSeconds=30',
+    );
+    expect(lockWaitMessage("@@DPA:lock-busy 10 guard pid=7 since=1", 30)).toBe(
+      "waiting for the host lock, held by the guard (pid 7): 10 s of lockWaitSeconds=30",
+    );
+    expect(lockWaitMessage("@@DPA:lock-busy 0 ", 3)).toBe(
+      "waiting for the host lock, held by a process that did not say who it is: 0 s of lockWaitSeconds=3",
+    );
   });
 
   test("no-plan (17): a plan that does not arrive within planTimeoutSeconds releases the lock and changes nothing", async () => {

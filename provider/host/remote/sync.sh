@@ -109,8 +109,23 @@ t=""
 watching=""
 trap '[ -n "$watching" ] || rm -rf "$tmp"; [ -z "$t" ] || rm -f "$t"' EXIT
 command -v flock >/dev/null 2>&1 || { echo "@@DPA:no-flock"; exit "$EXIT_NO_FLOCK"; }
-exec 9>/run/docker-port-allowlist.lock || { echo "@@DPA:error cannot open /run/docker-port-allowlist.lock"; exit "$EXIT_SETUP_FAILED"; }
-flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"; }
+# Appending (no truncation): the file holds who has the lock, which a waiter reports.
+lockfile=/run/docker-port-allowlist.lock
+exec 9>>"$lockfile" || { echo "@@DPA:error cannot open $lockfile"; exit "$EXIT_SETUP_FAILED"; }
+if ! flock -n 9; then
+  # Held: say by whom (`@@DPA:lock-busy <seconds waited> <holder line>`, the client shows it as
+  # progress) every 5 s until it is ours or lockwait is spent.
+  waited=0
+  while :; do
+    echo "@@DPA:lock-busy $waited $(head -n 1 "$lockfile" 2>/dev/null | tr -cd '[:alnum:] =._:-' | head -c 200)"
+    step=$((lockwait - waited)); [ "$step" -gt 5 ] && step=5
+    [ "$step" -gt 0 ] || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"; }
+    flock -w "$step" 9 && break
+    waited=$((waited + step))
+  done
+fi
+# Ours now: say so in the file for the next waiter (a new write; the lock stays on fd 9).
+printf 'allowlist=%s pid=%s since=%s\n' "$rule" "$$" "$(date +%s)" > "$lockfile" 2>/dev/null
 
 # Test hook (PAUSE_POINTS in provider/host/options.ts): where the test made "<pausedir>/<point>",
 # stop at that boundary of the write, say so with "<pausedir>/<point>.reached", and go on once the
