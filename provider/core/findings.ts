@@ -61,7 +61,9 @@ export type FindingCode =
   /** The guard script or this allowlist's saved copy differs from what the provider installs. */
   | "guard-stale"
   /** A write could not install or update the guard (its saved copy, script or units). */
-  | "guard-install-failed";
+  | "guard-install-failed"
+  /** Docker publishes a port on the host that no allowlist (of any owner) polices (./published.ts). */
+  | "published-port-unpoliced";
 
 export type Severity = "error" | "warning";
 

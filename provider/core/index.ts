@@ -63,6 +63,7 @@ export type { Finding, FindingCode, Severity } from "./findings";
 export type { FilterTable, ChainModel, ParsedRule, Negatable, RuleCommand, Backend } from "./parse";
 export {
   parseFilterTable,
+  parseNatTable,
   getChain,
   hasDockerChains,
   dockerBridges,
@@ -109,3 +110,11 @@ export { RestoreBuilder } from "./restore";
 export { renderRollback } from "./rollback";
 export type { PolicedPort } from "./conntrack";
 export { conntrackPolicyOf, conntrackPolicy, allowedSources, policedPorts } from "./conntrack";
+export type { PublishedPort, UnpolicedPort, PublishedState } from "./published";
+export {
+  DOCKER_NAT_CHAIN,
+  publishedPorts,
+  unpolicedPorts,
+  unpolicedPortText,
+  unpolicedFindings,
+} from "./published";
