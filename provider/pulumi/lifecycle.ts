@@ -23,6 +23,9 @@ import {
   tagOf,
   hostText,
   guardDrifted,
+  unpolicedFindings,
+  unpolicedPorts,
+  unpolicedPortText,
   type AllowlistSpec,
   type Claim,
   type ConnectionSpec,
@@ -111,6 +114,15 @@ export interface Outputs extends CheckedInputs {
    */
   readonly dockerBridges: DockerBridges;
   /**
+   * The ports Docker publishes on the host that no allowlist polices (any allowlist, of any
+   * owner), as of this resource's last create, update or refresh, one line each:
+   * `5353/udp ipv4 -> 172.17.0.3:53`, `8080/tcp ipv6 (docker-proxy) -> 172.17.0.2:80` (IPv6
+   * clients that docker-proxy serves an IPv4-only container), `8443/tcp ipv4 on 198.18.0.10 -> ...`
+   * (published on one address). Empty when every published port is policed. Each family with
+   * any is also a warning in `hostFindings`.
+   */
+  readonly unpolicedPorts: string[];
+  /**
    * `SHA256:` fingerprint of the host key seen when this resource first connected, kept current
    * by every operation since (it only changes through a new `connection.hostKey` pin). Where
    * nothing is pinned, later operations refuse a host presenting another key (trust on first use).
@@ -138,6 +150,19 @@ function recordedBridges(state: Record<string, unknown>): DockerBridges | undefi
     Array.isArray(v) && v.every((n) => typeof n === "string" && BRIDGE_NAME.test(n));
   if (typeof b !== "object" || b === null || !names(b.ipv4) || !names(b.ipv6)) return undefined;
   return { ipv4: b.ipv4 as string[], ipv6: b.ipv6 as string[] };
+}
+
+/**
+ * The host's published ports that no allowlist polices (`unpolicedPorts`), from the filter
+ * tables of a read (after the change, for create/update) and the nat tables of the same host (a
+ * change of ours never touches nat), with the warnings that name them.
+ */
+function unpolicedOf(
+  filter: { ipv4: string | null; ipv6: string | null },
+  nat: { ipv4: string | null; ipv6: string | null },
+): { lines: string[]; findings: string[] } {
+  const ports = unpolicedPorts({ filter, nat });
+  return { lines: ports.map(unpolicedPortText), findings: findingMessages(unpolicedFindings(ports)) };
 }
 
 /** Keys of the user's declaration (and check's computed ones) that an update must apply. */
@@ -381,6 +406,7 @@ function outputs(
   const guard = guardOutcomeFindings(o, spec, spec, claim.owner);
   const done = report(operation, o, spec.ruleName);
   const lastOperation = { ...done, findings: [...done.findings, ...findingMessages(guard.operation)] };
+  const unpoliced = unpolicedOf(o.live, o.snapshot.nat);
   return {
     ...(rest as CheckedInputs),
     chain: chainName(spec.ruleName),
@@ -391,6 +417,7 @@ function outputs(
     hostFindings: [
       ...findingMessages(planAllowlist(o.live, spec, spec.ruleName, claim).findings),
       ...findingMessages(guard.host),
+      ...unpoliced.findings,
       ...lastOperation.findings,
     ],
     persisted,
@@ -399,6 +426,7 @@ function outputs(
     inSync: !guardDrifted(guard.host),
     lastOperation,
     dockerBridges: bridgesOf(o.live),
+    unpolicedPorts: unpoliced.lines,
     ...hostKeyOutputs(o.hostKeys),
   };
 }
@@ -557,10 +585,12 @@ export async function read(
     (["ipv4", "ipv6"] as const).every(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
+  const unpoliced = unpolicedOf(live, snapshot.nat);
   // The last operation's own warnings (flows it could not cut) stay until the next one.
   const hostFindings = [
     ...findingMessages(plan.findings),
     ...findingMessages(guard),
+    ...unpoliced.findings,
     ...(old.lastOperation?.findings ?? []),
   ];
   const { __provider: _ignored, ...rest } = props;
@@ -571,6 +601,7 @@ export async function read(
     hostFindings,
     inSync: plan.inSync && !guardDrifted(guard),
     dockerBridges,
+    unpolicedPorts: unpoliced.lines,
     ...hostKeyOutputs(hostKeys),
   };
   const inputs: Record<string, unknown> = {};

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
-# save6, save6err, other, persisted, end (parsed by parseSnapshot in provider/host/snapshot.ts).
+# save6, save6err, nat4, nat6, other, persisted, end (parsed by parseSnapshot in provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.
@@ -26,6 +26,16 @@ echo "@@DPA:save6 rc=$rc6"
 printf '%s\n' "$save6"
 echo "@@DPA:save6err"; cat "/tmp/.dpa-read-err.$$" 2>/dev/null
 rm -f "/tmp/.dpa-read-err.$$"
+# What Docker publishes: only the DNAT lines of the nat DOCKER chain under `*nat`, so a host with a
+# large nat table (kube-proxy's) sends no more than one line per published port. Sections nat4 and
+# nat6, the save's exit code in the header (parsed by parseSnapshot; read by core's published.ts).
+for nf in 4 6; do
+  natsave=iptables-save; [ "$nf" = 6 ] && natsave=ip6tables-save
+  # pipefail: a failed save fails the whole; a save that works always has its `*nat` line.
+  nat=$(set -o pipefail; "$natsave" -t nat 2>/dev/null | grep -E '^(\*nat|COMMIT|-A DOCKER .* -j DNAT .*)$'); natrc=$?
+  echo "@@DPA:nat$nf rc=$natrc"
+  printf '%s\n' "$nat"
+done
 # Rules written through the other iptables backend are invisible to this one (and vice versa).
 # Only look there when this backend has no DOCKER-USER: touching the legacy tools may load
 # kernel modules, which a healthy host does not need.
