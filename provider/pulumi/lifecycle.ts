@@ -118,8 +118,14 @@ export interface Outputs extends CheckedInputs {
    * owner), as of this resource's last create, update or refresh, one line each:
    * `5353/udp ipv4 -> 172.17.0.3:53`, `8080/tcp ipv6 (docker-proxy) -> 172.17.0.2:80` (IPv6
    * clients that docker-proxy serves an IPv4-only container), `8443/tcp ipv4 on 198.18.0.10 -> ...`
-   * (published on one address). Empty when every published port is policed. Each family with
-   * any is also a warning in `hostFindings`.
+   * (published on one address). Empty when every published port is policed.
+   *
+   * A fact about the whole host, so it can be older than another allowlist's change: where an
+   * `up` applies several allowlists to one host, the ones applied first recorded the others'
+   * ports as unpoliced, and the first `pulumi refresh` after it brings them up to date (a fleet's
+   * per-host `unpolicedPorts` is right at once). For that reason the warning naming them goes to
+   * the engine's output of the operation that found them (create, update, refresh), and not into
+   * `hostFindings`, which every later `up` would repeat from the state.
    */
   readonly unpolicedPorts: string[];
   /**
@@ -155,7 +161,8 @@ function recordedBridges(state: Record<string, unknown>): DockerBridges | undefi
 /**
  * The host's published ports that no allowlist polices (`unpolicedPorts`), from the filter
  * tables of a read (after the change, for create/update) and the nat tables of the same host (a
- * change of ours never touches nat), with the warnings that name them.
+ * change of ours never touches nat), with the warnings that name them (see {@link
+ * Outputs.unpolicedPorts} for where those go).
  */
 function unpolicedOf(
   filter: { ipv4: string | null; ipv6: string | null },
@@ -379,8 +386,8 @@ function report(
 }
 
 /** `outs`, after its operation's own warnings went to the engine's output (not only into state). */
-function told(session: SessionOptions, outs: Outputs): Outputs {
-  for (const m of outs.lastOperation.findings) session.warn?.(m);
+function told(session: SessionOptions, outs: Outputs, unpoliced: readonly string[] = []): Outputs {
+  for (const m of [...outs.lastOperation.findings, ...unpoliced]) session.warn?.(m);
   return outs;
 }
 
@@ -400,13 +407,13 @@ function outputs(
   operation: OperationReport["operation"],
   persisted: boolean,
   claim: Claim,
+  unpoliced: { lines: string[] },
 ): Outputs {
   const { __provider: _ignored, ...rest } = inputs;
   // The guard as this write left it, and what its guard step could not do (issue 9).
   const guard = guardOutcomeFindings(o, spec, spec, claim.owner);
   const done = report(operation, o, spec.ruleName);
   const lastOperation = { ...done, findings: [...done.findings, ...findingMessages(guard.operation)] };
-  const unpoliced = unpolicedOf(o.live, o.snapshot.nat);
   return {
     ...(rest as CheckedInputs),
     chain: chainName(spec.ruleName),
@@ -417,7 +424,6 @@ function outputs(
     hostFindings: [
       ...findingMessages(planAllowlist(o.live, spec, spec.ruleName, claim).findings),
       ...findingMessages(guard.host),
-      ...unpoliced.findings,
       ...lastOperation.findings,
     ],
     persisted,
@@ -484,7 +490,9 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
     // First use: nothing recorded yet, so an unpinned host's key is recorded from this connection.
     const session = sessionOf("create", inputs, conn, {});
     const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
-    return { id, outs: told(session, outputs(inputs, spec, o, "create", true, claim)) };
+    const unpoliced = unpolicedOf(o.live, o.snapshot.nat);
+    const outs = outputs(inputs, spec, o, "create", true, claim, unpoliced);
+    return { id, outs: told(session, outs, unpoliced.findings) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
     throw err;
@@ -501,7 +509,10 @@ export async function update(
   try {
     const session = sessionOf("update", news, conn, olds);
     const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
-    return { outs: told(session, outputs(news, spec, o, "update", true, claim)) };
+    const unpoliced = unpolicedOf(o.live, o.snapshot.nat);
+    return {
+      outs: told(session, outputs(news, spec, o, "update", true, claim, unpoliced), unpoliced.findings),
+    };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
     throw err;
@@ -560,11 +571,8 @@ export async function read(
   props: Record<string, unknown>,
 ): Promise<{ id: string; props: Outputs; inputs: Record<string, unknown> }> {
   const { spec, conn } = specOf(props);
-  const { snapshot, hostKeys } = await inspectHost(
-    toConnectionArgs(conn),
-    spec,
-    sessionOf("read", props, conn, props),
-  );
+  const session = sessionOf("read", props, conn, props);
+  const { snapshot, hostKeys } = await inspectHost(toConnectionArgs(conn), spec, session);
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
   const claim = claimOf("read", props, conn);
   const plan = planAllowlist(live, spec, spec.ruleName, claim);
@@ -590,7 +598,6 @@ export async function read(
   const hostFindings = [
     ...findingMessages(plan.findings),
     ...findingMessages(guard),
-    ...unpoliced.findings,
     ...(old.lastOperation?.findings ?? []),
   ];
   const { __provider: _ignored, ...rest } = props;
@@ -604,6 +611,7 @@ export async function read(
     unpolicedPorts: unpoliced.lines,
     ...hostKeyOutputs(hostKeys),
   };
+  for (const m of unpoliced.findings) session.warn?.(m);
   const inputs: Record<string, unknown> = {};
   for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];
   inputs.rules = rules;

@@ -66,8 +66,9 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   declare public readonly dockerBridges: pulumi.Output<DockerBridges>;
   /**
    * Ports Docker publishes on the host that no allowlist polices, as of this resource's last
-   * create, update or refresh (`8080/tcp ipv4 -> 172.17.0.2:80`); each family with any is also a
-   * warning in `hostFindings`.
+   * create, update or refresh (`8080/tcp ipv4 -> 172.17.0.2:80`), each also a warning of that
+   * operation. Another allowlist applied to the host later in the same `up` shows at the next
+   * `pulumi refresh`.
    */
   declare public readonly unpolicedPorts: pulumi.Output<string[]>;
   /**

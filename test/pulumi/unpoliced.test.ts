@@ -2,6 +2,8 @@
  * `unpolicedPorts` and its warning as the provider reports them: the real scripts read the nat
  * table on a stub host (real SSH: an ssh2 server on loopback), a create and a refresh name the
  * published port no allowlist polices, and a refresh after another allowlist covers it names none.
+ * The warning goes to the engine's output of each operation (the provider's stderr), never into
+ * `hostFindings`: it is a fact about other allowlists too, which the state would repeat stale.
  */
 import { readFileSync } from "fs";
 import { join } from "path";
@@ -10,6 +12,7 @@ import { check, create, read } from "../../provider/pulumi/lifecycle";
 import { applyPayload } from "../core/support/simulate";
 import { ed25519, startSsh2Host, type Ssh2Host } from "../host/ssh2host";
 import { StubHost } from "../host/stubhost";
+import { captureStderr } from "../host/support";
 
 jest.setTimeout(60_000);
 
@@ -21,6 +24,7 @@ const DECLARED = { persist: false, ipv6: "off" };
 
 let stub: StubHost;
 let server: Ssh2Host;
+let stderr: string[];
 
 beforeEach(async () => {
   stub = new StubHost();
@@ -28,7 +32,7 @@ beforeEach(async () => {
   stub.write("nat4", NAT);
   stub.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
   server = await startSsh2Host({ shell: stub.shell() });
-  jest.spyOn(process.stderr, "write").mockImplementation(() => true);
+  stderr = captureStderr();
 });
 
 afterEach(async () => {
@@ -60,18 +64,21 @@ test("create and refresh name the published port no allowlist polices; none once
 
   const { outs } = await create(checked.inputs);
   expect(outs.unpolicedPorts).toEqual(["5353/udp ipv4 -> 172.17.0.3:53"]);
-  expect(outs.hostFindings).toContain(
-    "[ipv4] warning: Docker publishes a port on this host that no allowlist polices in ipv4, so everyone who " +
-      "reaches the host reaches it: 5353/udp ipv4 -> 172.17.0.3:53. Fix: add an allowlist for it (port and " +
-      "protocol as shown), or unpublish it (or publish on 127.0.0.1 only).",
-  );
+  const warning = (operation: string) =>
+    `warning: DockerPortAllowlist "web" (${operation}): [ipv4] warning: Docker publishes a port on this host that ` +
+    "no allowlist polices in ipv4, so everyone who reaches the host reaches it: 5353/udp ipv4 -> 172.17.0.3:53. " +
+    "Fix: add an allowlist for it (port and protocol as shown), or unpublish it (or publish on 127.0.0.1 only).\n";
+  expect(stderr).toContain(warning("create"));
+  expect(outs.hostFindings.join("\n")).not.toContain("no allowlist polices");
   const refreshed = await read("id", outs as unknown as Record<string, unknown>);
   expect(refreshed.props.unpolicedPorts).toEqual(outs.unpolicedPorts);
   expect(refreshed.props.hostFindings).toEqual(outs.hostFindings);
+  expect(stderr).toContain(warning("read"));
 
   // Another allowlist (another resource, stack or program) polices 5353/udp meanwhile.
   stub.write("save4", applied(withWeb, "dns", { port: 5353, protocols: ["udp"], sources: [] }));
+  stderr.length = 0;
   const later = await read("id", refreshed.props as unknown as Record<string, unknown>);
   expect(later.props.unpolicedPorts).toEqual([]);
-  expect(later.props.hostFindings.join("\n")).not.toContain("no allowlist polices");
+  expect(stderr.join("")).not.toContain("no allowlist polices");
 });
