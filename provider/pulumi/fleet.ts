@@ -146,7 +146,8 @@ export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
   /**
    * Per host: the ports Docker publishes there that no allowlist polices (each allowlist's
    * `unpolicedPorts`, see {@link samePorts}); empty for a host that applies no policy (nothing
-   * reads it).
+   * reads it). Accurate once an `up` that adds or changes allowlists ends; a port an `up` stops
+   * policing (an allowlist removed from the host) shows after the next `pulumi refresh`.
    */
   public readonly unpolicedPorts: Readonly<Record<string, pulumi.Output<string[]>>>;
 
