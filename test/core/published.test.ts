@@ -248,6 +248,73 @@ describe("unpolicedPorts", () => {
   });
 });
 
+describe("unpolicedPorts, as allowlists are added (property)", () => {
+  // Published: 8080/tcp, 5353/udp (the captures) and a range, on every address and on one.
+  const NAT4 = [
+    "*nat",
+    ":DOCKER - [0:0]",
+    "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80",
+    "-A DOCKER ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.17.0.3:53",
+    "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8000:8010 -j DNAT --to-destination 172.17.0.4:8000-8010",
+    "-A DOCKER -d 198.18.0.10/32 ! -i docker0 -p udp -m udp --dport 8005 -j DNAT --to-destination 172.17.0.5:53",
+    "COMMIT",
+    "",
+  ].join("\n");
+  const argsArb = fc.record({
+    port: fc.oneof(
+      fc.constantFrom(8080, 5353, 8005),
+      fc
+        .tuple(fc.integer({ min: 7990, max: 8012 }), fc.integer({ min: 0, max: 12 }))
+        .map(([a, d]) => `${a}-${a + d}`),
+    ),
+    protocols: fc.subarray(["tcp", "udp"], { minLength: 1 }),
+    sources: fc.constant(["198.18.1.0/24"]),
+    ipv6: fc.constantFrom("auto", "off"),
+    originalDestination: fc.option(fc.constantFrom("198.18.0.10", "198.18.0.11"), { nil: undefined }),
+  });
+  /** Every (family, path, protocol, single port, host address) left open. */
+  const openSet = (s: PublishedState) =>
+    new Set(
+      unpolicedPorts(s).flatMap((p) =>
+        Array.from(
+          { length: p.ports.to - p.ports.from + 1 },
+          (_, i) => `${p.family} ${p.path} ${p.protocol} ${p.ports.from + i} ${p.hostAddress ?? "*"}`,
+        ),
+      ),
+    );
+
+  it("an allowlist never opens a port, and leaves none of its own open over IPv4 where it polices", () => {
+    fc.assert(
+      fc.property(fc.array(argsArb, { minLength: 1, maxLength: 3 }), (list) => {
+        let state: PublishedState = {
+          filter: { ipv4: layout("docker29", 4), ipv6: TABLE([], []) },
+          nat: { ipv4: NAT4, ipv6: null },
+        };
+        list.forEach((raw, i) => {
+          const args = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
+          const before = openSet(state);
+          state = withAllowlist(state, `a${i}`, args);
+          const after = openSet(state);
+          for (const port of after) expect(before).toContain(port);
+          const [from, to = from] = String(args.port).split("-").map(Number) as [number, number?];
+          for (const protocol of args.protocols as string[]) {
+            for (let port = from; port <= to; port++) {
+              // Limited to one original destination: only ports published there are covered.
+              if (args.originalDestination === undefined) {
+                expect(after).not.toContain(`ipv4 dnat ${protocol} ${port} *`);
+              }
+              expect(after).not.toContain(
+                `ipv4 dnat ${protocol} ${port} ${args.originalDestination ?? "198.18.0.10"}`,
+              );
+            }
+          }
+        });
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
 describe("uncovered", () => {
   it("is exactly the ports of the range no covering range holds, in order (port by port)", () => {
     const range = fc.tuple(fc.integer({ min: 1, max: 60 }), fc.integer({ min: 0, max: 20 }));
