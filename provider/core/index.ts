@@ -113,7 +113,10 @@ export { conntrackPolicyOf, conntrackPolicy, allowedSources, policedPorts } from
 export type { PublishedPort, UnpolicedPort, PublishedState } from "./published";
 export {
   DOCKER_NAT_CHAIN,
+  DOCKER_NFT_TABLE,
+  DOCKER_NFT_NAT_CHAIN,
   publishedPorts,
+  publishedPortsNft,
   unpolicedPorts,
   unpolicedPortText,
   unpolicedFindings,

@@ -19,7 +19,10 @@
  *   the ip6tables nat table has no DNAT for it, that path is reported (`path: "docker-proxy"`)
  *   unless an INPUT jump into a `DPA-*` chain covers it. With `"userland-proxy": false` that
  *   path does not exist; the finding says so.
- * - Rules are read once by ./parse.ts; nothing here re-reads rule text.
+ * - Docker 29's nftables backend (no DOCKER-USER: nothing of this tool can police there) publishes
+ *   through its own nat chain ({@link publishedPortsNft}); those ports count like the others.
+ * - iptables rules are read once by ./parse.ts; nothing here re-reads their text. nft rules are
+ *   read here, by the few matches Docker writes.
  */
 import { finding, type Finding } from "./findings";
 import { formatCidr, parseCidr, type Cidr, type Family } from "./ip";
@@ -28,6 +31,13 @@ import { getChain, isForwardJump, parseFilterTable, parseNatTable, type ParsedRu
 
 /** The nat chain in which Docker DNATs published ports (every layout, 20.10 to 29). */
 export const DOCKER_NAT_CHAIN = "DOCKER";
+
+/**
+ * Where Docker 29's nftables firewall backend DNATs published ports: this chain of its tables `ip
+ * docker-bridges` and `ip6 docker-bridges`.
+ */
+export const DOCKER_NFT_TABLE = "docker-bridges";
+export const DOCKER_NFT_NAT_CHAIN = "nat-prerouting-and-output";
 
 /** One port (range) Docker publishes, from one DNAT rule of the nat table's DOCKER chain. */
 export interface PublishedPort {
@@ -58,6 +68,11 @@ export interface UnpolicedPort extends PublishedPort {
 export interface PublishedState {
   readonly filter: { readonly ipv4: string | null; readonly ipv6: string | null };
   readonly nat: { readonly ipv4: string | null; readonly ipv6: string | null };
+  /**
+   * Docker's nftables backend: `nft list chain <ip|ip6> docker-bridges nat-prerouting-and-output`
+   * (or only its DNAT lines), per family. Absent or null where Docker uses iptables.
+   */
+  readonly nft?: { readonly ipv4: string | null; readonly ipv6: string | null };
 }
 
 function isProtocol(p: string | undefined): p is Protocol {
@@ -100,19 +115,53 @@ export function publishedPorts(natText: string, family: Family): PublishedPort[]
     const d = r.destination;
     const dst = d === undefined || d.negated ? undefined : cidrOf(d.value, family);
     if (dst !== undefined && isLoopback(dst)) continue;
-    const full = family === "ipv4" ? 32 : 128;
-    const hostAddress =
-      dst === undefined
-        ? undefined
-        : dst.prefix === full
-          ? formatCidr(dst).replace(/\/\d+$/, "")
-          : formatCidr(dst);
+    const hostAddress = hostAddressOf(dst, family);
     out.push({
       family,
       protocol,
       ports: ports.value,
       ...(hostAddress === undefined ? {} : { hostAddress }),
       container,
+    });
+  }
+  return out;
+}
+
+/** `iptables-save` spells a host address without its full-length mask; so do nft's rules. */
+function hostAddressOf(dst: Cidr | undefined, family: Family): string | undefined {
+  if (dst === undefined) return undefined;
+  const full = family === "ipv4" ? 32 : 128;
+  return dst.prefix === full ? formatCidr(dst).replace(/\/\d+$/, "") : formatCidr(dst);
+}
+
+const NFT_PORT = /(?:^|\s)(tcp|udp) dport (\d{1,5})(?:-(\d{1,5}))?(?=\s|$)/;
+const NFT_DADDR = /(?:^|\s)ip6? daddr ([0-9A-Fa-f:.]+(?:\/\d{1,3})?)(?=\s|$)/;
+const NFT_DNAT = /(?:^|\s)dnat (?:ip6? )?to (\S+)/;
+
+/**
+ * The ports Docker 29's nftables backend publishes in one family: every rule of its
+ * `nat-prerouting-and-output` chain with a `dnat to` and a tcp or udp `dport` (`iifname !=
+ * "docker0" [ip daddr 198.18.0.10] tcp dport 8080 counter ... dnat to 172.17.0.2:80 comment
+ * "DNAT"`). As {@link publishedPorts}: loopback addresses are left out; a negated address match
+ * (`ip daddr != ...`) limits nothing here.
+ */
+export function publishedPortsNft(nftText: string, family: Family): PublishedPort[] {
+  const out: PublishedPort[] = [];
+  for (const line of nftText.split("\n")) {
+    const port = NFT_PORT.exec(line);
+    const dnat = NFT_DNAT.exec(line);
+    if (port === null || dnat === null) continue;
+    const daddr = NFT_DADDR.exec(line);
+    const dst = daddr === null ? undefined : cidrOf(daddr[1], family);
+    if (dst !== undefined && isLoopback(dst)) continue;
+    const from = Number(port[2]);
+    const hostAddress = hostAddressOf(dst, family);
+    out.push({
+      family,
+      protocol: port[1] as Protocol,
+      ports: { from, to: port[3] === undefined ? from : Number(port[3]) },
+      ...(hostAddress === undefined ? {} : { hostAddress }),
+      container: dnat[1],
     });
   }
   return out;
@@ -193,10 +242,15 @@ function same(a: PublishedPort, b: PublishedPort): boolean {
  */
 export function unpolicedPorts(state: PublishedState): UnpolicedPort[] {
   const out: UnpolicedPort[] = [];
-  const published = {
-    ipv4: state.nat.ipv4 === null ? [] : publishedPorts(state.nat.ipv4, "ipv4"),
-    ipv6: state.nat.ipv6 === null ? [] : publishedPorts(state.nat.ipv6, "ipv6"),
+  const of = (f: Family) => {
+    const nat = state.nat[f];
+    const nft = state.nft?.[f] ?? null;
+    return [
+      ...(nat === null ? [] : publishedPorts(nat, f)),
+      ...(nft === null ? [] : publishedPortsNft(nft, f)),
+    ];
   };
+  const published = { ipv4: of("ipv4"), ipv6: of("ipv6") };
   const left = (p: PublishedPort, rules: readonly ParsedRule[], path: UnpolicedPort["path"]) => {
     for (const ports of uncovered(p.ports, coveringRanges(rules, p, path))) out.push({ ...p, ports, path });
   };

@@ -39,6 +39,11 @@ export interface HostSnapshot {
    * core's published.ts), or null where `iptables-save -t nat` failed (no ip6tables...).
    */
   readonly nat: { readonly ipv4: string | null; readonly ipv6: string | null };
+  /**
+   * Docker's nftables backend (no DOCKER-USER): the DNAT lines of its `nat-prerouting-and-output`
+   * chain per family, or null where that chain does not exist (Docker uses iptables).
+   */
+  readonly nft: { readonly ipv4: string | null; readonly ipv6: string | null };
   /** Set only when this backend has no Docker chains: what the other backend has. */
   readonly otherBackend?: { readonly tool: string; readonly dockerChains: number };
   /** Count of nftables tables named like Docker's (Docker 29 nftables firewall backend). */
@@ -97,6 +102,7 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     ipv6: s6.text,
     ipv6Error: s6.error,
     nat: { ipv4: nat("4"), ipv6: nat("6") },
+    nft: { ipv4: sections.get("nftnat4")?.body ?? null, ipv6: sections.get("nftnat6")?.body ?? null },
     otherBackend: other.has("backend")
       ? { tool: hostText(other.get("backend") ?? ""), dockerChains: Number(other.get("dockerChains") ?? "0") }
       : undefined,

@@ -44,6 +44,7 @@ import {
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
+import type { HostSnapshot } from "../host/snapshot";
 import { inspectHost } from "../host/sync";
 
 /** The value Pulumi sends for an input that is not known yet (preview). */
@@ -166,9 +167,9 @@ function recordedBridges(state: Record<string, unknown>): DockerBridges | undefi
  */
 function unpolicedOf(
   filter: { ipv4: string | null; ipv6: string | null },
-  nat: { ipv4: string | null; ipv6: string | null },
+  snapshot: Pick<HostSnapshot, "nat" | "nft">,
 ): { lines: string[]; findings: string[] } {
-  const ports = unpolicedPorts({ filter, nat });
+  const ports = unpolicedPorts({ filter, nat: snapshot.nat, nft: snapshot.nft });
   return { lines: ports.map(unpolicedPortText), findings: findingMessages(unpolicedFindings(ports)) };
 }
 
@@ -490,7 +491,7 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
     // First use: nothing recorded yet, so an unpinned host's key is recorded from this connection.
     const session = sessionOf("create", inputs, conn, {});
     const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
-    const unpoliced = unpolicedOf(o.live, o.snapshot.nat);
+    const unpoliced = unpolicedOf(o.live, o.snapshot);
     const outs = outputs(inputs, spec, o, "create", true, claim, unpoliced);
     return { id, outs: told(session, outs, unpoliced.findings) };
   } catch (err) {
@@ -509,7 +510,7 @@ export async function update(
   try {
     const session = sessionOf("update", news, conn, olds);
     const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
-    const unpoliced = unpolicedOf(o.live, o.snapshot.nat);
+    const unpoliced = unpolicedOf(o.live, o.snapshot);
     return {
       outs: told(session, outputs(news, spec, o, "update", true, claim, unpoliced), unpoliced.findings),
     };
@@ -593,7 +594,7 @@ export async function read(
     (["ipv4", "ipv6"] as const).every(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
-  const unpoliced = unpolicedOf(live, snapshot.nat);
+  const unpoliced = unpolicedOf(live, snapshot);
   // The last operation's own warnings (flows it could not cut) stay until the next one.
   const hostFindings = [
     ...findingMessages(plan.findings),

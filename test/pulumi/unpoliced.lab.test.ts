@@ -5,7 +5,8 @@
  * IPv4-only containers on `[::]`), and real packets agree: 5353/udp is open to a client no
  * allowlist lists, 8080/tcp is not. Once an allowlist covers 5353/udp too, none is named.
  *
- * Two legs: Docker 20.10 (no ip6tables chains at all) and Docker 29 (iptables backend).
+ * Two legs: Docker 20.10 (no ip6tables chains at all) and Docker 29 (iptables backend); and a
+ * refresh on Docker 29 with its nftables backend, where every published port is named.
  *
  * Run: flock /work/lab.lock npx jest test/pulumi/unpoliced.lab.test.ts --selectProjects lab
  */
@@ -65,6 +66,49 @@ describe.each(LEGS)("Docker %s", (dockerVersion) => {
 
     await remove(dns.id, dns.outs as unknown as Record<string, unknown>);
     await remove(web.id, web.outs as unknown as Record<string, unknown>);
+    jest.restoreAllMocks();
+  });
+});
+
+describe("Docker 29 with its nftables firewall backend", () => {
+  beforeAll(async () => {
+    lab = await startLab({
+      docker: 1,
+      light: 0,
+      clients: 1,
+      ipv6: true,
+      dockerIpv6: false,
+      dockerVersion: "29",
+      firewallBackend: "nftables",
+    });
+  });
+  afterAll(async () => {
+    await lab?.down();
+  });
+
+  test("a refresh names every published port: no allowlist can police this host (no DOCKER-USER)", async () => {
+    const host = lab.hosts[0];
+    const [client] = lab.clients;
+    const connection = { host: host.ipv4, hostKey: host.hostKey, privateKey: lab.clientKey.privateKey };
+    // The state of an allowlist made while the host still ran the iptables backend.
+    const props = check(
+      {},
+      { connection, resourceName: "web", port: 8080, sources: ["198.51.100.0/24"] },
+    ).inputs!;
+    const stderr = captureStderr();
+    const refreshed = await read(`${host.ipv4}:22/web`, props);
+    expect(refreshed.props.unpolicedPorts).toEqual([
+      expect.stringMatching(/^8080\/tcp ipv4 -> 172\.17\.0\.\d+:80$/),
+      expect.stringMatching(/^5353\/udp ipv4 -> 172\.17\.0\.\d+:53$/),
+      expect.stringMatching(/^8080\/tcp ipv6 \(docker-proxy\) -> 172\.17\.0\.\d+:80$/),
+      expect.stringMatching(/^5353\/udp ipv6 \(docker-proxy\) -> 172\.17\.0\.\d+:53$/),
+    ]);
+    expect(stderr.join("")).toContain("(read): [ipv4] warning: Docker publishes 2 ports on this host");
+    // And they are open: the client is in no allowlist.
+    for (const family of [4, 6] as const) {
+      expect(await lab.probe(client, host, 8080, "tcp", family)).toBe(true);
+      expect(await lab.probe(client, host, 5353, "udp", family)).toBe(true);
+    }
     jest.restoreAllMocks();
   });
 });

@@ -82,3 +82,24 @@ test("create and refresh name the published port no allowlist polices; none once
   expect(later.props.unpolicedPorts).toEqual([]);
   expect(stderr.join("")).not.toContain("no allowlist polices");
 });
+
+test("a refresh on a host running Docker's nftables backend names the ports of its nat chain", async () => {
+  // No Docker chains in iptables; `nft list ...` prints the real Docker 29 nftables capture.
+  stub.write("save4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+  stub.write("nat4", "*nat\nCOMMIT\n");
+  stub.write(
+    "nft-tables",
+    readFileSync(join(__dirname, "..", "core", "fixtures", "docker29-nftables", "nft-nat.v4.txt"), "utf8"),
+  );
+  const web = { ...DECLARED, resourceName: "web", port: 8080, sources: ["198.18.1.0/24"] };
+  const props = check(
+    {},
+    { ...web, connection: { host: "127.0.0.1", port: server.port, privateKey: ed25519().private } },
+  );
+  const refreshed = await read("id", props.inputs!);
+  expect(refreshed.props.unpolicedPorts).toEqual([
+    "8080/tcp ipv4 -> 172.17.0.2:80",
+    "5353/udp ipv4 -> 172.17.0.3:53",
+    "9443/tcp ipv4 on 198.18.0.10 -> 172.17.0.4:80",
+  ]);
+});

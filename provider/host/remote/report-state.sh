@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
-# save6, save6err, nat4, nat6, other, persisted, end (parsed by parseSnapshot in provider/host/snapshot.ts).
+# save6, save6err, nat4, nat6, other, nftnat4, nftnat6 (Docker's nftables backend only),
+# persisted, end (parsed by parseSnapshot in provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.
@@ -8,6 +9,9 @@
 guard_dir='@GUARD_DIR@'
 guard_unit='@GUARD_UNIT@'
 unit_dir='@GUARD_UNIT_DIR@'
+# Where Docker's nftables backend DNATs published ports (provider/core/published.ts).
+nft_table='@NFT_TABLE@'
+nft_nat_chain='@NFT_NAT_CHAIN@'
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
 echo "@@DPA:meta"
@@ -52,6 +56,17 @@ if ! printf '%s\n' "$save4" | grep -q '^:DOCKER-USER '; then
   if command -v nft >/dev/null 2>&1; then
     echo "nftDockerTables=$(nft list tables 2>/dev/null | grep -c 'docker')"
   fi
+fi
+# Docker's nftables backend has no DOCKER-USER; its DNAT lines (one per published port) are in
+# sections nftnat4 / nftnat6, present only when the chain exists (parsed like nat4 / nat6).
+if ! printf '%s\n' "$save4" | grep -q '^:DOCKER-USER ' && command -v nft >/dev/null 2>&1; then
+  for nf in 4 6; do
+    nftfam=ip; [ "$nf" = 6 ] && nftfam=ip6
+    if nftnat=$(nft list chain "$nftfam" "$nft_table" "$nft_nat_chain" 2>/dev/null); then
+      echo "@@DPA:nftnat$nf"
+      printf '%s\n' "$nftnat" | grep ' dnat '
+    fi
+  done
 fi
 echo "@@DPA:persisted"
 for f in "4:$v4path" "6:$v6path"; do
