@@ -62,6 +62,11 @@ export type FindingCode =
   | "guard-stale"
   /** A write could not install or update the guard (its saved copy, script or units). */
   | "guard-install-failed"
+  /**
+   * A rollback of this allowlist failed after every retry (the host keeps a marker until a write
+   * succeeds): its chains may be half-changed.
+   */
+  | "host-state-unknown"
   /** Docker publishes a port on the host that no allowlist (of any owner) polices (./published.ts). */
   | "published-port-unpoliced";
 

@@ -13,6 +13,7 @@ import {
   DOCKER_NFT_TABLE,
   FINGERPRINT_AWK,
   GUARD_DIR,
+  GUARD_LISTENER,
   GUARD_UNIT,
   GUARD_UNIT_DIR,
   fingerprint,
@@ -24,6 +25,7 @@ import {
   READ_SCRIPT,
   REMOTE_DIR,
   SYNC_SCRIPT,
+  UNKNOWN_STATE_DIR,
   assembleScript,
   parseExitCodes,
   remoteFile,
@@ -124,8 +126,10 @@ describe("assembleScript", () => {
   test("refuses a value without a marker and a marker without a value", () => {
     const paths = {
       GUARD_DIR,
+      GUARD_LISTENER,
       GUARD_UNIT,
       GUARD_UNIT_DIR,
+      UNKNOWN_STATE_DIR,
       NFT_TABLE: DOCKER_NFT_TABLE,
       NFT_NAT_CHAIN: DOCKER_NFT_NAT_CHAIN,
     };

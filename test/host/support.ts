@@ -57,6 +57,12 @@ export function planWithExtraRule(s: AllowlistSpec, extraSource: string) {
 /** A live flow from {@link udpFlow}: the answers so far, and its process (kill it when done). */
 export interface UdpFlow {
   replies(): number;
+  /**
+   * Resolves once the client has handled every answer that reached it before this call (it
+   * echoes a mark through the same stdout the answers take): what a test waits for after a
+   * change, instead of a guessed drain time, before it counts what comes after.
+   */
+  settled(): Promise<void>;
   readonly process: ChildProcess;
 }
 
@@ -69,13 +75,32 @@ export function udpFlow(client: LabClient, host: LabHost, sourcePort: number): U
   const script =
     `const s = require("dgram").createSocket("udp4");` +
     `s.on("message", () => process.stdout.write("r\\n"));` +
+    `process.stdin.on("data", () => process.stdout.write("m\\n"));` +
     `s.bind(${sourcePort}, () => setInterval(() => s.send("x", 5353, ${JSON.stringify(host.ipv4)}), 100));`;
   const child = spawn("ip", ["netns", "exec", client.netns, process.execPath, "-e", script], {
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["pipe", "pipe", "inherit"],
   });
   let count = 0;
-  child.stdout!.on("data", (b: Buffer) => (count += b.toString().split("\n").length - 1));
-  return { replies: () => count, process: child };
+  let marks = 0;
+  const waiting: { mark: number; resolve: () => void }[] = [];
+  child.stdout!.on("data", (b: Buffer) => {
+    for (const line of b.toString().split("\n")) {
+      if (line === "r") count++;
+      else if (line === "m") {
+        marks++;
+        for (const w of waiting.filter((x) => x.mark <= marks)) w.resolve();
+      }
+    }
+  });
+  let sent = 0;
+  const settled = () =>
+    new Promise<void>((resolve, reject) => {
+      const mark = ++sent;
+      waiting.push({ mark, resolve });
+      child.once("exit", () => reject(new Error("the UDP flow's client exited")));
+      child.stdin!.write("m\n");
+    });
+  return { replies: () => count, settled, process: child };
 }
 
 /** Replies that arrive within `ms` from now. */
