@@ -60,3 +60,8 @@ export const allowlists = Object.fromEntries(
     ),
   ]),
 );
+/**
+ * Per host: the ports Docker publishes that no allowlist polices (e.g. `5353/udp ipv4 ->
+ * 172.17.0.3:53`), as the host's allowlists last read it; `pulumi refresh` brings it up to date.
+ */
+export const unpolicedPorts = fleet.unpolicedPorts;

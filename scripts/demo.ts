@@ -11,7 +11,8 @@
  *      private key set with `pulumi config set --secret`;
  *   4. `pulumi preview --diff` and `pulumi up` (canary first, then batches);
  *   5. the matrix: which client reached which host and port (real traffic) next to what the policy
- *      says, plus the containers' own outbound traffic; any mismatch makes the demo fail;
+ *      says, the program's `unpolicedPorts` output (published ports no allowlist polices), plus the
+ *      containers' own outbound traffic; any mismatch makes the demo fail;
  *   6. `pulumi up` again must change nothing; the foreign rule is still there;
  *   7. clean up: `pulumi destroy`, `pulumi stack rm`, lab down (skipped with --keep, which prints how
  *      to explore and tear down instead).
@@ -57,6 +58,11 @@ export interface DemoResult {
   readonly before: readonly ReachCell[];
   /** Client -> host traffic after `pulumi up`. */
   readonly after: readonly ReachCell[];
+  /**
+   * The root program's `unpolicedPorts` output after `pulumi up`: per host, the published ports
+   * no allowlist polices (docker-3 applies no dns policy, so 5353/udp).
+   */
+  readonly unpoliced: Readonly<Record<string, readonly string[]>>;
   /** Container -> outside traffic per host after `pulumi up` (must stay open). */
   readonly outbound: readonly { readonly host: string; readonly port: number; readonly open: boolean }[];
   /** Output of `pulumi preview --diff`. */
@@ -283,8 +289,45 @@ async function measure(
   });
 }
 
-/** The matrix as text: one row per client, one column per (port, host); `policy/measured`. */
-export function renderMatrix(cells: readonly ReachCell[], clientAddresses: Record<string, string>): string[] {
+/** True when an `unpolicedPorts` line names `port/proto` in IPv4 (the clients' family here). */
+function listsPort(lines: readonly string[] | undefined, port: number, proto: string): boolean {
+  return (lines ?? []).some((l) => l.startsWith(`${port}/${proto} ipv4 `));
+}
+
+/**
+ * Where the `unpolicedPorts` output and the policy disagree, as problems: a (host, port) that no
+ * policy covers must be listed in IPv4, and one a policy covers must not be.
+ */
+export function unpolicedMismatches(
+  cells: readonly ReachCell[],
+  unpoliced: Readonly<Record<string, readonly string[]>>,
+): string[] {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  for (const c of cells) {
+    const key = `${c.host} ${c.port}/${c.proto}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const policed = c.policy !== "-";
+    if (listsPort(unpoliced[c.host], c.port, c.proto) === policed) {
+      problems.push(
+        `unpolicedPorts of ${c.host} ${policed ? "lists" : "does not list"} ${c.port}/${c.proto} ipv4, which ${policed ? `policy ${c.policy} polices` : "no policy polices"}`,
+      );
+    }
+  }
+  return problems;
+}
+
+/**
+ * The matrix as text: one row per client, one column per (port, host); `policy/measured`. With
+ * `unpoliced` (the program's `unpolicedPorts` output), a last row says per cell whether the
+ * output lists the port in IPv4 (`UNPOLICED`: open to everyone) or not (`policed`).
+ */
+export function renderMatrix(
+  cells: readonly ReachCell[],
+  clientAddresses: Record<string, string>,
+  unpoliced?: Readonly<Record<string, readonly string[]>>,
+): string[] {
   const hosts = [...new Set(cells.map((c) => c.host))];
   const clients = [...new Set(cells.map((c) => c.client))];
   // Label each port with its policy (some hosts may not apply it: their cells say "-").
@@ -322,6 +365,18 @@ export function renderMatrix(cells: readonly ReachCell[], clientAddresses: Recor
               .map((h) =>
                 cellText(cells.find((c) => c.client === cl && c.host === h && c.port === p.port)).padEnd(w),
               )
+              .join(""),
+          )
+          .join(" "),
+    );
+  }
+  if (unpoliced !== undefined) {
+    lines.push(
+      "unpolicedPorts (output)".padEnd(first) +
+        ports
+          .map((p) =>
+            hosts
+              .map((h) => (listsPort(unpoliced[h], p.port, p.proto) ? "UNPOLICED" : "policed").padEnd(w))
               .join(""),
           )
           .join(" "),
@@ -424,7 +479,20 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
 
     step(5, "traffic after: policy (allow/deny) next to what real packets did (open/shut); !! = mismatch");
     const after = await measure(lab, config, true);
-    for (const line of renderMatrix(after, addresses)) log(`  ${line}`);
+    // stdout alone (the JSON), not streamed into the log: the lines below say the same.
+    const shown = spawnSync(
+      "pulumi",
+      ["stack", "output", "unpolicedPorts", "--json", "--non-interactive", "--stack", stack],
+      { cwd: REPO, env, encoding: "utf8" },
+    );
+    if (shown.status !== 0)
+      throw new Error(`pulumi stack output failed (exit ${shown.status}): ${shown.stderr}`);
+    const unpoliced = JSON.parse(shown.stdout) as Record<string, string[]>;
+    for (const line of renderMatrix(after, addresses, unpoliced)) log(`  ${line}`);
+    for (const [h, ports] of Object.entries(unpoliced)) {
+      log(`  ${h} published ports no allowlist polices: ${ports.length === 0 ? "none" : ports.join(", ")}`);
+    }
+    problems.push(...unpolicedMismatches(after, unpoliced));
     for (const c of after.filter((x) => x.expected !== x.measured)) {
       problems.push(
         `${c.client} -> ${c.host}:${c.port}/${c.proto}: policy ${c.policy} says ${c.expected ? "allow" : "deny"} ` +
@@ -479,6 +547,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       stack,
       before,
       after,
+      unpoliced,
       outbound,
       preview: preview.output,
       secondUpNoChanges,

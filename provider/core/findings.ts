@@ -66,7 +66,9 @@ export type FindingCode =
    * A rollback of this allowlist failed after every retry (the host keeps a marker until a write
    * succeeds): its chains may be half-changed.
    */
-  | "host-state-unknown";
+  | "host-state-unknown"
+  /** Docker publishes a port on the host that no allowlist (of any owner) polices (./published.ts). */
+  | "published-port-unpoliced";
 
 export type Severity = "error" | "warning";
 

@@ -63,6 +63,7 @@ export type { Finding, FindingCode, Severity } from "./findings";
 export type { FilterTable, ChainModel, ParsedRule, Negatable, RuleCommand, Backend } from "./parse";
 export {
   parseFilterTable,
+  parseNatTable,
   getChain,
   hasDockerChains,
   dockerBridges,
@@ -111,3 +112,14 @@ export { RestoreBuilder } from "./restore";
 export { renderRollback } from "./rollback";
 export type { PolicedPort } from "./conntrack";
 export { conntrackPolicyOf, conntrackPolicy, allowedSources, policedPorts } from "./conntrack";
+export type { PublishedPort, UnpolicedPort, PublishedState } from "./published";
+export {
+  DOCKER_NAT_CHAIN,
+  DOCKER_NFT_TABLE,
+  DOCKER_NFT_NAT_CHAIN,
+  publishedPorts,
+  publishedPortsNft,
+  unpolicedPorts,
+  unpolicedPortText,
+  unpolicedFindings,
+} from "./published";

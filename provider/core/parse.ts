@@ -1,5 +1,6 @@
 /**
- * Parser: `iptables-save -t filter` / `ip6tables-save -t filter` text -> a plain model.
+ * Parser: `iptables-save -t filter` / `ip6tables-save -t filter` text -> a plain model (and the
+ * nat table's, in the same model, for what Docker publishes).
  *
  * Pure functions only (no I/O). Guarantees:
  * - Every rule keeps its verbatim line (`line`) next to a canonical form (`canonical`) that
@@ -7,7 +8,8 @@
  *   (counters, comment quoting, a missing `/32`, conntrack option order); comparisons use the
  *   canonical form, deletions use positions, so a rule we do not understand is never rewritten.
  * - Lines it does not understand are kept verbatim in `unparsed` and reported, never dropped.
- * - Only the filter table is read; other tables in the same text are skipped.
+ * - One table is read (filter, or nat for {@link parseNatTable}); other tables in the same text
+ *   are skipped.
  * - Findings here are about the host as a whole (DOCKER-USER missing, FORWARD jump missing or not
  *   first, legacy tables present); the planner adds findings about one allowlist's own rules.
  */
@@ -288,6 +290,21 @@ export function canonicalRule(line: string, family: Family): string | undefined 
 
 /** Parses one filter table. `saveText` may hold other tables too; only `*filter` is read. */
 export function parseFilterTable(saveText: string, family: Family): FilterTable {
+  const parsed = readTable(saveText, family, "filter");
+  parsed.findings.push(...hostFindings(parsed));
+  return parsed;
+}
+
+/**
+ * Parses one nat table (`iptables-save -t nat`) into the same model, without the host-wide
+ * findings of the filter table: what Docker's DNAT rules publish (./published.ts).
+ */
+export function parseNatTable(saveText: string, family: Family): FilterTable {
+  return readTable(saveText, family, "nat");
+}
+
+/** The chains of table `name` in a save text; other tables in the same text are skipped. */
+function readTable(saveText: string, family: Family, name: "filter" | "nat"): FilterTable {
   const chains: ChainModel[] = [];
   const byName = new Map<string, ChainModel>();
   const unparsed: string[] = [];
@@ -323,7 +340,7 @@ export function parseFilterTable(saveText: string, family: Family): FilterTable 
       table = trimmed.slice(1);
       continue;
     }
-    if (table !== "filter") continue;
+    if (table !== name) continue;
     if (trimmed === "COMMIT") {
       table = undefined;
       continue;
@@ -375,9 +392,7 @@ export function parseFilterTable(saveText: string, family: Family): FilterTable 
     };
     chain.rules.push(rule);
   }
-  const parsed: FilterTable = { family, backend, chains, unparsed, findings };
-  findings.push(...hostFindings(parsed));
-  return parsed;
+  return { family, backend, chains, unparsed, findings };
 }
 
 /** True for `-A FORWARD [-m comment --comment X] -j DOCKER-USER`. */

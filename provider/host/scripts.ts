@@ -12,7 +12,8 @@
  * - a line `. ./<file>.sh` is replaced by that file of ./remote/ (nothing is sourced on the host);
  * - in a line `variable='@NAME@'`, the marker is replaced by the value of NAME, shell-quoted:
  *   FINGERPRINT_AWK (core's, provider/core/fingerprint.ts), CUT_AWK (./remote/cut.awk),
- *   GUARD_AWK (./remote/guard.awk) and the guard's paths (core's ./guard.ts).
+ *   GUARD_AWK (./remote/guard.awk), the guard's paths (core's ./guard.ts) and where Docker's
+ *   nftables backend DNATs (core's ./published.ts).
  *
  * Output protocol: lines starting with `@@DPA:` open a section; every other line belongs to the
  * section above it. iptables-save never prints a line starting with `@@`.
@@ -21,6 +22,7 @@ import { readFileSync } from "fs";
 import { join } from "path";
 import { FINGERPRINT_AWK } from "../core/fingerprint";
 import { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
+import { DOCKER_NFT_NAT_CHAIN, DOCKER_NFT_TABLE } from "../core/published";
 import { shellQuote } from "./ssh";
 
 /** Where the remote files are: beside this module, in the sources and in the build (bin/). */
@@ -132,9 +134,11 @@ export const UNKNOWN_STATE_DIR = "/run/docker-port-allowlist";
 
 /** The paths report-state.sh and guard-install.sh name: the guard's (core's ./guard.ts) and the marker's. */
 const HOST_PATHS = { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR, UNKNOWN_STATE_DIR };
+/** Where Docker's nftables backend DNATs (core's ./published.ts), for report-state.sh. */
+const NFT_NAT = { NFT_TABLE: DOCKER_NFT_TABLE, NFT_NAT_CHAIN: DOCKER_NFT_NAT_CHAIN };
 
 /** argv: rule, rulesV4Path, rulesV6Path. Read-only (refresh): takes no lock. See remote/read.sh. */
-export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...HOST_PATHS });
+export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...HOST_PATHS, ...NFT_NAT });
 
 /**
  * The guard (remote/guard.sh): not run by an exec but installed by the sync script as
@@ -147,7 +151,7 @@ export const GUARD_SCRIPT = assembleScript("guard.sh", { FINGERPRINT_AWK, GUARD_
  * writers that use the lock never interleave. argv and the dialogue: remote/sync.sh; exit codes:
  * {@link EXIT}.
  */
-export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK, ...HOST_PATHS });
+export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK, ...HOST_PATHS, ...NFT_NAT });
 
 /** `bash -c '<script>' <name> 'arg'...`, under `sudo -n` when asked. */
 export function remoteCommand(script: string, name: string, args: readonly string[], sudo: boolean): string {

@@ -34,6 +34,16 @@ export interface HostSnapshot {
   /** `ip6tables-save -t filter`, or null (no ip6tables, IPv6 off in the kernel...). */
   readonly ipv6: string | null;
   readonly ipv6Error?: string;
+  /**
+   * The DNAT lines of the nat table's DOCKER chain per family (what Docker publishes, read by
+   * core's published.ts), or null where `iptables-save -t nat` failed (no ip6tables...).
+   */
+  readonly nat: { readonly ipv4: string | null; readonly ipv6: string | null };
+  /**
+   * Docker's nftables backend (no DOCKER-USER): the DNAT lines of its `nat-prerouting-and-output`
+   * chain per family, or null where that chain does not exist (Docker uses iptables).
+   */
+  readonly nft: { readonly ipv4: string | null; readonly ipv6: string | null };
   /** Set only when this backend has no Docker chains: what the other backend has. */
   readonly otherBackend?: { readonly tool: string; readonly dockerChains: number };
   /** Count of nftables tables named like Docker's (Docker 29 nftables firewall backend). */
@@ -80,6 +90,10 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
       error: ok ? undefined : hostText(sections.get(`save${n}err`)?.body.trim() ?? "no output"),
     };
   };
+  const nat = (n: "4" | "6") => {
+    const s = sections.get(`nat${n}`);
+    return s !== undefined && s.header.endsWith(" rc=0") ? s.body : null;
+  };
   const s4 = save("4");
   const s6 = save("6");
   const version = hostText(meta.get("iptables") ?? "");
@@ -93,6 +107,8 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     ipv4Error: s4.error,
     ipv6: s6.text,
     ipv6Error: s6.error,
+    nat: { ipv4: nat("4"), ipv6: nat("6") },
+    nft: { ipv4: sections.get("nftnat4")?.body ?? null, ipv6: sections.get("nftnat6")?.body ?? null },
     otherBackend: other.has("backend")
       ? { tool: hostText(other.get("backend") ?? ""), dockerChains: Number(other.get("dockerChains") ?? "0") }
       : undefined,

@@ -126,11 +126,30 @@ export function planRollout(hostNames: readonly string[], rollout: RolloutArgs =
  * `ruleName` = the policy name. Every resource of a batch depends on every resource of the batch
  * before it.
  */
+/**
+ * The lines every list holds, in the first list's order: the ports no allowlist of a host polices,
+ * from what each of its allowlists reported. Each reports them as of its own last operation, and
+ * right after its change its own port is policed; so a port one allowlist of the host polices is
+ * never in the result, even while the others' reports are older than its create.
+ */
+export function samePorts(lists: readonly (readonly string[] | undefined)[]): string[] {
+  const known = lists.filter((l): l is readonly string[] => l !== undefined);
+  if (known.length === 0) return [];
+  return known[0].filter((line) => known.every((l) => l.includes(line)));
+}
+
 export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
   /** Host names per batch, in rollout order (the canary batch first). */
   public readonly batches: readonly (readonly string[])[];
   /** The allowlists, by host name and policy name. */
   public readonly allowlists: Readonly<Record<string, Readonly<Record<string, DockerPortAllowlist>>>>;
+  /**
+   * Per host: the ports Docker publishes there that no allowlist polices (each allowlist's
+   * `unpolicedPorts`, see {@link samePorts}); empty for a host that applies no policy (nothing
+   * reads it). Accurate once an `up` that adds or changes allowlists ends; a port an `up` stops
+   * policing (an allowlist removed from the host) shows after the next `pulumi refresh`.
+   */
+  public readonly unpolicedPorts: Readonly<Record<string, pulumi.Output<string[]>>>;
 
   constructor(name: string, args: DockerPortAllowlistFleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("docker-port-allowlist:index:Fleet", name, {}, opts);
@@ -178,6 +197,12 @@ export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
 
     this.batches = batches;
     this.allowlists = allowlists;
+    this.unpolicedPorts = Object.fromEntries(
+      Object.entries(allowlists).map(([host, byPolicy]) => [
+        host,
+        pulumi.all(Object.values(byPolicy).map((r) => r.unpolicedPorts)).apply(samePorts),
+      ]),
+    );
     this.registerOutputs({ batches });
   }
 }

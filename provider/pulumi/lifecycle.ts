@@ -23,6 +23,9 @@ import {
   tagOf,
   hostText,
   guardDrifted,
+  unpolicedFindings,
+  unpolicedPorts,
+  unpolicedPortText,
   type AllowlistSpec,
   type Claim,
   type ConnectionSpec,
@@ -42,6 +45,7 @@ import {
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
+import type { HostSnapshot } from "../host/snapshot";
 import { inspectHost } from "../host/sync";
 import { pacedProgress } from "./progress";
 
@@ -113,6 +117,21 @@ export interface Outputs extends CheckedInputs {
    */
   readonly dockerBridges: DockerBridges;
   /**
+   * The ports Docker publishes on the host that no allowlist polices (any allowlist, of any
+   * owner), as of this resource's last create, update or refresh, one line each:
+   * `5353/udp ipv4 -> 172.17.0.3:53`, `8080/tcp ipv6 (docker-proxy) -> 172.17.0.2:80` (IPv6
+   * clients that docker-proxy serves an IPv4-only container), `8443/tcp ipv4 on 198.18.0.10 -> ...`
+   * (published on one address). Empty when every published port is policed.
+   *
+   * A fact about the whole host, so it can be older than another allowlist's change: where an
+   * `up` applies several allowlists to one host, the ones applied first recorded the others'
+   * ports as unpoliced, and the first `pulumi refresh` after it brings them up to date (a fleet's
+   * per-host `unpolicedPorts` is right at once). For that reason the warning naming them goes to
+   * the engine's output of the operation that found them (create, update, refresh), and not into
+   * `hostFindings`, which every later `up` would repeat from the state.
+   */
+  readonly unpolicedPorts: string[];
+  /**
    * `SHA256:` fingerprint of the host key seen when this resource first connected, kept current
    * by every operation since (it only changes through a new `connection.hostKey` pin). Where
    * nothing is pinned, later operations refuse a host presenting another key (trust on first use).
@@ -140,6 +159,20 @@ function recordedBridges(state: Record<string, unknown>): DockerBridges | undefi
     Array.isArray(v) && v.every((n) => typeof n === "string" && BRIDGE_NAME.test(n));
   if (typeof b !== "object" || b === null || !names(b.ipv4) || !names(b.ipv6)) return undefined;
   return { ipv4: b.ipv4 as string[], ipv6: b.ipv6 as string[] };
+}
+
+/**
+ * The host's published ports that no allowlist polices (`unpolicedPorts`), from the filter
+ * tables of a read (after the change, for create/update) and the nat tables of the same host (a
+ * change of ours never touches nat), with the warnings that name them (see {@link
+ * Outputs.unpolicedPorts} for where those go).
+ */
+function unpolicedOf(
+  filter: { ipv4: string | null; ipv6: string | null },
+  snapshot: Pick<HostSnapshot, "nat" | "nft">,
+): { lines: string[]; findings: string[] } {
+  const ports = unpolicedPorts({ filter, nat: snapshot.nat, nft: snapshot.nft });
+  return { lines: ports.map(unpolicedPortText), findings: findingMessages(unpolicedFindings(ports)) };
 }
 
 /** Keys of the user's declaration (and check's computed ones) that an update must apply. */
@@ -359,8 +392,8 @@ function report(
 }
 
 /** `outs`, after its operation's own warnings went to the engine's output (not only into state). */
-function told(session: SessionOptions, outs: Outputs): Outputs {
-  for (const m of outs.lastOperation.findings) session.warn?.(m);
+function told(session: SessionOptions, outs: Outputs, unpoliced: readonly string[] = []): Outputs {
+  for (const m of [...outs.lastOperation.findings, ...unpoliced]) session.warn?.(m);
   return outs;
 }
 
@@ -380,6 +413,7 @@ function outputs(
   operation: OperationReport["operation"],
   persisted: boolean,
   claim: Claim,
+  unpoliced: { lines: string[] },
 ): Outputs {
   const { __provider: _ignored, ...rest } = inputs;
   // The guard as this write left it, and what its guard step could not do (issue 9).
@@ -404,6 +438,7 @@ function outputs(
     inSync: !guardDrifted(guard.host),
     lastOperation,
     dockerBridges: bridgesOf(o.live),
+    unpolicedPorts: unpoliced.lines,
     ...hostKeyOutputs(o.hostKeys),
   };
 }
@@ -461,7 +496,9 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
     // First use: nothing recorded yet, so an unpinned host's key is recorded from this connection.
     const session = sessionOf("create", inputs, conn, {});
     const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
-    return { id, outs: told(session, outputs(inputs, spec, o, "create", true, claim)) };
+    const unpoliced = unpolicedOf(o.live, o.snapshot);
+    const outs = outputs(inputs, spec, o, "create", true, claim, unpoliced);
+    return { id, outs: told(session, outs, unpoliced.findings) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
     throw err;
@@ -478,7 +515,10 @@ export async function update(
   try {
     const session = sessionOf("update", news, conn, olds);
     const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
-    return { outs: told(session, outputs(news, spec, o, "update", true, claim)) };
+    const unpoliced = unpolicedOf(o.live, o.snapshot);
+    return {
+      outs: told(session, outputs(news, spec, o, "update", true, claim, unpoliced), unpoliced.findings),
+    };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
     throw err;
@@ -537,11 +577,8 @@ export async function read(
   props: Record<string, unknown>,
 ): Promise<{ id: string; props: Outputs; inputs: Record<string, unknown> }> {
   const { spec, conn } = specOf(props);
-  const { snapshot, hostKeys } = await inspectHost(
-    toConnectionArgs(conn),
-    spec,
-    sessionOf("read", props, conn, props),
-  );
+  const session = sessionOf("read", props, conn, props);
+  const { snapshot, hostKeys } = await inspectHost(toConnectionArgs(conn), spec, session);
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
   const claim = claimOf("read", props, conn);
   const plan = planAllowlist(live, spec, spec.ruleName, claim);
@@ -562,6 +599,7 @@ export async function read(
     (["ipv4", "ipv6"] as const).every(
       (f) => live[f] === null || snapshot.persisted[f] === snapshot.liveFingerprint[f],
     );
+  const unpoliced = unpolicedOf(live, snapshot);
   // The last operation's own warnings (flows it could not cut) stay until the next one.
   const hostFindings = [
     // A rollback that failed for good (issue 9): the host's state is unknown until a write succeeds.
@@ -578,8 +616,10 @@ export async function read(
     hostFindings,
     inSync: plan.inSync && !guardDrifted(guard) && snapshot.unknownState === undefined,
     dockerBridges,
+    unpolicedPorts: unpoliced.lines,
     ...hostKeyOutputs(hostKeys),
   };
+  for (const m of unpoliced.findings) session.warn?.(m);
   const inputs: Record<string, unknown> = {};
   for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];
   inputs.rules = rules;

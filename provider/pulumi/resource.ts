@@ -65,6 +65,13 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
    */
   declare public readonly dockerBridges: pulumi.Output<DockerBridges>;
   /**
+   * Ports Docker publishes on the host that no allowlist polices, as of this resource's last
+   * create, update or refresh (`8080/tcp ipv4 -> 172.17.0.2:80`), each also a warning of that
+   * operation. Another allowlist applied to the host later in the same `up` shows at the next
+   * `pulumi refresh`.
+   */
+  declare public readonly unpolicedPorts: pulumi.Output<string[]>;
+  /**
    * `SHA256:` fingerprint of the host's SSH key, recorded at the first connection and kept by
    * every operation since. With no `connection.hostKey` pinned, a host presenting another key is
    * refused (trust on first use); a pin always wins.
@@ -107,6 +114,7 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
         inSync: undefined,
         lastOperation: undefined,
         dockerBridges: undefined,
+        unpolicedPorts: undefined,
         hostKeyFingerprint: undefined,
         proxyHostKeyFingerprint: undefined,
       },

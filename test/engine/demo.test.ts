@@ -89,6 +89,18 @@ describe("the demo", () => {
     expect(result.outbound.map((o) => o.open)).toEqual([true, true, true]);
   });
 
+  test("the unpolicedPorts output names the one published port no policy covers: 5353/udp on docker-3", () => {
+    expect(result.unpoliced).toEqual({
+      "docker-1": [],
+      "docker-2": [],
+      "docker-3": [
+        expect.stringMatching(/^5353\/udp ipv4 -> 172\.17\.0\.\d+:53$/),
+        // docker-proxy serves the IPv4-only container on the host's IPv6 sockets too.
+        expect.stringMatching(/^5353\/udp ipv6 \(docker-proxy\) -> 172\.17\.0\.\d+:53$/),
+      ],
+    });
+  });
+
   test("preview --diff showed the exact rule lines of the canary's allowlists", () => {
     expect(result.preview).toMatch(
       /-A DPA-web -s 198\.\d+\.\d+\.200\/32 -m comment --comment \\"dpa:web\\" -j RETURN/,

@@ -9,6 +9,8 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
 import {
+  DOCKER_NFT_NAT_CHAIN,
+  DOCKER_NFT_TABLE,
   FINGERPRINT_AWK,
   GUARD_DIR,
   GUARD_LISTENER,
@@ -122,7 +124,15 @@ describe("the exit-code table (remote/exit-codes.sh)", () => {
 
 describe("assembleScript", () => {
   test("refuses a value without a marker and a marker without a value", () => {
-    const paths = { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR, UNKNOWN_STATE_DIR };
+    const paths = {
+      GUARD_DIR,
+      GUARD_LISTENER,
+      GUARD_UNIT,
+      GUARD_UNIT_DIR,
+      UNKNOWN_STATE_DIR,
+      NFT_TABLE: DOCKER_NFT_TABLE,
+      NFT_NAT_CHAIN: DOCKER_NFT_NAT_CHAIN,
+    };
     expect(() => assembleScript("read.sh", { FINGERPRINT_AWK, CUT_AWK, ...paths })).toThrow(
       "remote/read.sh: no marker '@CUT_AWK@' for the value CUT_AWK",
     );

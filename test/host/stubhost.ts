@@ -18,6 +18,7 @@
  * The stubs keep the host's state in files under `state/`:
  * - `save4` / `save6`: what `iptables-save` / `ip6tables-save` print (`save4.fail` instead:
  *   they fail with it as stderr; `save4.fail.<n>`: only their n-th call fails);
+ * - `nat4` / `nat6`: what `iptables-save -t nat` / `ip6tables-save -t nat` print (nothing if absent);
  * - `save4.extra`: what the whole `iptables-save` (no `-t filter`, as the persist step runs it)
  *   prints after `save4`: the other tables;
  * - `iptables-restore --test --noflush` (a payload's test) keeps its input in `test4` and fails
@@ -109,6 +110,8 @@ function stubs(state: string): Record<string, string> {
     `esac\n`;
   const save = (n: string) =>
     head +
+    // The nat table (what Docker publishes): `nat4` / `nat6`, outside the counted filter saves.
+    `if [ "$1 $2" = "-t nat" ]; then cat "$S/nat${n}" 2>/dev/null; exit 0; fi\n` +
     `c=$(( $(cat "$S/save${n}.count" 2>/dev/null || echo 0) + 1 )); echo "$c" > "$S/save${n}.count"\n` +
     `for f in "$S/save${n}.fail" "$S/save${n}.fail.$c"; do\n` +
     `  if [ -e "$f" ]; then fail "$f"; exit 1; fi\n` +

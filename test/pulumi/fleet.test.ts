@@ -5,6 +5,7 @@ import {
   DockerPortAllowlistFleet,
   FleetError,
   planRollout,
+  samePorts,
   type DockerPortAllowlistFleetArgs,
   type RolloutArgs,
 } from "../../provider/pulumi/fleet";
@@ -141,6 +142,35 @@ describe("planRollout", () => {
         expect(planRollout([...names], { canaries, batchSize })).toEqual(batches);
       }),
     );
+  });
+});
+
+describe("samePorts", () => {
+  it.each<[string, (string[] | undefined)[], string[]]>([
+    ["no allowlist on the host", [], []],
+    [
+      "one allowlist: its report",
+      [["5353/udp ipv4 -> a", "9/tcp ipv4 -> b"]],
+      ["5353/udp ipv4 -> a", "9/tcp ipv4 -> b"],
+    ],
+    [
+      // web and dns applied in parallel: each read the other's port before it was policed.
+      "each reports the other's port: neither is open",
+      [["5353/udp ipv4 -> a"], ["8080/tcp ipv4 -> c"]],
+      [],
+    ],
+    ["a report not known yet is left out", [undefined, ["9/tcp ipv4 -> b"]], ["9/tcp ipv4 -> b"]],
+    [
+      "in the first report's order",
+      [
+        ["2", "1", "3"],
+        ["3", "2", "1"],
+        ["1", "2"],
+      ],
+      ["2", "1"],
+    ],
+  ])("%s", (_name, lists, expected) => {
+    expect(samePorts(lists)).toEqual(expected);
   });
 });
 

@@ -1,5 +1,11 @@
 import { parseStackConfig } from "../../program/config";
-import { demoStackConfig, expectedReach, renderMatrix, type ReachCell } from "../../scripts/demo";
+import {
+  demoStackConfig,
+  expectedReach,
+  renderMatrix,
+  unpolicedMismatches,
+  type ReachCell,
+} from "../../scripts/demo";
 
 // A lab as the demo sees it: only addresses and host keys matter here.
 const fakeLab = {
@@ -92,6 +98,33 @@ describe("renderMatrix", () => {
       "client                        h1           h2",
       "c1 198.18.0.200               allow/open   deny/open!!",
       "c2 198.18.0.201               deny/shut    allow/open",
+    ]);
+  });
+
+  it("adds the unpolicedPorts output as a last row: UNPOLICED where it lists the port in IPv4", () => {
+    const cells: ReachCell[] = ["h1", "h2"].map((host) => ({
+      client: "c1",
+      host,
+      policy: host === "h1" ? "dns" : "-",
+      port: 5353,
+      proto: "udp",
+      expected: true,
+      measured: true,
+    }));
+    const unpoliced = {
+      h1: ["5353/udp ipv6 (docker-proxy) -> 172.17.0.3:53"],
+      h2: ["5353/udp ipv4 -> 172.17.0.3:53"],
+    };
+    expect(renderMatrix(cells, { c1: "198.18.0.200" }, unpoliced).map((l) => l.trimEnd())).toEqual([
+      "                              5353/udp (policy dns)",
+      "client                        h1           h2",
+      "c1 198.18.0.200               allow/open   allow/open",
+      "unpolicedPorts (output)       policed      UNPOLICED",
+    ]);
+    expect(unpolicedMismatches(cells, unpoliced)).toEqual([]);
+    expect(unpolicedMismatches(cells, { h1: ["5353/udp ipv4 -> 172.17.0.3:53"], h2: [] })).toEqual([
+      "unpolicedPorts of h1 lists 5353/udp ipv4, which policy dns polices",
+      "unpolicedPorts of h2 does not list 5353/udp ipv4, which no policy polices",
     ]);
   });
 });

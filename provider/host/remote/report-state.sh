@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
-# save6, save6err, other, persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in provider/host/snapshot.ts).
+# save6, save6err, nat4, nat6, other, nftnat4, nftnat6 (Docker's nftables backend only),
+# persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in
+# provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.
@@ -14,6 +16,9 @@ unit_dir='@GUARD_UNIT_DIR@'
 unknown_dir='@UNKNOWN_STATE_DIR@'
 # shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
 unknown_path() { printf '%s' "$unknown_dir/unknown.$rule"; }
+# Where Docker's nftables backend DNATs published ports (provider/core/published.ts).
+nft_table='@NFT_TABLE@'
+nft_nat_chain='@NFT_NAT_CHAIN@'
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
 echo "@@DPA:meta"
@@ -32,6 +37,16 @@ echo "@@DPA:save6 rc=$rc6"
 printf '%s\n' "$save6"
 echo "@@DPA:save6err"; cat "/tmp/.dpa-read-err.$$" 2>/dev/null
 rm -f "/tmp/.dpa-read-err.$$"
+# What Docker publishes: only the DNAT lines of the nat DOCKER chain under `*nat`, so a host with a
+# large nat table (kube-proxy's) sends no more than one line per published port. Sections nat4 and
+# nat6, the save's exit code in the header (parsed by parseSnapshot; read by core's published.ts).
+for nf in 4 6; do
+  natsave=iptables-save; [ "$nf" = 6 ] && natsave=ip6tables-save
+  # pipefail: a failed save fails the whole; a save that works always has its `*nat` line.
+  nat=$(set -o pipefail; "$natsave" -t nat 2>/dev/null | grep -E '^(\*nat|COMMIT|-A DOCKER .* -j DNAT .*)$'); natrc=$?
+  echo "@@DPA:nat$nf rc=$natrc"
+  printf '%s\n' "$nat"
+done
 # Rules written through the other iptables backend are invisible to this one (and vice versa).
 # Only look there when this backend has no DOCKER-USER: touching the legacy tools may load
 # kernel modules, which a healthy host does not need.
@@ -48,6 +63,17 @@ if ! printf '%s\n' "$save4" | grep -q '^:DOCKER-USER '; then
   if command -v nft >/dev/null 2>&1; then
     echo "nftDockerTables=$(nft list tables 2>/dev/null | grep -c 'docker')"
   fi
+fi
+# Docker's nftables backend has no DOCKER-USER; its DNAT lines (one per published port) are in
+# sections nftnat4 / nftnat6, present only when the chain exists (parsed like nat4 / nat6).
+if ! printf '%s\n' "$save4" | grep -q '^:DOCKER-USER ' && command -v nft >/dev/null 2>&1; then
+  for nf in 4 6; do
+    nftfam=ip; [ "$nf" = 6 ] && nftfam=ip6
+    if nftnat=$(nft list chain "$nftfam" "$nft_table" "$nft_nat_chain" 2>/dev/null); then
+      echo "@@DPA:nftnat$nf"
+      printf '%s\n' "$nftnat" | grep ' dnat '
+    fi
+  done
 fi
 echo "@@DPA:persisted"
 for f in "4:$v4path" "6:$v6path"; do
