@@ -20,6 +20,7 @@
  */
 import { readFileSync } from "fs";
 import { join } from "path";
+import { gzipSync } from "zlib";
 import { FINGERPRINT_AWK } from "../core/fingerprint";
 import { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
 import { DOCKER_NFT_NAT_CHAIN, DOCKER_NFT_TABLE } from "../core/published";
@@ -153,10 +154,26 @@ export const GUARD_SCRIPT = assembleScript("guard.sh", { FINGERPRINT_AWK, GUARD_
  */
 export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK, ...HOST_PATHS, ...NFT_NAT });
 
-/** `bash -c '<script>' <name> 'arg'...`, under `sudo -n` when asked. */
+/**
+ * The command line that runs `script` as `bash -c <script> <name> <arg>...` (under `sudo -n` when
+ * asked). The script travels gzipped and base64-encoded, and the login shell unpacks it into the
+ * `bash -c` word: the SSH exec request carries the whole command line in one packet, and the
+ * uncompressed sync script is past the 32 KiB payload that RFC 4253 makes every server accept
+ * (ssh2's server and dropbear refuse larger ones, OpenSSH takes up to 256 KiB). Needs base64
+ * (coreutils) and gzip on the host, as every Debian/RHEL/busybox system has; a host without them
+ * fails the exec with the shell's "not found", before anything runs.
+ */
 export function remoteCommand(script: string, name: string, args: readonly string[], sudo: boolean): string {
-  const words = ["bash", "-c", shellQuote(script), shellQuote(name), ...args.map(shellQuote)];
-  return (sudo ? "sudo -n -- " : "") + words.join(" ");
+  const packed = gzipSync(Buffer.from(script, "utf8"), { level: 9 }).toString("base64");
+  const run = [
+    ...(sudo ? ["sudo", "-n", "--"] : []),
+    "bash",
+    "-c",
+    '"$s"',
+    shellQuote(name),
+    ...args.map(shellQuote),
+  ];
+  return `s=$(printf %s ${packed} | base64 -d | gzip -dc) && exec ${run.join(" ")}`;
 }
 
 /** Splits script output into sections keyed by the first word after `@@DPA:`. */

@@ -3,11 +3,11 @@
  * protocol and the quoting of the remote command. (The undo payload and the conntrack policy
  * are core's: test/core/rollback.test.ts and test/core/conntrack.test.ts.)
  */
-import { execFileSync } from "child_process";
+import { execFileSync, spawnSync } from "child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
-import { CUT_AWK, parseSections, remoteCommand } from "../../provider/host/scripts";
+import { CUT_AWK, SYNC_SCRIPT, parseSections, remoteCommand } from "../../provider/host/scripts";
 import { shellQuote } from "../../provider/host/ssh";
 
 /**
@@ -97,7 +97,33 @@ describe("remote command and output protocol", () => {
     const out = execFileSync("sh", ["-c", cmd], { encoding: "utf8" });
     expect(out).toBe(nasty.map((a) => `${a}\n`).join(""));
     expect(shellQuote("it's")).toBe("'it'\\''s'");
-    expect(remoteCommand("true", "n", [], true)).toBe("sudo -n -- bash -c 'true' 'n'");
+    expect(remoteCommand("true", "n", [], true)).toMatch(
+      /^s=\$\(printf %s [A-Za-z0-9+/=]+ \| base64 -d \| gzip -dc\) && exec sudo -n -- bash -c "\$s" 'n'$/,
+    );
+  });
+
+  test("the sync script travels packed: its exec request fits the 32 KiB every SSH server must take", () => {
+    const cmd = remoteCommand(
+      SYNC_SCRIPT,
+      "dpa-sync",
+      ["a-rule-name-of-63-characters-".padEnd(63, "x")],
+      false,
+    );
+    expect(Buffer.byteLength(SYNC_SCRIPT)).toBeGreaterThan(32 * 1024); // why it is packed
+    expect(Buffer.byteLength(cmd)).toBeLessThan(24 * 1024);
+    const packed = /^s=\$\(printf %s (\S+) \|/.exec(cmd)![1];
+    const unpacked = execFileSync("sh", ["-c", `printf %s ${packed} | base64 -d | gzip -dc`], {
+      encoding: "utf8",
+    });
+    expect(unpacked).toBe(SYNC_SCRIPT);
+  });
+
+  test("a host without gzip fails the exec before anything runs, saying what is missing", () => {
+    const cmd = remoteCommand('echo "$@" > /dev/stderr', "n", ["ran"], false);
+    const r = spawnSync("/bin/sh", ["-c", cmd], { encoding: "utf8", env: { PATH: "/nonexistent" } });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).not.toContain("ran");
+    expect(r.stderr).toMatch(/not found/);
   });
 
   test("splits sections and drops the blank tail of empty output", () => {
