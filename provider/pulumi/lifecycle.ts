@@ -2,7 +2,9 @@
  * What the dynamic provider's methods do, in plain async functions (no closure capture).
  *
  * `provider/pulumi/dynamic.ts` only forwards to these; they validate with the core, plan with the core
- * and talk to the host through `converge` / `inspectHost` (one SSH connection per call).
+ * and talk to the host through `converge` / `inspectHost`, over the connection the host already has
+ * in this provider process when there is one (../host/pool.ts): one SSH connection per host per
+ * `pulumi up`, however many allowlists it holds.
  *
  * State layout: outputs = the checked inputs (so read/delete know how to reach the host and
  * what they own) + computed fields. `rules` is computed in `check` from the declaration, so
@@ -41,6 +43,7 @@ import {
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
+import { pooledConnect } from "../host/pool";
 import { inspectHost } from "../host/sync";
 
 /** The value Pulumi sends for an input that is not known yet (preview). */
@@ -73,7 +76,13 @@ export interface CheckedInputs {
 /** What an operation cost on the host. */
 export interface OperationReport {
   operation: "create" | "update" | "delete";
+  /**
+   * SSH connections this operation dialed: 1, or 0 when it ran on the connection another
+   * operation of the same `pulumi up` had opened to the host (`reusedConnections` 1). Summed over
+   * a host's allowlists: the connections the `up` made to it (1).
+   */
   connections: number;
+  reusedConnections: number;
   proxyConnections: number;
   roundTrips: number;
   ms: number;
@@ -339,6 +348,7 @@ function report(
   return {
     operation,
     connections: o.stats.connections,
+    reusedConnections: o.stats.reusedConnections,
     proxyConnections: o.stats.proxyConnections,
     roundTrips: o.stats.roundTrips,
     ms: o.stats.ms,
@@ -431,6 +441,7 @@ function partial(
     lastOperation: {
       operation,
       connections: err.stats?.connections ?? 0,
+      reusedConnections: err.stats?.reusedConnections ?? 0,
       proxyConnections: err.stats?.proxyConnections ?? 0,
       roundTrips: err.stats?.roundTrips ?? 0,
       ms: err.stats?.ms ?? 0,
@@ -455,7 +466,7 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
   try {
     // First use: nothing recorded yet, so an unpinned host's key is recorded from this connection.
     const session = sessionOf("create", inputs, conn, {});
-    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
+    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim, connect: pooledConnect });
     return { id, outs: told(session, outputs(inputs, spec, o, "create", true, claim)) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, inputs, spec, "create");
@@ -472,7 +483,7 @@ export async function update(
   const claim = claimOf("update", news, conn, olds);
   try {
     const session = sessionOf("update", news, conn, olds);
-    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
+    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim, connect: pooledConnect });
     return { outs: told(session, outputs(news, spec, o, "update", true, claim)) };
   } catch (err) {
     if (HostError.isInstance(err) && err.kind === "persist") throw partial(err, id, news, spec, "update");
@@ -496,6 +507,7 @@ export async function remove(_id: string, props: Record<string, unknown>): Promi
     const o = await converge(toConnectionArgs(conn), null, spec, {
       session,
       claim: claimOf("delete", props, conn),
+      connect: pooledConnect,
     });
     // A saved copy the guard still holds would bring the deleted rules back: say so.
     for (const m of findingMessages(guardStepFindings(o.guard.failed))) session.warn?.(m);
@@ -536,6 +548,7 @@ export async function read(
     toConnectionArgs(conn),
     spec,
     sessionOf("read", props, conn, props),
+    pooledConnect,
   );
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
   const claim = claimOf("read", props, conn);
