@@ -33,6 +33,18 @@ export interface SessionStats {
   commits: number;
 }
 
+/** Counters of an operation that has done nothing yet. */
+export function zeroStats(): SessionStats {
+  return {
+    connections: 0,
+    reusedConnections: 0,
+    proxyConnections: 0,
+    dialAttempts: 0,
+    roundTrips: 0,
+    commits: 0,
+  };
+}
+
 /**
  * What came back from one exec. A non-zero exit is not an error at this level.
  *

@@ -44,6 +44,7 @@ import type {
   SessionOptions,
   SessionStats,
 } from "./exec";
+import { zeroStats } from "./exec";
 import { SshSession, warnUnpinned } from "./ssh";
 
 /** How long an unused connection stays open, in milliseconds. */
@@ -221,14 +222,7 @@ export class SshPool {
 
 /** One operation's use of a pooled connection. */
 class Lease implements HostExec {
-  public readonly stats: SessionStats = {
-    connections: 0,
-    reusedConnections: 0,
-    proxyConnections: 0,
-    dialAttempts: 0,
-    roundTrips: 0,
-    commits: 0,
-  };
+  public readonly stats: SessionStats = zeroStats();
   public readonly host: string;
   public readonly sudo: boolean;
   private entry?: PoolEntry;

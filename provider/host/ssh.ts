@@ -23,6 +23,7 @@ import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { ConnectionArgs, ProxyConnectionArgs } from "../args";
 import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE, usesSudo } from "../core";
 import { HostError, execEndedError } from "./errors";
+import { zeroStats } from "./exec";
 import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionOptions, SessionStats } from "./exec";
 import { ExecOutput, toWire } from "./output";
 
@@ -119,14 +120,7 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /** One established connection to a host (possibly through a jump host). */
 export class SshSession implements HostExec {
-  public readonly stats: SessionStats = {
-    connections: 0,
-    reusedConnections: 0,
-    proxyConnections: 0,
-    dialAttempts: 0,
-    roundTrips: 0,
-    commits: 0,
-  };
+  public readonly stats: SessionStats = zeroStats();
   /** `user@host:port` of the target, for messages. */
   public readonly target: string;
   /** The fingerprints the target and jump host presented (set once each handshake passed). */
