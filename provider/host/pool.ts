@@ -24,7 +24,10 @@
  *   read-only; the sync waits, under the lock, for a plan that was never sent, and ends).
  * - At most `maxChannels` commands run on one connection at a time (OpenSSH's `MaxSessions` is
  *   10 by default); more wait, in order, for one to end. Their command timeout starts when they
- *   run.
+ *   run. A host that allows fewer (a hardened `MaxSessions 2`) refuses a channel while others
+ *   run on the connection: the limit of that connection is lowered to what it carries, and the
+ *   refused command waits for its turn and runs then. Refused with nothing else running, the
+ *   refusal is the operation's error.
  * - A connection that no operation uses for `idleMs` is closed. The timer is unref'd: the pool
  *   never keeps the process alive by itself (ssh2's keepalive timer does, for at most `idleMs`,
  *   until the idle connection is closed), so the provider process exits when the engine is done.
@@ -69,6 +72,8 @@ export interface PoolEntry {
   leases: number;
   /** Commands running on it. */
   channels: number;
+  /** Commands it may run at once: maxChannels, lowered when the host refused a channel. */
+  cap: number;
   /** Commands waiting for a free channel, first come first served. */
   readonly waiting: (() => void)[];
   idle?: NodeJS.Timeout;
@@ -170,17 +175,32 @@ export class SshPool {
 
   /** @internal Waits for a free channel on `entry`; the returned function frees it. */
   public async channel(entry: PoolEntry): Promise<() => void> {
-    if (entry.channels < this.maxChannels) entry.channels++;
-    // The channel is handed over by the command that frees it (the count stays).
+    if (entry.channels < entry.cap && entry.waiting.length === 0) entry.channels++;
+    // Counted for it by {@link pump} when its turn comes.
     else await new Promise<void>((resolve) => entry.waiting.push(resolve));
     let freed = false;
     return () => {
       if (freed) return;
       freed = true;
-      const next = entry.waiting.shift();
-      if (next !== undefined) next();
-      else entry.channels--;
+      entry.channels--;
+      this.pump(entry);
     };
+  }
+
+  /**
+   * @internal The host refused a channel while `entry` carried `others` commands: it allows no
+   * more than those (at least 1) from now on.
+   */
+  public lowerCap(entry: PoolEntry, others: number): void {
+    entry.cap = Math.max(1, Math.min(entry.cap, others));
+  }
+
+  /** Starts waiting commands, in order, while `entry` has room. */
+  private pump(entry: PoolEntry): void {
+    while (entry.channels < entry.cap && entry.waiting.length > 0) {
+      entry.channels++;
+      entry.waiting.shift()!();
+    }
   }
 
   /** @internal Takes `entry` out of the pool and closes its connection. */
@@ -197,6 +217,7 @@ export class SshPool {
       key,
       leases: 0,
       channels: 0,
+      cap: this.maxChannels,
       waiting: [],
       dead: false,
       // The operations' own leases warn (every one of them); the dial must not warn twice.
@@ -218,6 +239,11 @@ export class SshPool {
     this.entries.set(key, entry);
     return entry;
   }
+}
+
+/** Whether an exec failed because the host refused to open its channel (ssh2 gives the reason code). */
+function refusedChannel(err: unknown): boolean {
+  return typeof (err as { cause?: { reason?: unknown } }).cause?.reason === "number";
 }
 
 /** One operation's use of a pooled connection. */
@@ -278,7 +304,18 @@ class Lease implements HostExec {
         started = true;
       });
     } catch (err) {
-      if (started || this.redialed || this.closed || session.alive) throw err;
+      if (started || this.closed) throw err;
+      if (session.alive) {
+        // The host refused the channel while others run on this connection: it allows fewer
+        // sessions (sshd's MaxSessions). Nothing ran; the command waits for one of them to end.
+        const others = entry.channels - 1;
+        if (!refusedChannel(err) || others === 0) throw err;
+        this.pool.lowerCap(entry, others);
+        this.stats.roundTrips--;
+        free();
+        return this.exec(name, command, opts);
+      }
+      if (this.redialed) throw err;
       // The connection was lost before the host took the command: nothing ran. Once, on a new one.
       this.redialed = true;
       // It never reached the host: not a round trip (the new dial shows in `connections`).

@@ -202,17 +202,17 @@ describe("broken connections", () => {
   });
 });
 
-test("at most maxChannels commands run on one connection; the others wait their turn", async () => {
-  // The server refuses a third session at once, as sshd does beyond MaxSessions.
-  server = await serve({ maxSessions: 2 });
-  pool = new SshPool({ idleMs: 60_000, maxChannels: 2 });
+/**
+ * Five operations at once, each running a command that ends only once another one runs too (a
+ * pair at a time): what the pool may run at once on the connection decides whether they all do.
+ */
+async function fiveInPairs(): Promise<number[]> {
   const running: { end(): void }[] = [];
   let started = 0;
   const ops = [1, 2, 3, 4, 5].map(async () => {
     const s = await pool.connect(conn(), {});
     try {
-      // Each command runs until its stdin ends; both of a pair end once both run.
-      return await s.exec("op", "echo started; cat >/dev/null", {
+      const r = await s.exec("op", "echo started; cat >/dev/null", {
         endStdin: false,
         onStdout: (out, channel) => {
           if (!out.includes("started")) return;
@@ -221,13 +221,43 @@ test("at most maxChannels commands run on one connection; the others wait their 
           if (running.length === 2 || started === 5) for (const c of running.splice(0)) c.end();
         },
       });
+      expect(s.stats).toMatchObject({ roundTrips: 1 });
+      return r.code ?? -1;
     } finally {
       s.close();
     }
   });
-  const results = await Promise.all(ops);
-  expect(results.map((r) => r.code)).toEqual([0, 0, 0, 0, 0]);
-  expect(server.connections).toBe(1);
+  return Promise.all(ops);
+}
+
+describe("channels on one connection", () => {
+  test("at most maxChannels commands run at once; the others wait their turn", async () => {
+    // The server refuses a third session at once, as sshd does beyond MaxSessions.
+    server = await serve({ maxSessions: 2 });
+    pool = new SshPool({ idleMs: 60_000, maxChannels: 2 });
+    expect(await fiveInPairs()).toEqual([0, 0, 0, 0, 0]);
+    expect(server.refusedSessions).toBe(0);
+    expect(server.connections).toBe(1);
+  });
+
+  test("a host allowing fewer sessions than maxChannels: refused commands wait for a running one to end, then run", async () => {
+    server = await serve({ maxSessions: 2 });
+    expect(await fiveInPairs()).toEqual([0, 0, 0, 0, 0]);
+    expect(server.refusedSessions).toBeGreaterThan(0);
+    expect(server.connections).toBe(1);
+  });
+
+  test("a channel refused with nothing else running is the operation's error", async () => {
+    server = await serve({ maxSessions: 0 });
+    const s = await pool.connect(conn(), {});
+    try {
+      const err = await hostError(s.exec("op", "echo never"));
+      expect(err.message).toContain('could not start "op": (SSH) Channel open failure');
+    } finally {
+      s.close();
+    }
+    expect(server.refusedSessions).toBe(1);
+  });
 });
 
 describe("idle connections", () => {

@@ -24,6 +24,8 @@ export interface Ssh2Host {
   readonly connections: number;
   /** Connections open now. */
   readonly open: number;
+  /** Session channels refused because of `maxSessions`. */
+  readonly refusedSessions: number;
   /** The login user of each authenticated connection, in order. */
   readonly logins: readonly string[];
   /** The next `n` session requests end their connection instead of opening a channel. */
@@ -129,6 +131,7 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
   const children = new Set<ChildProcess>();
   let connections = 0;
   let drops = 0;
+  let refusedSessions = 0;
   const logins: string[] = [];
   const closedWaiters: (() => void)[] = [];
   const server = new Server({ hostKeys: [keys.private] }, (client) => {
@@ -153,7 +156,10 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
           drops--;
           return client.end();
         }
-        if (opts.maxSessions !== undefined && sessions >= opts.maxSessions) return rejectSession();
+        if (opts.maxSessions !== undefined && sessions >= opts.maxSessions) {
+          refusedSessions++;
+          return rejectSession();
+        }
         sessions++;
         const session = accept();
         session.once("close", () => sessions--);
@@ -191,6 +197,9 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
     },
     get open() {
       return clients.size;
+    },
+    get refusedSessions() {
+      return refusedSessions;
     },
     logins,
     dropSessions: (n) => {
