@@ -49,14 +49,15 @@ export interface StartLabOptions {
    * Chain layout of the light hosts, both captured from real daemons: Docker 20.10-27 (`docker20`,
    * DOCKER-USER ends in RETURN) or Docker 29 (`docker29`: DOCKER-FORWARD, DOCKER-CT, DOCKER-BRIDGE,
    * DOCKER-INTERNAL, no RETURN, an ip6tables DOCKER-USER).
-   * @default "docker20"
+   * @default "docker29"
    */
   readonly lightLayout?: LightLayout;
   /**
    * The Docker of the docker hosts: Debian 12's dockerd 20.10, or Docker 29 (built once by
-   * `lab/docker29.sh`, with its own containerd v2 per host). One value for every docker host,
-   * or one per docker host (h0, h1, ...; the last repeats).
-   * @default "20.10"
+   * `lab/docker29.sh`, with its own containerd v2 per host): the Docker people run, so every
+   * test gets it unless it asks for 20.10, the compatibility leg. One value for every docker
+   * host, or one per docker host (h0, h1, ...; the last repeats).
+   * @default "29"
    */
   readonly dockerVersion?: DockerVersion | readonly DockerVersion[];
   /**

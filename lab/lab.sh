@@ -4,11 +4,11 @@
 #
 #   bash lab/lab.sh up [--docker N] [--light N] [--clients N] [--ipv6] [--docker-ipv6 on|off]
 #                      [--docker-version 20.10|29[,...]] [--firewall-backend iptables|nftables[,...]]
-#                      [--light-layout docker20|docker29] [--owner-pid PID]
+#                      [--light-layout docker29|docker20] [--owner-pid PID]
 #       prints the path of the lab's lab.json (the LabData of lab/index.ts) on stdout.
 #       --docker-version and --firewall-backend take one value for every docker host or a
-#       comma-separated list, one per docker host (h0, h1, ...; the last one repeats): 20.10 is
-#       Debian's dockerd (the default), 29 is built by lab/docker29.sh and runs its own containerd.
+#       comma-separated list, one per docker host (h0, h1, ...; the last one repeats): 29 (the
+#       default) is built by lab/docker29.sh and runs its own containerd, 20.10 is Debian's dockerd.
 #       --ipv6 gives every namespace an IPv6 address and (--docker-ipv6 on, the default) starts
 #       the daemons with IPv6 and ip6tables; --docker-ipv6 off leaves dockerd's IPv6 off, as
 #       Docker's defaults do: containers IPv4-only, docker-proxy serving [::]:8080 (light hosts
@@ -507,8 +507,8 @@ up_failed() {
 }
 
 cmd_up() {
-  N_DOCKER=1 N_LIGHT=0 N_CLIENTS=2 IPV6="" DOCKER_IPV6=on LIGHT_LAYOUT=docker20 OWNER=""
-  DOCKER_VERSIONS=20.10 FIREWALL_BACKENDS=iptables
+  N_DOCKER=1 N_LIGHT=0 N_CLIENTS=2 IPV6="" DOCKER_IPV6=on LIGHT_LAYOUT=docker29 OWNER=""
+  DOCKER_VERSIONS=29 FIREWALL_BACKENDS=iptables
   while (($#)); do
     case $1 in
     --docker) N_DOCKER=$2 && shift ;;

@@ -61,7 +61,12 @@ export type FindingCode =
   /** The guard script or this allowlist's saved copy differs from what the provider installs. */
   | "guard-stale"
   /** A write could not install or update the guard (its saved copy, script or units). */
-  | "guard-install-failed";
+  | "guard-install-failed"
+  /**
+   * A rollback of this allowlist failed after every retry (the host keeps a marker until a write
+   * succeeds): its chains may be half-changed.
+   */
+  | "host-state-unknown";
 
 export type Severity = "error" | "warning";
 

@@ -4,7 +4,7 @@
  *
  * Pure functions only (no I/O; node's crypto for hashes). The guard itself is a shell script
  * (provider/host/remote/guard.sh + guard.awk) that, at boot after dockerd, after every dockerd
- * restart and every {@link GUARD_INTERVAL_SECONDS} seconds, puts back the lines of each saved
+ * restart, after every firewalld reload and every {@link GUARD_INTERVAL_SECONDS} seconds, puts back the lines of each saved
  * copy that are missing from the live rules, and nothing else. Guarantees of what is here:
  * - A copy holds exactly the lines this allowlist owns in one family, byte-identical to what
  *   `iptables-save -t filter` prints (it is made of layout.ts's renderers, the planner's own),
@@ -39,11 +39,14 @@ export const GUARD_COPIES_DIR = `${GUARD_DIR}/allowlists`;
 export const GUARD_UNIT = "docker-port-allowlist-guard";
 export const GUARD_SERVICE = `${GUARD_UNIT}.service`;
 export const GUARD_TIMER = `${GUARD_UNIT}.timer`;
+/** The listener for firewalld's `Reloaded` signal (see {@link renderGuardListener}). */
+export const GUARD_LISTENER = `${GUARD_UNIT}-firewalld.service`;
 /** Where the units are installed: the administrator's unit directory. */
 export const GUARD_UNIT_DIR = "/etc/systemd/system";
 /**
  * Seconds between two timer runs: the bound after anything that removes our rules without
- * telling systemd (`iptables -F`, `ufw reload`, `firewall-cmd --reload`).
+ * telling anyone (`iptables -F`, `ufw reload`); a `firewall-cmd --reload` is seen at once by the
+ * listener ({@link renderGuardListener}).
  */
 export const GUARD_INTERVAL_SECONDS = 20;
 
@@ -131,6 +134,33 @@ export function renderGuardTimer(): string {
   ].join("\n");
 }
 
+/**
+ * The listener: a guard round each time firewalld says it reloaded (its D-Bus signal
+ * `org.fedoraproject.FirewallD1.Reloaded`, sent once the reload has rebuilt its rules, which
+ * removed ours with DOCKER-USER), read with systemd's own `busctl monitor`, so it needs nothing a
+ * systemd host lacks. Started only where firewalld is installed (the conditions: either path);
+ * elsewhere systemd skips it and nothing runs. Restarted if the bus goes away.
+ */
+export function renderGuardListener(): string {
+  return [
+    "# Installed by docker-port-allowlist; removed with the last allowlist on this host. Do not edit.",
+    "[Unit]",
+    "Description=docker-port-allowlist guard: put the rules back after each firewalld reload",
+    "After=dbus.service firewalld.service docker.service",
+    "ConditionPathExists=|/usr/sbin/firewalld",
+    "ConditionPathExists=|/sbin/firewalld",
+    "",
+    "[Service]",
+    `ExecStart=/bin/bash ${GUARD_SCRIPT_PATH} --on-firewalld-reload`,
+    "Restart=always",
+    "RestartSec=5",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
 /** sha256 hex of a text, as `sha256sum` prints it for the same bytes. */
 export function sha256(text: string): string {
   return createHash("sha256").update(text, "utf8").digest("hex");
@@ -140,14 +170,17 @@ export function sha256(text: string): string {
 export interface GuardReport {
   /** The host runs systemd (`/run/systemd/system` exists). */
   readonly systemd: boolean;
-  /** sha256 of the installed guard script, service and timer, or "missing". */
+  /** sha256 of the installed guard script, service, timer and firewalld listener, or "missing". */
   readonly script: string;
   readonly service: string;
   readonly timer: string;
+  readonly listener: string;
   /** `systemctl is-enabled` of the timer and the service, `is-active` of the timer ("-" without systemd). */
   readonly timerEnabled: string;
   readonly serviceEnabled: string;
   readonly timerActive: string;
+  /** `systemctl is-enabled` of the firewalld listener ("-" without systemd). */
+  readonly listenerEnabled: string;
   /** This allowlist's saved copies as the host has them, or null when there is none. */
   readonly copies: { readonly ipv4: string | null; readonly ipv6: string | null };
 }
@@ -172,6 +205,7 @@ export interface GuardUpdate {
   readonly script?: string;
   readonly service?: string;
   readonly timer?: string;
+  readonly listener?: string;
 }
 
 /** True when {@link GuardUpdate} carries nothing. */
@@ -181,7 +215,8 @@ export function guardUpdateEmpty(u: GuardUpdate): boolean {
     u.copies.ipv6 === undefined &&
     u.script === undefined &&
     u.service === undefined &&
-    u.timer === undefined
+    u.timer === undefined &&
+    u.listener === undefined
   );
 }
 
@@ -192,8 +227,10 @@ function unitsCurrent(r: GuardReport): boolean {
   return (
     r.service === sha256(renderGuardService()) &&
     r.timer === sha256(renderGuardTimer()) &&
+    r.listener === sha256(renderGuardListener()) &&
     r.timerEnabled === "enabled" &&
     r.serviceEnabled === "enabled" &&
+    r.listenerEnabled === "enabled" &&
     r.timerActive === "active"
   );
 }
@@ -217,7 +254,9 @@ export function guardUpdate(r: GuardReport, wanted: GuardWanted): GuardUpdate {
   return {
     copies,
     ...(script === undefined ? {} : { script }),
-    ...(units ? { service: renderGuardService(), timer: renderGuardTimer() } : {}),
+    ...(units
+      ? { service: renderGuardService(), timer: renderGuardTimer(), listener: renderGuardListener() }
+      : {}),
   };
 }
 
@@ -273,7 +312,7 @@ export function guardFindings(
         "guard-not-enabled",
         "warning",
         "ipv4",
-        `The guard's systemd units are not installed as rendered, or not enabled and running (${GUARD_SERVICE}: ${r.serviceEnabled}; ${GUARD_TIMER}: ${r.timerEnabled}, ${r.timerActive}): after a dockerd restart or a flush, nothing puts the rules back. ${fallback} Fix: \`pulumi up\` installs and enables them; \`systemctl status ${GUARD_TIMER}\` shows their state.`,
+        `The guard's systemd units are not installed as rendered, or not enabled and running (${GUARD_SERVICE}: ${r.serviceEnabled}; ${GUARD_TIMER}: ${r.timerEnabled}, ${r.timerActive}; ${GUARD_LISTENER}: ${r.listenerEnabled}): after a dockerd restart, a firewalld reload or a flush, nothing may put the rules back. ${fallback} Fix: \`pulumi up\` installs and enables them; \`systemctl status ${GUARD_TIMER}\` shows their state.`,
       ),
     );
   }
@@ -333,8 +372,10 @@ export function guardAfter(
       ? {
           service: sha256(sent.service!),
           timer: sha256(sent.timer ?? ""),
+          listener: sha256(sent.listener ?? ""),
           serviceEnabled: "enabled",
           timerEnabled: "enabled",
+          listenerEnabled: "enabled",
           timerActive: "active",
         }
       : {}),

@@ -27,6 +27,7 @@ import {
   type Plan,
 } from "../core";
 import { HostError } from "./errors";
+import { unknownStateMessage } from "./failure";
 import { rulesPaths, type ApplyOptions, type HostOutcome, type HostTarget } from "./options";
 import { GUARD_SCRIPT } from "./scripts";
 import type { HostSnapshot } from "./snapshot";
@@ -174,6 +175,23 @@ export function guardStepFindings(failed: readonly string[]): Finding[] {
           : `the guard may not run. `) +
       `Fix: check that ${GUARD_DIR} can be written (and that systemctl works) on the host, then \`pulumi up\` again.`,
   }));
+}
+
+/**
+ * An error finding when the host keeps the marker of a rollback of `ruleName` that failed for
+ * good (see `HostSnapshot.unknownState`): its state is unknown, with the command to inspect it.
+ */
+export function unknownStateFindings(snapshot: HostSnapshot, ruleName: string): Finding[] {
+  if (snapshot.unknownState === undefined) return [];
+  const message = unknownStateMessage(ruleName, snapshot.unknownState);
+  return [
+    {
+      code: "host-state-unknown",
+      severity: "error",
+      family: "ipv4",
+      message: message.charAt(0).toUpperCase() + message.slice(1),
+    },
+  ];
 }
 
 /** Converges one host (see {@link convergeOptions}) in one connection and one exec. */

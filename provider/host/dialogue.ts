@@ -194,6 +194,7 @@ export function planMessage(
     ["guard-script", guard?.script],
     ["guard-service", guard?.service],
     ["guard-timer", guard?.timer],
+    ["guard-listener", guard?.listener],
   ];
   for (const [name, text] of files) {
     if (text === undefined) continue;

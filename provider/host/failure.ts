@@ -3,10 +3,11 @@
  * exit codes of `dpa-sync` (named in ./remote/exit-codes.sh, the one table the script and this
  * module share) and sudo's own refusals.
  */
+import { chainName } from "../core";
 import { hostText } from "../core/text";
 import { HostError } from "./errors";
 import type { HostExec } from "./exec";
-import { EXIT } from "./scripts";
+import { EXIT, UNKNOWN_STATE_DIR } from "./scripts";
 import type { HostTarget, ResolvedLimits } from "./options";
 import type { Sections } from "./snapshot";
 
@@ -15,6 +16,32 @@ import type { Sections } from "./snapshot";
  * same path (scripts.ts); messages name it from here.
  */
 export const HOST_LOCK_PATH = "/run/docker-port-allowlist.lock";
+
+/**
+ * What to run on a host whose state for `ruleName` is unknown (a rollback failed for good): our
+ * rules as both families have them now, with line numbers, and the marker the host keeps.
+ */
+export function inspectCommand(ruleName: string): string {
+  const chain = chainName(ruleName);
+  return (
+    `iptables-save -t filter | grep -n -- '${chain}'; ip6tables-save -t filter | grep -n -- '${chain}'; ` +
+    `cat ${UNKNOWN_STATE_DIR}/unknown.${ruleName}`
+  );
+}
+
+/**
+ * The host's state for `ruleName` is unknown: why, what to look at, and that the next write
+ * settles it. `marker` is what the host's marker says (when read back).
+ */
+export function unknownStateMessage(ruleName: string, marker?: string): string {
+  return (
+    `the host's iptables state for ${chainName(ruleName)} is UNKNOWN: a rollback failed after every retry, ` +
+    `so FORWARD / DOCKER-USER / INPUT / ${chainName(ruleName)} may be half-changed` +
+    (marker === undefined || marker === "" ? "" : ` (the host says: ${marker.replace(/\n/g, " | ")})`) +
+    `. Inspect: \`${inspectCommand(ruleName)}\`. Fix: once whatever held the xtables lock (or made the ` +
+    `restore fail) is gone, run \`pulumi up\`: it re-reads the host, converges it and clears this.`
+  );
+}
 
 /** How one run of the sync script ended. */
 export interface Ending {
@@ -123,8 +150,13 @@ export function failure(session: HostExec, run: Ending, opts: HostTarget & Resol
       );
     case EXIT.ROLLBACK_FAILED:
       return new HostError(
-        `applying failed AND the rollback failed: DOCKER-USER / the allowlist chain may be half-changed. ` +
-          `Fix: inspect \`iptables-save -t filter\` on the host and run \`pulumi refresh\` then \`pulumi up\`.`,
+        `${
+          !run.sections.has("await-commit")
+            ? "applying the rules failed"
+            : run.problems.length > 0
+              ? "the rules read back after applying did not match the plan"
+              : "no commit reached the host"
+        } AND rolling back failed too: ${unknownStateMessage(opts.ruleName)}`,
         { ...base, kind: "rollback-failed" },
       );
     case EXIT.NO_PLAN:
@@ -143,6 +175,20 @@ export function failure(session: HostExec, run: Ending, opts: HostTarget & Resol
         },
       );
     default:
+      if (run.code === null || run.code > 128) {
+        // Killed (SIGKILL, the OOM killer): what stands depends on how far it got.
+        const how = run.code === null ? "was killed" : `was killed (exit code ${run.code})`;
+        return new HostError(
+          run.sections.has("committed")
+            ? `the change was committed and is live, but the sync script ${how} before it finished: the ` +
+                `guard's copies, the conntrack cut or the rules files may lag behind. Fix: \`pulumi up\` again ` +
+                `completes them.`
+            : `the sync script ${how} before the commit. If it had applied anything, its watchdog on the host ` +
+                `rolls that back to the snapshot (if that fails, the next read says the host's state is unknown). ` +
+                `Fix: \`pulumi up\` again; it re-reads the host.`,
+          { ...base, kind: run.sections.has("committed") ? "command" : "rolled-back" },
+        );
+      }
       return (
         sudoError(session, "dpa-sync", run.code, run.stderr) ??
         new HostError(

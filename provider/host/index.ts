@@ -35,6 +35,7 @@ export {
   type HostSnapshot,
 } from "./snapshot";
 export {
+  PAUSE_POINTS,
   parseConntrackUncut,
   parseGuardOutcome,
   resolveLimits,
@@ -45,11 +46,19 @@ export {
   type GuardOutcome,
   type HostOutcome,
   type HostTarget,
+  type PausePoint,
   type PlanLike,
   type ResolvedLimits,
 } from "./options";
 export { Dialogue, planMessage, readCommand, syncCommand, type Reply } from "./dialogue";
-export { HOST_LOCK_PATH, failure, sudoError, type Ending } from "./failure";
+export {
+  HOST_LOCK_PATH,
+  failure,
+  inspectCommand,
+  sudoError,
+  unknownStateMessage,
+  type Ending,
+} from "./failure";
 export { inspectHost, readHost, syncHost } from "./sync";
 export {
   converge,
@@ -61,5 +70,6 @@ export {
   guardFindingsOf,
   guardOutcomeFindings,
   guardStepFindings,
+  unknownStateFindings,
   type ConvergeHooks,
 } from "./converge";

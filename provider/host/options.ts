@@ -128,11 +128,17 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimit
 
 /**
  * The sync script's pause points (see {@link ApplyOptions.pauseDir}), in the order it reaches
- * them: after the fingerprint check and `--test`, before the first restore; after the IPv4
- * restore, before the IPv6 one (only when both families change); after the commit, before the
- * rules files are written.
+ * them: after the fingerprint check, `--test` and the watchdog's start, before the first restore;
+ * after the IPv4 restore, before the IPv6 one (only when both families change); after it printed
+ * `await-commit`, before it reads the answer; after the commit, before the rules files are
+ * written. `<point>.reached` holds the script's pid, so a test can kill exactly that process.
  */
-export const PAUSE_POINTS = ["before-apply", "between-families", "before-persist"] as const;
+export const PAUSE_POINTS = [
+  "before-apply",
+  "between-families",
+  "awaiting-commit",
+  "before-persist",
+] as const;
 export type PausePoint = (typeof PAUSE_POINTS)[number];
 
 /** One family whose live flows the host could not (all) cut, as the sync script reports it. */

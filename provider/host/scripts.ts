@@ -20,7 +20,7 @@
 import { readFileSync } from "fs";
 import { join } from "path";
 import { FINGERPRINT_AWK } from "../core/fingerprint";
-import { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
+import { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
 import { shellQuote } from "./ssh";
 
 /** Where the remote files are: beside this module, in the sources and in the build (bin/). */
@@ -123,11 +123,18 @@ export const EXIT = exitTable();
  */
 export const GUARD_AWK = remoteFile("guard.awk");
 
-/** The guard's paths as report-state.sh and guard-install.sh name them (core's ./guard.ts). */
-const GUARD_PATHS = { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR };
+/**
+ * Where the sync script leaves `unknown.<ruleName>` when a rollback failed for good (remote/sync.sh's
+ * rollback): the host's state for that allowlist is unknown until a write of it succeeds.
+ * report-state.sh reports it; under /run, so a reboot (which reloads the rules) forgets it.
+ */
+export const UNKNOWN_STATE_DIR = "/run/docker-port-allowlist";
+
+/** The paths report-state.sh and guard-install.sh name: the guard's (core's ./guard.ts) and the marker's. */
+const HOST_PATHS = { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR, UNKNOWN_STATE_DIR };
 
 /** argv: rule, rulesV4Path, rulesV6Path. Read-only (refresh): takes no lock. See remote/read.sh. */
-export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...GUARD_PATHS });
+export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...HOST_PATHS });
 
 /**
  * The guard (remote/guard.sh): not run by an exec but installed by the sync script as
@@ -140,7 +147,7 @@ export const GUARD_SCRIPT = assembleScript("guard.sh", { FINGERPRINT_AWK, GUARD_
  * writers that use the lock never interleave. argv and the dialogue: remote/sync.sh; exit codes:
  * {@link EXIT}.
  */
-export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK, ...GUARD_PATHS });
+export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK, ...HOST_PATHS });
 
 /** `bash -c '<script>' <name> 'arg'...`, under `sudo -n` when asked. */
 export function remoteCommand(script: string, name: string, args: readonly string[], sudo: boolean): string {

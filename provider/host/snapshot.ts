@@ -47,6 +47,12 @@ export interface HostSnapshot {
   readonly liveFingerprint: { readonly ipv4: string; readonly ipv6: string };
   /** The guard on the host (core's ./guard.ts): its script, units and this allowlist's copies. */
   readonly guard: GuardReport;
+  /**
+   * Set when a rollback of this allowlist failed for good (the sync script's marker, see
+   * `UNKNOWN_STATE_DIR` in ./scripts.ts): what it says (when, which families, the restores'
+   * stderr). The rules may be half-changed until a write of this allowlist succeeds.
+   */
+  readonly unknownState?: string;
 }
 
 /** Sections of script output, as `parseSections` (./scripts.ts) splits them. */
@@ -95,6 +101,9 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     persisted: { ipv4: persisted.get("v4") ?? "missing", ipv6: persisted.get("v6") ?? "missing" },
     liveFingerprint: { ipv4: persisted.get("live4") ?? "", ipv6: persisted.get("live6") ?? "" },
     guard: parseGuardReport(sections),
+    ...(sections.has("unknown-state")
+      ? { unknownState: hostText(sections.get("unknown-state")?.body.trim() ?? "") }
+      : {}),
   };
 }
 
@@ -110,9 +119,11 @@ export function parseGuardReport(sections: Sections): GuardReport {
     script: g.get("script") ?? "missing",
     service: g.get("service") ?? "missing",
     timer: g.get("timer") ?? "missing",
+    listener: g.get("listener") ?? "missing",
     serviceEnabled: g.get("serviceEnabled") || "-",
     timerEnabled: g.get("timerEnabled") || "-",
     timerActive: g.get("timerActive") || "-",
+    listenerEnabled: g.get("listenerEnabled") || "-",
     copies: { ipv4: copy("4"), ipv6: copy("6") },
   };
 }

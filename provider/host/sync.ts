@@ -129,7 +129,14 @@ export async function syncHost<P extends PlanLike>(
       }
       const g = opts.guard?.(snapshot, plan);
       guard = g === undefined || guardUpdateEmpty(g) ? undefined : g;
-      if (plan.inSync && !needsPersist(snapshot, persistOn) && guard === undefined) {
+      // A host whose state was unknown (a rollback failed) gets a write even when in sync: its
+      // success clears the marker on the host.
+      if (
+        plan.inSync &&
+        !needsPersist(snapshot, persistOn) &&
+        guard === undefined &&
+        snapshot.unknownState === undefined
+      ) {
         await d.release();
         return done(false, true, { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0);
       }

@@ -36,6 +36,7 @@ import {
   conntrackFindings,
   converge,
   findingMessages,
+  unknownStateFindings,
   guardFindingsOf,
   guardOutcomeFindings,
   guardStepFindings,
@@ -572,6 +573,8 @@ export async function read(
     );
   // The last operation's own warnings (flows it could not cut) stay until the next one.
   const hostFindings = [
+    // A rollback that failed for good (issue 9): the host's state is unknown until a write succeeds.
+    ...findingMessages(unknownStateFindings(snapshot, spec.ruleName)),
     ...findingMessages(plan.findings),
     ...findingMessages(guard),
     ...(old.lastOperation?.findings ?? []),
@@ -582,7 +585,7 @@ export async function read(
     rules,
     persisted,
     hostFindings,
-    inSync: plan.inSync && !guardDrifted(guard),
+    inSync: plan.inSync && !guardDrifted(guard) && snapshot.unknownState === undefined,
     dockerBridges,
     ...hostKeyOutputs(hostKeys),
   };

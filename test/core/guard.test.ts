@@ -13,6 +13,7 @@ import {
   policedPaths,
   dockerBridgesOf,
   renderGuardCopy,
+  renderGuardListener,
   renderGuardService,
   renderGuardTimer,
   sha256,
@@ -139,6 +140,27 @@ WantedBy=timers.target
   });
 });
 
+describe("the firewalld listener unit (golden)", () => {
+  test("a guard round after each firewalld reload, only where firewalld is installed", () => {
+    expect(renderGuardListener())
+      .toBe(`# Installed by docker-port-allowlist; removed with the last allowlist on this host. Do not edit.
+[Unit]
+Description=docker-port-allowlist guard: put the rules back after each firewalld reload
+After=dbus.service firewalld.service docker.service
+ConditionPathExists=|/usr/sbin/firewalld
+ConditionPathExists=|/sbin/firewalld
+
+[Service]
+ExecStart=/bin/bash /var/lib/docker-port-allowlist/guard.sh --on-firewalld-reload
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+`);
+  });
+});
+
 describe("guardUpdate and guardFindings", () => {
   const SCRIPT = "#!/usr/bin/env bash\necho guard\n";
   const copy4 = renderGuardCopy(spec(), "ipv4", { forward: true, input: true }, ["docker0"], OWNER);
@@ -148,9 +170,11 @@ describe("guardUpdate and guardFindings", () => {
     script: sha256(SCRIPT),
     service: sha256(renderGuardService()),
     timer: sha256(renderGuardTimer()),
+    listener: sha256(renderGuardListener()),
     serviceEnabled: "enabled",
     timerEnabled: "enabled",
     timerActive: "active",
+    listenerEnabled: "enabled",
     copies: { ipv4: copy4, ipv6: null },
   };
   const persist = { on: true, v4: "/etc/iptables/rules.v4", v6: "/etc/iptables/rules.v6" };
@@ -166,9 +190,11 @@ describe("guardUpdate and guardFindings", () => {
       script: "missing",
       service: "missing",
       timer: "missing",
+      listener: "missing",
       serviceEnabled: "not-found",
       timerEnabled: "not-found",
       timerActive: "inactive",
+      listenerEnabled: "not-found",
       copies: { ipv4: null, ipv6: null },
     };
     expect(guardUpdate(fresh, wanted)).toEqual({
@@ -176,6 +202,7 @@ describe("guardUpdate and guardFindings", () => {
       script: SCRIPT,
       service: renderGuardService(),
       timer: renderGuardTimer(),
+      listener: renderGuardListener(),
     });
     expect(guardFindings(fresh, wanted, persist).map((f) => [f.code, f.family])).toEqual([
       ["guard-not-installed", "ipv4"],
@@ -193,6 +220,7 @@ describe("guardUpdate and guardFindings", () => {
       copies: { ipv4: copy4, ipv6: "" },
       service: renderGuardService(),
       timer: renderGuardTimer(),
+      listener: renderGuardListener(),
     });
     expect(guardFindings(r, wanted, persist).map((f) => [f.code, f.family])).toEqual([
       ["guard-not-enabled", "ipv4"],

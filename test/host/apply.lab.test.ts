@@ -23,7 +23,7 @@ import { hostError, planWithExtraRule, syncOptions } from "./support";
 jest.setTimeout(180_000);
 
 const LEGS: [string, StartLabOptions][] = [
-  ["Docker 20.10 layout", { docker: 0, light: 4, clients: 1 }],
+  ["Docker 20.10 layout", { docker: 0, light: 4, clients: 1, lightLayout: "docker20" }],
   ["Docker 29, iptables backend", { docker: 4, light: 0, clients: 1, dockerVersion: "29" }],
 ];
 

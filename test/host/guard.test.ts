@@ -20,6 +20,7 @@ import {
   renderGuardCopy,
   renderGuardService,
   renderGuardTimer,
+  renderGuardListener,
   validateAllowlist,
   type AllowlistSpec,
   type Claim,
@@ -427,12 +428,30 @@ describe("the sync script's guard step (one write installs, updates and removes 
       expect(first.guard).toMatchObject({ installed: "systemd", failed: [] });
       expect(readFileSync(join(host.unitDir, `${unit}.service`), "utf8")).toBe(renderGuardService());
       expect(readFileSync(join(host.unitDir, `${unit}.timer`), "utf8")).toBe(renderGuardTimer());
+      expect(readFileSync(join(host.unitDir, `${unit}-firewalld.service`), "utf8")).toBe(
+        renderGuardListener(),
+      );
       expect(calls()).toEqual(
-        expect.arrayContaining(["daemon-reload", `enable ${unit}.service`, `enable --now ${unit}.timer`]),
+        expect.arrayContaining([
+          "daemon-reload",
+          `enable ${unit}.service`,
+          `enable --now ${unit}.timer`,
+          `enable ${unit}-firewalld.service`,
+          `restart ${unit}-firewalld.service`,
+        ]),
       );
       expect(await findings()).toEqual([]);
       const again = await sync(web);
       expect(again.stats).toMatchObject({ roundTrips: 1 });
+    });
+
+    test("a firewalld listener someone disabled is reported by refresh and enabled again by the next write", async () => {
+      await sync(web);
+      host.write(`enabled.${unit}-firewalld.service`, "disabled\n");
+      expect(await findings()).toEqual(["guard-not-enabled"]);
+      await sync(web);
+      expect(host.read(`enabled.${unit}-firewalld.service`)).toBe("enabled\n");
+      expect(await findings()).toEqual([]);
     });
 
     test("a timer someone disabled is reported by refresh and enabled again by the next write", async () => {
@@ -449,8 +468,9 @@ describe("the sync script's guard step (one write installs, updates and removes 
       await sync(web);
       const o = await sync(null);
       expect(o.guard).toMatchObject({ removed: true, failed: [] });
-      expect(calls()).toContain(`disable --now ${unit}.timer ${unit}.service`);
+      expect(calls()).toContain(`disable --now ${unit}.timer ${unit}.service ${unit}-firewalld.service`);
       expect(existsSync(join(host.unitDir, `${unit}.service`))).toBe(false);
+      expect(existsSync(join(host.unitDir, `${unit}-firewalld.service`))).toBe(false);
       expect(existsSync(join(host.unitDir, `${unit}.timer`))).toBe(false);
       expect(host.has(`enabled.${unit}.timer`)).toBe(false);
     });

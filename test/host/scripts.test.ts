@@ -8,7 +8,14 @@ import { createHash } from "crypto";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
-import { FINGERPRINT_AWK, GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR, fingerprint } from "../../provider/core";
+import {
+  FINGERPRINT_AWK,
+  GUARD_DIR,
+  GUARD_LISTENER,
+  GUARD_UNIT,
+  GUARD_UNIT_DIR,
+  fingerprint,
+} from "../../provider/core";
 import {
   CUT_AWK,
   EXIT,
@@ -16,6 +23,7 @@ import {
   READ_SCRIPT,
   REMOTE_DIR,
   SYNC_SCRIPT,
+  UNKNOWN_STATE_DIR,
   assembleScript,
   parseExitCodes,
   remoteFile,
@@ -114,7 +122,7 @@ describe("the exit-code table (remote/exit-codes.sh)", () => {
 
 describe("assembleScript", () => {
   test("refuses a value without a marker and a marker without a value", () => {
-    const paths = { GUARD_DIR, GUARD_UNIT, GUARD_UNIT_DIR };
+    const paths = { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR, UNKNOWN_STATE_DIR };
     expect(() => assembleScript("read.sh", { FINGERPRINT_AWK, CUT_AWK, ...paths })).toThrow(
       "remote/read.sh: no marker '@CUT_AWK@' for the value CUT_AWK",
     );

@@ -26,7 +26,9 @@
  * - every other restore is counted: the n-th one's input lands in `restore4.<n>` (written last,
  *   so tests wait for it), fails with `restore4.fail.<n>` if present, and otherwise moves the
  *   rules to `next4` (the state the test says the payload leads to; the plan hook writes it)
- *   or, when there is no `next4`, back to the state before (a rollback);
+ *   or, when there is no `next4`, back to the state before (a rollback); while another process
+ *   holds the host's /run/xtables.lock (`holdLock(xtablesLockPath)`), it fails as a real restore
+ *   whose -w ran out does, and leaves `restore4.locked.<n>`;
  * - `conntrack -L -f ipv4` prints `flows4` (fails when `conntrack-L.fail` exists); each
  *   `conntrack -D ...` is a line of `deleted`, or, when `conntrack-D.fail` exists, fails and is a
  *   line of `delete-failed`; `conntrack -G ...` (is the flow still there?) succeeds only when
@@ -131,6 +133,12 @@ function stubs(state: string): Record<string, string> {
     `  exit 0\n` +
     `fi\n` +
     `c=$(( $(cat "$S/restore${n}.count" 2>/dev/null || echo 0) + 1 )); echo "$c" > "$S/restore${n}.count"\n` +
+    // The xtables lock, as a real restore takes it; held by another process for longer than -w
+    // waits, it fails (here at once: the wait is the real tool's business, not the test's).
+    `if ! flock -n /run/xtables.lock true 2>/dev/null; then\n` +
+    `  echo "Another app is currently holding the xtables lock. Stopped waiting after 10s." >&2\n` +
+    `  : > "$S/restore${n}.locked.$c"; exit 4\n` +
+    `fi\n` +
     `cat "$in" > "$S/restore${n}.$c.tmp"\n` +
     `if [ -e "$S/restore${n}.fail.$c" ]; then\n` +
     `  fail "$S/restore${n}.fail.$c"; mv "$S/restore${n}.$c.tmp" "$S/restore${n}.$c"; exit 1\n` +
@@ -209,6 +217,10 @@ export class StubHost {
   public readonly state: string;
   /** The host's /run/docker-port-allowlist.lock, seen from outside its namespace. */
   public readonly lockPath: string;
+  /** The host's /run/xtables.lock (the iptables tools' lock), seen from outside. */
+  public readonly xtablesLockPath: string;
+  /** The host's /run/docker-port-allowlist (where a failed rollback leaves its marker), seen from outside. */
+  public readonly runDir: string;
   /** The host's /var/lib/docker-port-allowlist (the guard's directory), seen from outside. */
   public readonly guardDir: string;
   /** The host's /etc/systemd/system (with the `systemd` option), seen from outside. */
@@ -220,6 +232,8 @@ export class StubHost {
     this.root = mkdtempSync(join(tmpdir(), "dpa-stubhost-"));
     this.state = join(this.root, "state");
     this.lockPath = join(this.root, "run", "docker-port-allowlist.lock");
+    this.xtablesLockPath = join(this.root, "run", "xtables.lock");
+    this.runDir = join(this.root, "run", "docker-port-allowlist");
     this.guardDir = join(this.root, "varlib", "docker-port-allowlist");
     this.unitDir = join(this.root, "units");
     for (const d of ["stubs", "run", "state", "etc", "varlib"]) mkdirSync(join(this.root, d));
@@ -317,9 +331,12 @@ export class StubHost {
     };
   }
 
-  /** Holds the host lock (from outside, on the same file) until `release()`; resolves once held. */
-  public async holdLock(): Promise<{ release(): Promise<void> }> {
-    const child = spawn("flock", [this.lockPath, "-c", "echo held; exec cat >/dev/null"]);
+  /**
+   * Holds the host lock (or another lock file of the host, e.g. `xtablesLockPath`), from outside
+   * on the same file, until `release()`; resolves once held.
+   */
+  public async holdLock(path = this.lockPath): Promise<{ release(): Promise<void> }> {
+    const child = spawn("flock", [path, "-c", "echo held; exec cat >/dev/null"]);
     this.holders.push(child);
     await new Promise<void>((resolve, reject) => {
       child.stdout.on("data", (b: Buffer) => {

@@ -294,12 +294,34 @@ describe("dpa-sync through the exec seam: every way it ends", () => {
     host.write("save6", SAVE6);
     rmState("save6.fail");
     host.write("restore6.fail.1", "ip6tables-restore: Too many links");
-    host.write("restore4.fail.2", "iptables-restore: rollback refused");
+    // The rollback is tried 3 times (1 s apart) before the host's state is called unknown.
+    for (const n of [2, 3, 4]) host.write(`restore4.fail.${n}`, "iptables-restore: rollback refused");
     const err = await hostError(sync(spec("web", ["198.18.1.0/24", "2001:db8:5::/48"]), "web"));
     expect(err.kind).toBe("rollback-failed");
     expect(err.exitCode).toBe(16);
-    expect(err.message).toContain("applying failed AND the rollback failed");
+    expect(err.message).toContain(
+      "applying the rules failed AND rolling back failed too: the host's iptables state for DPA-web is UNKNOWN",
+    );
+    expect(err.message).toContain("Inspect: `iptables-save -t filter | grep -n -- 'DPA-web';");
     expect(err.stderr).toContain("iptables-restore: rollback refused");
+    expect(host.has("restore4.5")).toBe(false);
+    // The host says so until a write succeeds; the next sync (the rollback works again) is one.
+    expect(readFileSync(join(host.runDir, "unknown.web"), "utf8")).toContain(
+      "rollback of families 4 failed 3 times",
+    );
+    expect((await sync(spec("web", ["198.18.1.0/24", "2001:db8:5::/48"]), "web")).applied).toBe(true);
+    expect(readdirSync(host.runDir)).toEqual([]);
+  });
+
+  test("apply-failed (12): a rollback that fails once is retried, and the apply failure is reported as such", async () => {
+    host.write("save6", SAVE6);
+    rmState("save6.fail");
+    host.write("restore6.fail.1", "ip6tables-restore: Too many links");
+    host.write("restore4.fail.2", "iptables-restore: resource busy");
+    const err = await hostError(sync(spec("web", ["198.18.1.0/24", "2001:db8:5::/48"]), "web"));
+    expect(err.exitCode).toBe(12);
+    expect(host.read("save4")).toBe(SAVE4);
+    expect(host.has("restore4.3")).toBe(true);
   });
 
   test("rolled-back (13): a verification that fails sends rollback and names the difference", async () => {

@@ -6,17 +6,17 @@
 #
 # What the client sent (sections of the plan, see planMessage in provider/host/dialogue.ts):
 # guard-copy4 / guard-copy6 (this allowlist's saved copy; empty = remove it), guard-script (the
-# guard script), guard-service + guard-timer (the systemd units). Nothing sent: nothing done.
+# guard script), guard-service + guard-timer + guard-listener (the systemd units). Nothing sent: nothing done.
 # Every file is written to a temp file beside its target, fsynced and renamed over it. When no
 # copy is left on the host afterwards, the guard is removed (units disabled and deleted, script
 # and directories deleted). Reports `@@DPA:guard installed systemd|no-systemd`, `@@DPA:guard
 # removed` and, for what failed (never fatal: the rules are live), `@@DPA:guard-failed <what>`
 # with the tool's words on stderr. A copy that could not be written is removed, so the guard
 # never puts back rules older than the live ones.
-# shellcheck disable=SC2154 # tmp, rule, guard_dir, guard_unit, unit_dir: set by sync.sh and report-state.sh
+# shellcheck disable=SC2154 # tmp, rule, guard_dir, guard_unit, guard_listener, unit_dir: set by sync.sh and report-state.sh
 install_guard() {
 local sent=0 f fam dst copies="$guard_dir/allowlists" systemd=no
-for f in guard-copy4 guard-copy6 guard-script guard-service guard-timer; do [ -e "$tmp/$f" ] && sent=1; done
+for f in guard-copy4 guard-copy6 guard-script guard-service guard-timer guard-listener; do [ -e "$tmp/$f" ] && sent=1; done
 [ "$sent" = 1 ] || return 0
 [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && systemd=yes
 : >"$tmp/gerr"
@@ -43,9 +43,10 @@ done
 if ! compgen -G "$copies/*.v[46]" >/dev/null; then
   # The last allowlist on this host went: so does the guard.
   if [ "$systemd" = yes ]; then
-    systemctl disable --now "$guard_unit.timer" "$guard_unit.service" >/dev/null 2>>"$tmp/gerr"
+    systemctl disable --now "$guard_unit.timer" "$guard_unit.service" "$guard_listener" >/dev/null 2>>"$tmp/gerr"
   fi
-  rm -f "$unit_dir/$guard_unit.service" "$unit_dir/$guard_unit.timer" "$guard_dir/guard.sh" 2>>"$tmp/gerr" ||
+  rm -f "$unit_dir/$guard_unit.service" "$unit_dir/$guard_unit.timer" "$unit_dir/$guard_listener" \
+    "$guard_dir/guard.sh" 2>>"$tmp/gerr" ||
     guard_failed remove
   [ "$systemd" = yes ] && systemctl daemon-reload 2>>"$tmp/gerr"
   rmdir "$copies" "$guard_dir" 2>/dev/null
@@ -53,12 +54,17 @@ if ! compgen -G "$copies/*.v[46]" >/dev/null; then
   return 0
 fi
 if [ -e "$tmp/guard-script" ]; then put_file "$tmp/guard-script" "$guard_dir/guard.sh" 0755 || guard_failed script; fi
-if [ "$systemd" = yes ] && [ -e "$tmp/guard-service" ] && [ -e "$tmp/guard-timer" ]; then
+if [ "$systemd" = yes ] && [ -e "$tmp/guard-service" ] && [ -e "$tmp/guard-timer" ] && [ -e "$tmp/guard-listener" ]; then
+  # The listener is started (restarted: it may run an older script) only where its conditions
+  # hold (firewalld installed); elsewhere systemd skips the start and that is not a failure.
   if put_file "$tmp/guard-service" "$unit_dir/$guard_unit.service" 0644 &&
     put_file "$tmp/guard-timer" "$unit_dir/$guard_unit.timer" 0644 &&
+    put_file "$tmp/guard-listener" "$unit_dir/$guard_listener" 0644 &&
     systemctl daemon-reload 2>>"$tmp/gerr" &&
     systemctl enable "$guard_unit.service" >/dev/null 2>>"$tmp/gerr" &&
-    systemctl enable --now "$guard_unit.timer" >/dev/null 2>>"$tmp/gerr"; then :; else guard_failed units; fi
+    systemctl enable --now "$guard_unit.timer" >/dev/null 2>>"$tmp/gerr" &&
+    systemctl enable "$guard_listener" >/dev/null 2>>"$tmp/gerr" &&
+    systemctl restart "$guard_listener" >/dev/null 2>>"$tmp/gerr"; then :; else guard_failed units; fi
 fi
 echo "@@DPA:guard installed $([ "$systemd" = yes ] && echo systemd || echo no-systemd)"
 }

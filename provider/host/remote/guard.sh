@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # dpa-guard: puts back the rules of every allowlist saved on this host, and only those, without a
 # Pulumi run: at boot after dockerd built its chains, after every dockerd restart (systemd runs it
-# `--once`, wanted by docker.service), and every 20 s (its timer; `--loop SECONDS` where there is
-# no systemd). Installed by the provider at /var/lib/docker-port-allowlist/guard.sh with its saved
+# `--once`, wanted by docker.service), after every firewalld reload (`--on-firewalld-reload`, its
+# listener unit) and every 20 s (its timer; `--loop SECONDS` where there is no systemd). Installed by the provider at /var/lib/docker-port-allowlist/guard.sh with its saved
 # copies beside it (allowlists/<ruleName>.v4|.v6), removed with the last allowlist.
 #
-# usage: guard.sh --once | --loop SECONDS
+# usage: guard.sh --once | --loop SECONDS | --on-firewalld-reload
 #
 # One round, under the provider's host lock (/run/docker-port-allowlist.lock; when a `pulumi up`
 # holds it for more than 3 s the round is skipped, the next one comes): per family, read
@@ -25,11 +25,13 @@ guard_dir='@GUARD_DIR@'
 guard_awk='@GUARD_AWK@'
 lock=/run/docker-port-allowlist.lock
 
-usage() { echo "usage: $0 --once | --loop SECONDS" >&2; exit 2; }
+usage() { echo "usage: $0 --once | --loop SECONDS | --on-firewalld-reload" >&2; exit 2; }
 interval=""
+listen=no
 case "${1:-}" in
   --once) ;;
   --loop) interval="${2:-}"; case "$interval" in ''|*[!0-9]*|0) usage ;; esac ;;
+  --on-firewalld-reload) listen=yes ;;
   *) usage ;;
 esac
 command -v flock >/dev/null 2>&1 || { echo "dpa-guard: flock is not installed (util-linux); nothing done" >&2; exit 1; }
@@ -71,6 +73,21 @@ round() { # one round over both families; 0 = all in place (or put back), 1 = a 
   return "$status"
 }
 
+if [ "$listen" = yes ]; then
+  # firewalld's D-Bus signal Reloaded comes once a reload has rebuilt its rules (and removed
+  # ours). busctl (systemd's own; --match since systemd 232) prints each matching message over a
+  # few lines, one of them holding "Member=Reloaded", and "Monitoring bus message stream." on
+  # stderr once it listens. One round first: a reload may have come before that. Ends when
+  # busctl does (the bus went away); its unit restarts it.
+  command -v busctl >/dev/null 2>&1 || { echo "dpa-guard: busctl (systemd) is not installed; cannot listen for firewalld reloads" >&2; exit 1; }
+  round
+  busctl monitor --system --match "type='signal',interface='org.fedoraproject.FirewallD1',member='Reloaded'" |
+    while IFS= read -r line; do
+      case "$line" in *" Member=Reloaded"*) round ;; esac
+    done
+  echo "dpa-guard: busctl monitor ended; no longer listening for firewalld reloads" >&2
+  exit 1
+fi
 if [ -z "$interval" ]; then round; exit; fi
 while :; do
   round

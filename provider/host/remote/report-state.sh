@@ -1,13 +1,19 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
-# save6, save6err, other, persisted, end (parsed by parseSnapshot in provider/host/snapshot.ts).
+# save6, save6err, other, persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.
 # The guard's paths (provider/core/guard.ts), shell-quoted into the markers by the loader.
 guard_dir='@GUARD_DIR@'
 guard_unit='@GUARD_UNIT@'
+guard_listener='@GUARD_LISTENER@'
 unit_dir='@GUARD_UNIT_DIR@'
+# Where a rollback that failed for good leaves its marker (UNKNOWN_STATE_DIR in
+# provider/host/scripts.ts): `unknown.<rule>`, the host's state for that allowlist is unknown.
+unknown_dir='@UNKNOWN_STATE_DIR@'
+# shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
+unknown_path() { printf '%s' "$unknown_dir/unknown.$rule"; }
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
 echo "@@DPA:meta"
@@ -54,24 +60,29 @@ for f in "4:$v4path" "6:$v6path"; do
 done
 [ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | saved_fp)"
 [ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | saved_fp)"
+# A rollback of this allowlist that failed for good (sync.sh's rollback): what it left.
+if [ -f "$(unknown_path)" ]; then echo "@@DPA:unknown-state $(unknown_path)"; cat "$(unknown_path)"; fi
 report_guard
 echo "@@DPA:end"
 }
-# The guard (guard.sh): sections guard (facts: systemd, sha256 of its script and units, their
-# state) and guardcopy4/guardcopy6 (this allowlist's saved copies, `present` or `missing`),
-# parsed by parseGuardReport in provider/host/snapshot.ts.
+# The guard (guard.sh): sections guard (facts: systemd, sha256 of its script and of its units -
+# service, timer, firewalld listener - and their state) and guardcopy4/guardcopy6 (this
+# allowlist's saved copies, `present` or `missing`), parsed by parseGuardReport in
+# provider/host/snapshot.ts.
 # shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
 report_guard() {
 echo "@@DPA:guard"
 systemd=no; [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && systemd=yes
 echo "systemd=$systemd"
-for f in "script:$guard_dir/guard.sh" "service:$unit_dir/$guard_unit.service" "timer:$unit_dir/$guard_unit.timer"; do
+for f in "script:$guard_dir/guard.sh" "service:$unit_dir/$guard_unit.service" "timer:$unit_dir/$guard_unit.timer" \
+  "listener:$unit_dir/$guard_listener"; do
   if [ -f "${f#*:}" ]; then echo "${f%%:*}=$(sha256sum < "${f#*:}" | cut -d" " -f1)"; else echo "${f%%:*}=missing"; fi
 done
 if [ "$systemd" = yes ]; then
   echo "serviceEnabled=$(systemctl is-enabled "$guard_unit.service" 2>/dev/null | head -n 1)"
   echo "timerEnabled=$(systemctl is-enabled "$guard_unit.timer" 2>/dev/null | head -n 1)"
   echo "timerActive=$(systemctl is-active "$guard_unit.timer" 2>/dev/null | head -n 1)"
+  echo "listenerEnabled=$(systemctl is-enabled "$guard_listener" 2>/dev/null | head -n 1)"
 fi
 for fam in 4 6; do
   f="$guard_dir/allowlists/$rule.v$fam"

@@ -24,6 +24,11 @@
 #    with guard sections only (rules in sync) goes straight to the guard step.
 # Exit codes: exit-codes.sh.
 #
+# The watchdog (see watchdog below): from the first apply to the end, a detached copy of this
+# script in its own session holds the host lock with us and rolls back if we die before the
+# commit (SIGKILL, OOM killer): the rollback does not depend on this process or its session.
+# Assumes bash >= 4, coreutils and util-linux (flock, setsid), as on every Debian/Ubuntu/RHEL.
+#
 # Runs as `bash -c '<this script, assembled>' dpa-sync <argv>...`: the loader
 # (provider/host/scripts.ts) puts each `. ./<file>` line's file in its place and fills the two
 # awk programs' markers below (shell-quoted), so nothing is sourced on the host and no user
@@ -34,16 +39,75 @@
 . ./report-state.sh
 . ./guard-install.sh
 
+# Per family (4, 6): its tools are ${ipt[fam]}-save and ${ipt[fam]}-restore.
+ipt=([4]=iptables [6]=ip6tables)
+# How often a rollback restore is tried before the host's state is called unknown (1 s apart;
+# each try waits up to 10 s for the xtables lock with -w).
+rollback_tries=3
+
+# rollback <families>: puts each listed family (newest first) back to its snapshot ($tmp/snapN,
+# by the payload $tmp/rollbackN the client rendered); 0 = the host is back. A family whose rules
+# still match the snapshot (its restore never ran, or it was rolled back already) is left alone:
+# its rollback restored over the snapshot could insert rules twice. (Only a family recorded as
+# applying whose restore had not run yet, while a writer that ignores our lock changed those
+# chains, looks applied without being so: its rollback then fails, or, for a payload that only
+# deletes, inserts our rules again; a window one restore wide.) A restore that fails (another
+# process held the xtables lock longer than -w waits, ...) is tried again; when the tries are
+# spent, the host's state is unknown: the marker $unknown_marker (report-state.sh) says so, with
+# the restores' stderr, until a later write of this allowlist succeeds.
+rollback() {
+  local todo=$1 left rf try=1
+  while :; do
+    left=""
+    for rf in $todo; do
+      [ "$("${ipt[$rf]}-save" -t filter 2>/dev/null | fp)" = "$(fp < "$tmp/snap$rf")" ] && continue
+      "${ipt[$rf]}-restore" -w 10 --noflush < "$tmp/rollback$rf" 2>>"$tmp/rberr" || left="$left $rf"
+    done
+    todo=$left
+    [ -z "$todo" ] && return 0
+    [ "$try" -ge "$rollback_tries" ] && break
+    try=$((try + 1))
+    sleep 1
+  done
+  mkdir -p "$unknown_dir" 2>/dev/null
+  { echo "rollback of families$todo failed $rollback_tries times at $(date -u +%Y-%m-%dT%H:%M:%SZ):"
+    tail -n 20 "$tmp/rberr"; } > "$unknown_marker" 2>/dev/null
+  return 1
+}
+
+# The watchdog: `setsid bash -c "<this script>" dpa-watchdog <rule> <tmp>`, started by
+# start_watchdog below with our host lock fd (9) and a pipe from us as stdin. We write our fate
+# to the pipe once it is decided (`committed`, `rolled-back`, `rollback-failed`); the pipe ends
+# when we end, however we end. EOF without a word = we died between our first apply and the
+# commit: it rolls back every family we were applying ($tmp/applying). Then it removes $tmp (it
+# owns it from its start) and exits, which releases the lock. In its own session, with no tie to
+# the SSH channel: neither the connection's end nor a kill of our process group reaches it.
+watchdog() {
+  rule=$1; tmp=$2
+  local fate="" word
+  while IFS= read -r word; do fate=$word; done
+  if [ -z "$fate" ]; then rollback "$(cat "$tmp/applying" 2>/dev/null)"; fi
+  rm -rf "$tmp"
+}
+if [ "$0" = dpa-watchdog ]; then
+  rule=$1; unknown_marker=$(unknown_path)
+  watchdog "$1" "$2"
+  exit "$EXIT_DONE"
+fi
+
 rule="$1"; v4path="$2"; v6path="$3"; lockwait="$4"; ptimeout="$5"; ctimeout="$6"; persist="$7"; attempts="$8"
 pausedir="${9:--}"
+unknown_marker=$(unknown_path)
 # cut.awk, shell-quoted into the marker by the loader (a real file, so it is tested on its own).
 cut_awk='@CUT_AWK@'
 # A dropped SSH connection must not kill us half-way: we finish, or roll back on EOF/timeout.
 trap '' HUP PIPE
 tmp=$(mktemp -d /tmp/dpa-sync.XXXXXX) || { echo "@@DPA:error mktemp failed"; exit "$EXIT_SETUP_FAILED"; }
 # $t: a rules file's temp copy while persisting (see there), removed however the script ends.
+# $tmp is the watchdog's to remove once it runs (it may need the rollbacks after we are gone).
 t=""
-trap 'rm -rf "$tmp"; [ -z "$t" ] || rm -f "$t"' EXIT
+watching=""
+trap '[ -n "$watching" ] || rm -rf "$tmp"; [ -z "$t" ] || rm -f "$t"' EXIT
 command -v flock >/dev/null 2>&1 || { echo "@@DPA:no-flock"; exit "$EXIT_NO_FLOCK"; }
 exec 9>/run/docker-port-allowlist.lock || { echo "@@DPA:error cannot open /run/docker-port-allowlist.lock"; exit "$EXIT_SETUP_FAILED"; }
 flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"; }
@@ -54,13 +118,12 @@ flock -w "$lockwait" 9 || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"
 # kill us there. Never used in production (pausedir "-").
 pause_at() {
   [ "$pausedir" != "-" ] && [ -e "$pausedir/$1" ] || return 0
-  : > "$pausedir/$1.reached"
+  # Our pid, so a test can SIGKILL exactly this process there.
+  echo "$$" > "$pausedir/$1.reached"
   waited=0
   while [ -e "$pausedir/$1" ] && [ "$waited" -lt "$((ctimeout * 20))" ]; do sleep 0.05; waited=$((waited + 1)); done
 }
 
-# Per family (4, 6): its tools are ${ipt[fam]}-save and ${ipt[fam]}-restore.
-ipt=([4]=iptables [6]=ip6tables)
 attempt=0
 while :; do
   attempt=$((attempt + 1))
@@ -106,24 +169,39 @@ for fam in 4 6; do
   fi
 done
 
-rollback() { # rolls back every family already applied, newest first; 0 = host back to snapshot
-  # Own loop variables: the caller's $fam names the family that failed, for its message.
-  ok=0
-  for rf in $applied; do
-    "${ipt[$rf]}-restore" -w 10 --noflush < "$tmp/rollback$rf" 2>>"$tmp/rberr" || ok=1
-  done
-  return $ok
+# Our fate for the watchdog (see there): the last word it reads before EOF.
+tell() { [ -z "$watching" ] || echo "$1" >&8; }
+# Ends in ROLLBACK_FAILED: the rollback left the host's state unknown (the marker says so).
+rollback_failed() {
+  tell rollback-failed
+  echo "@@DPA:rollback-failed $unknown_marker"; cat "$tmp/rberr" >&2; exit "$EXIT_ROLLBACK_FAILED"
 }
+# A later write that succeeds leaves the host in a known state again.
+known() { rm -f "$unknown_marker"; }
+start_watchdog() {
+  # Without setsid (util-linux, like flock) there is no watchdog: EOF and the commit timeout
+  # still roll back, a SIGKILL of this script before the commit does not.
+  command -v setsid >/dev/null 2>&1 || return 0
+  # The process substitution's subshell is not a process group leader, so setsid makes it a new
+  # session in place and the exec'd bash reads the pipe's other end; stdout/stderr away from
+  # the channel, so the SSH session can end without waiting for it. fd 9 (the lock) goes with it.
+  exec 8> >(exec setsid bash -c "$BASH_EXECUTION_STRING" dpa-watchdog "$rule" "$tmp" >/dev/null 2>&1)
+  watching=1
+}
+
 applied=""
+for fam in 4 6; do [ -s "$tmp/payload$fam" ] && { start_watchdog; break; }; done
 pause_at before-apply
 for fam in 4 6; do
   [ -s "$tmp/payload$fam" ] || continue
   [ -n "$applied" ] && pause_at between-families
   bin=${ipt[$fam]}
+  # Recorded before the restore: a kill during it leaves the watchdog a family it must check.
+  echo "$fam $applied" > "$tmp/applying"
   if ! "$bin-restore" -w 10 --noflush < "$tmp/payload$fam" 2>"$tmp/err"; then
     cat "$tmp/err" >&2
-    if rollback; then echo "@@DPA:apply-failed $fam"; exit "$EXIT_APPLY_FAILED"; fi
-    echo "@@DPA:rollback-failed"; cat "$tmp/rberr" >&2; exit "$EXIT_ROLLBACK_FAILED"
+    if rollback "$applied"; then tell rolled-back; echo "@@DPA:apply-failed $fam"; exit "$EXIT_APPLY_FAILED"; fi
+    rollback_failed
   fi
   applied="$fam $applied"
 done
@@ -135,12 +213,18 @@ if [ -n "$applied" ]; then
     echo "@@DPA:new$fam"; "$bin-save" -t filter 2>/dev/null
   done
   echo "@@DPA:await-commit"
+  pause_at awaiting-commit
   answer=""
   IFS= read -r -t "$ctimeout" answer
   if [ "$answer" != "commit" ]; then
-    if rollback; then echo "@@DPA:rolled-back ${answer:-no-commit}"; exit "$EXIT_ROLLED_BACK"; fi
-    echo "@@DPA:rollback-failed"; cat "$tmp/rberr" >&2; exit "$EXIT_ROLLBACK_FAILED"
+    if rollback "$applied"; then
+      tell rolled-back; echo "@@DPA:rolled-back ${answer:-no-commit}"; exit "$EXIT_ROLLED_BACK"
+    fi
+    rollback_failed
   fi
+  # From here on the new rules stand, whatever happens to us: the watchdog must not undo them.
+  tell committed
+  known
   echo "@@DPA:committed"
 fi
 # The guard's saved copies, script and units (guard-install.sh): after the commit, before anything
@@ -247,4 +331,5 @@ if [ "$persist" = 1 ]; then
     echo "@@DPA:persisted $fam $(saved_fp < "$path")"
   done
 fi
+known
 echo "@@DPA:done"
