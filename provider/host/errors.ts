@@ -59,7 +59,13 @@ export class HostError extends Error {
   public readonly exitCode?: number | null;
   public readonly stderr?: string;
   /** What the failed operation cost on the host, when it got that far (set by syncHost). */
-  public stats?: { connections: number; proxyConnections: number; roundTrips: number; ms: number };
+  public stats?: {
+    connections: number;
+    reusedConnections: number;
+    proxyConnections: number;
+    roundTrips: number;
+    ms: number;
+  };
 
   constructor(message: string, details: HostErrorDetails) {
     super(

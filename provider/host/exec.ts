@@ -11,9 +11,15 @@ import type { OutputLimits } from "./output";
 
 /** Counters for one operation on one host. */
 export interface SessionStats {
-  /** SSH connections established to the target host (the bar is 1 per operation). */
+  /**
+   * SSH connections to the target host that this operation dialed. An operation of the provider
+   * runs on the connection its host already has in this process when there is one (./pool.ts),
+   * so over one `pulumi up` a host's operations add up to 1.
+   */
   connections: number;
-  /** SSH connections established to jump hosts. */
+  /** Connections to the target opened earlier (by another operation) that this one ran on. */
+  reusedConnections: number;
+  /** SSH connections to jump hosts that this operation dialed. */
   proxyConnections: number;
   /** Dial attempts to the target, including failed ones. */
   dialAttempts: number;
@@ -25,6 +31,18 @@ export interface SessionStats {
   roundTrips: number;
   /** `commit` lines sent to confirm a verified apply (0 or 1); they close the plan's exchange. */
   commits: number;
+}
+
+/** Counters of an operation that has done nothing yet. */
+export function zeroStats(): SessionStats {
+  return {
+    connections: 0,
+    reusedConnections: 0,
+    proxyConnections: 0,
+    dialAttempts: 0,
+    roundTrips: 0,
+    commits: 0,
+  };
 }
 
 /**

@@ -3,6 +3,7 @@
  * through the same exec seam on this machine).
  *
  * - ./exec.ts      the seam: what a shell on the host must offer (SshSession, LocalExec)
+ * - ./pool.ts      one SSH connection per host shared by the operations of a provider process
  * - ./snapshot.ts  the live state as the scripts report it, and the preconditions to change it
  * - ./dialogue.ts  the wire protocol: command lines, the plan message, the dialogue
  * - ./failure.ts   how the scripts end (exit codes, sudo) -> HostError
@@ -23,6 +24,7 @@ export type {
   SessionStats,
 } from "./exec";
 export { SshSession, fingerprintOfKeyBlob, expectedFingerprint } from "./ssh";
+export { SshPool, sshPool, pooledConnect, poolKey, type SshPoolOptions } from "./pool";
 export { LocalExec, type LocalExecOptions } from "./local";
 export { ExecOutput, DEFAULT_MAX_STDOUT_BYTES, DEFAULT_MAX_STDERR_BYTES, type OutputLimits } from "./output";
 export {

@@ -36,6 +36,7 @@ export class LocalExec implements HostExec {
   public readonly stats: SessionStats = {
     // One local session stands for the one connection an SSH operation makes.
     connections: 1,
+    reusedConnections: 0,
     proxyConnections: 0,
     dialAttempts: 1,
     roundTrips: 0,

@@ -13,6 +13,9 @@
  *   message or a log line: errors carry host, user, command name, exit code and stderr only.
  * - `stats` counts connections and round trips (request/response exchanges, see SessionStats) so
  *   callers can prove "one connection, at most two round trips" per operation.
+ * - One connection may carry several execs at once (ssh2 multiplexes channels); ./pool.ts shares
+ *   one per host between the operations of a provider process, each with its own options and
+ *   stats ({@link SshSession.execWith}).
  */
 import { createHash } from "crypto";
 import type { Duplex } from "stream";
@@ -20,6 +23,7 @@ import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import type { ConnectionArgs, ProxyConnectionArgs } from "../args";
 import { HOST_KEY_FINGERPRINT, HOST_KEY_LINE, usesSudo } from "../core";
 import { HostError, execEndedError } from "./errors";
+import { zeroStats } from "./exec";
 import type { ExecChannel, ExecOptions, ExecResult, HostExec, SessionOptions, SessionStats } from "./exec";
 import { ExecOutput, toWire } from "./output";
 
@@ -69,6 +73,18 @@ function unpinnedWarning(conn: ProxyConnectionArgs, field: string, recorded: str
   );
 }
 
+/**
+ * Says, through `options.warn`, that a connection (or its jump host) pins no host key. Every
+ * operation says it, also one that reuses a connection another operation opened.
+ */
+export function warnUnpinned(conn: ConnectionArgs, options: SessionOptions): void {
+  const trusted = options.trustedHostKeys ?? {};
+  if (conn.hostKey === undefined) options.warn?.(unpinnedWarning(conn, "connection", trusted.host));
+  if (conn.proxy !== undefined && conn.proxy.hostKey === undefined) {
+    options.warn?.(unpinnedWarning(conn.proxy, "connection.proxy", trusted.proxy));
+  }
+}
+
 /** The refusal of a host whose key differs from the one recorded at first use. */
 function recordedMismatch(
   conn: ProxyConnectionArgs,
@@ -104,13 +120,7 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /** One established connection to a host (possibly through a jump host). */
 export class SshSession implements HostExec {
-  public readonly stats: SessionStats = {
-    connections: 0,
-    proxyConnections: 0,
-    dialAttempts: 0,
-    roundTrips: 0,
-    commits: 0,
-  };
+  public readonly stats: SessionStats = zeroStats();
   /** `user@host:port` of the target, for messages. */
   public readonly target: string;
   /** The fingerprints the target and jump host presented (set once each handshake passed). */
@@ -166,12 +176,8 @@ export class SshSession implements HostExec {
   private async connect(): Promise<void> {
     const conn = this.conn;
     this.ssh2Client();
-    const trusted = this.options.trustedHostKeys ?? {};
-    if (conn.hostKey === undefined) this.options.warn?.(unpinnedWarning(conn, "connection", trusted.host));
+    warnUnpinned(conn, this.options);
     if (conn.proxy !== undefined) {
-      if (conn.proxy.hostKey === undefined) {
-        this.options.warn?.(unpinnedWarning(conn.proxy, "connection.proxy", trusted.proxy));
-      }
       this.proxyClient = await this.dialWithRetry(conn.proxy, undefined, true);
       this.stats.proxyConnections++;
     }
@@ -350,16 +356,33 @@ export class SshSession implements HostExec {
    * output; rejects with a HostError on timeout or a lost connection.
    */
   public exec(name: string, command: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    return this.execWith(this.options, this.stats, name, command, opts);
+  }
+
+  /**
+   * {@link exec} with another operation's transport options (timeout, output limits) and
+   * counters, on this connection: how ./pool.ts runs each operation on a shared connection.
+   * `onStarted` is called once the host accepted the command (the exec channel is open); an exec
+   * that fails before that never ran.
+   */
+  public execWith(
+    options: SessionOptions,
+    stats: SessionStats,
+    name: string,
+    command: string,
+    opts: ExecOptions = {},
+    onStarted?: () => void,
+  ): Promise<ExecResult> {
     const client = this.client;
     if (client === undefined) {
       return Promise.reject(
         new HostError("the SSH session is closed", { host: this.host, kind: "command", command: name }),
       );
     }
-    this.stats.roundTrips++;
-    const timeoutMs = opts.timeoutMs ?? this.commandTimeoutMs;
+    stats.roundTrips++;
+    const timeoutMs = opts.timeoutMs ?? options.commandTimeoutMs ?? this.commandTimeoutMs;
     return new Promise<ExecResult>((resolve, reject) => {
-      const output = new ExecOutput(this.host, name, this.options);
+      const output = new ExecOutput(this.host, name, options);
       let settled = false;
       let channel: ClientChannel | undefined;
       const onClientClose = () => fail(execEndedError(this.host, name, "connection-lost", output.stderr));
@@ -387,19 +410,16 @@ export class SshSession implements HostExec {
         kill();
         fail(output.overflow!);
       };
-      client.once("close", onClientClose);
-      client.exec(command, (err, ch) => {
-        if (err) {
-          fail(
-            new HostError(`could not start "${name}": ${err.message}`, {
-              host: this.host,
-              kind: "command",
-              command: name,
-              cause: err,
-            }),
-          );
-          return;
-        }
+      const notStarted = (err: Error) =>
+        fail(
+          new HostError(`could not start "${name}": ${err.message}`, {
+            host: this.host,
+            kind: "command",
+            command: name,
+            cause: err,
+          }),
+        );
+      const run = (ch: ClientChannel): void => {
         channel = ch;
         const api: ExecChannel = {
           write: (text) => {
@@ -432,8 +452,47 @@ export class SshSession implements HostExec {
         });
         if (opts.stdin !== undefined) ch.write(toWire(opts.stdin));
         if (opts.endStdin ?? true) ch.end();
-      });
+      };
+      client.once("close", onClientClose);
+      try {
+        client.exec(command, (err, ch) => {
+          if (err) return notStarted(err);
+          onStarted?.();
+          run(ch);
+        });
+      } catch (err) {
+        // ssh2 throws "Not connected" when the connection went away before this exec.
+        notStarted(err as Error);
+      }
     });
+  }
+
+  /**
+   * Whether the connection can still open channels: false once it closed, broke or was closed
+   * here. (A connection that died silently stays "alive" until ssh2's keepalive gives up.)
+   */
+  public get alive(): boolean {
+    const sock = (this.client as unknown as { _sock?: { writable?: boolean } } | undefined)?._sock;
+    return sock?.writable === true;
+  }
+
+  /**
+   * Calls `listener` once when the connection to the target (or its jump host) closes or
+   * breaks. Several execs may each wait on the same connection, so the listener limit is raised.
+   */
+  public onClose(listener: () => void): void {
+    let called = false;
+    const once = () => {
+      if (called) return;
+      called = true;
+      listener();
+    };
+    for (const c of [this.client, this.proxyClient]) {
+      if (c === undefined) continue;
+      c.setMaxListeners(0);
+      c.once("close", once);
+      c.on("error", () => undefined);
+    }
   }
 
   /** Counts one more exchange on an open exec channel (a plan sent, whose answer we wait for). */

@@ -2,7 +2,9 @@
  * What the dynamic provider's methods do, in plain async functions (no closure capture).
  *
  * `provider/pulumi/dynamic.ts` only forwards to these; they validate with the core, plan with the core
- * and talk to the host through `converge` / `inspectHost` (one SSH connection per call).
+ * and talk to the host through `converge` / `inspectHost`, over the connection the host already has
+ * in this provider process when there is one (../host/pool.ts): one SSH connection per host per
+ * `pulumi up`, however many allowlists it holds.
  *
  * State layout: outputs = the checked inputs (so read/delete know how to reach the host and
  * what they own) + computed fields. `rules` is computed in `check` from the declaration, so
@@ -46,6 +48,7 @@ import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
 import type { HostSnapshot } from "../host/snapshot";
+import { pooledConnect } from "../host/pool";
 import { inspectHost } from "../host/sync";
 import { pacedProgress } from "./progress";
 
@@ -79,7 +82,13 @@ export interface CheckedInputs {
 /** What an operation cost on the host. */
 export interface OperationReport {
   operation: "create" | "update" | "delete";
+  /**
+   * SSH connections this operation dialed: 1, or 0 when it ran on the connection another
+   * operation of the same `pulumi up` had opened to the host (`reusedConnections` 1). Summed over
+   * a host's allowlists: the connections the `up` made to it (1).
+   */
   connections: number;
+  reusedConnections: number;
   proxyConnections: number;
   roundTrips: number;
   ms: number;
@@ -377,6 +386,7 @@ function report(
   return {
     operation,
     connections: o.stats.connections,
+    reusedConnections: o.stats.reusedConnections,
     proxyConnections: o.stats.proxyConnections,
     roundTrips: o.stats.roundTrips,
     ms: o.stats.ms,
@@ -471,6 +481,7 @@ function partial(
     lastOperation: {
       operation,
       connections: err.stats?.connections ?? 0,
+      reusedConnections: err.stats?.reusedConnections ?? 0,
       proxyConnections: err.stats?.proxyConnections ?? 0,
       roundTrips: err.stats?.roundTrips ?? 0,
       ms: err.stats?.ms ?? 0,
@@ -495,7 +506,7 @@ export async function create(inputs: Record<string, unknown>): Promise<{ id: str
   try {
     // First use: nothing recorded yet, so an unpinned host's key is recorded from this connection.
     const session = sessionOf("create", inputs, conn, {});
-    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
+    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim, connect: pooledConnect });
     const unpoliced = unpolicedOf(o.live, o.snapshot);
     const outs = outputs(inputs, spec, o, "create", true, claim, unpoliced);
     return { id, outs: told(session, outs, unpoliced.findings) };
@@ -514,7 +525,7 @@ export async function update(
   const claim = claimOf("update", news, conn, olds);
   try {
     const session = sessionOf("update", news, conn, olds);
-    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim });
+    const o = await converge(toConnectionArgs(conn), spec, spec, { session, claim, connect: pooledConnect });
     const unpoliced = unpolicedOf(o.live, o.snapshot);
     return {
       outs: told(session, outputs(news, spec, o, "update", true, claim, unpoliced), unpoliced.findings),
@@ -541,6 +552,7 @@ export async function remove(_id: string, props: Record<string, unknown>): Promi
     const o = await converge(toConnectionArgs(conn), null, spec, {
       session,
       claim: claimOf("delete", props, conn),
+      connect: pooledConnect,
     });
     // A saved copy the guard still holds would bring the deleted rules back: say so.
     for (const m of findingMessages(guardStepFindings(o.guard.failed))) session.warn?.(m);
@@ -578,7 +590,7 @@ export async function read(
 ): Promise<{ id: string; props: Outputs; inputs: Record<string, unknown> }> {
   const { spec, conn } = specOf(props);
   const session = sessionOf("read", props, conn, props);
-  const { snapshot, hostKeys } = await inspectHost(toConnectionArgs(conn), spec, session);
+  const { snapshot, hostKeys } = await inspectHost(toConnectionArgs(conn), spec, session, pooledConnect);
   const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
   const claim = claimOf("read", props, conn);
   const plan = planAllowlist(live, spec, spec.ruleName, claim);

@@ -5,7 +5,8 @@
  * by up, an edit that moves access from one client to another, destroy back to the original
  * DOCKER-USER. TCP and UDP, IPv4 and IPv6 (IPv6 clients of IPv4-only containers, through
  * docker-proxy), root and a sudo user; a foreign rule survives it all and the persisted rules file
- * equals the live rules after every step.
+ * equals the live rules after every step. The sudo user's three allowlists share one SSH
+ * connection per command; root's has its own.
  */
 import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
 import { formatCidr, parseAddress } from "../../provider/core";
@@ -18,9 +19,24 @@ let proj: PulumiProject;
 let h: LabHost;
 const FOREIGN = "-A DOCKER-USER -s 198.18.254.0/24 -j DROP";
 
+/** Allowlists of the sudo user that no traffic test looks at: with dns, three on one connection. */
+const QUIET = [
+  { name: "mail", port: 2525, protocols: ["tcp"] },
+  { name: "ntp", port: 1123, protocols: ["udp"] },
+];
+
 function declare(allowed: { web: string[]; dns: string[] }): string {
   const connection = { host: h.ipv4, hostKey: h.hostKey };
   return JSON.stringify([
+    ...QUIET.map(({ name, ...args }) => ({
+      name,
+      args: {
+        connection: { ...connection, user: lab.users.sudo },
+        ...args,
+        sources: ["198.18.250.0/24"],
+        ipv6: "off",
+      },
+    })),
     { name: "web", args: { connection, port: 8080, protocols: ["tcp"], sources: allowed.web } },
     {
       name: "dns",
@@ -133,23 +149,28 @@ describe("DockerPortAllowlist through the real engine on a real Docker host", ()
     expect(await filterTable("iptables-save")).toBe(before4);
   });
 
-  test("up applies with one SSH connection and at most two round trips per resource; traffic follows", async () => {
+  test("up applies with one SSH connection per host and user, at most two round trips per resource; traffic follows", async () => {
     await proj.up();
     const outputs = (await proj.stackOutputs()).allowlists as Record<
       string,
-      { lastOperation: Record<string, number | boolean> }
+      { lastOperation: Record<string, number> & { applied: boolean; replanned: boolean } }
     >;
-    for (const name of ["web", "dns"]) {
-      // Both resources run in parallel on the same host: the host lock, held from read to
-      // commit, queues them, so neither has to re-plan.
-      expect(outputs[name].lastOperation).toMatchObject({
-        connections: 1,
-        roundTrips: 2,
-        applied: true,
-        replanned: false,
-      });
+    const sudoers = ["dns", ...QUIET.map((q) => q.name)];
+    for (const name of ["web", ...sudoers]) {
+      // All run in parallel on the same host: the host lock, held from read to commit, queues
+      // them, so none has to re-plan.
+      expect(outputs[name].lastOperation).toMatchObject({ roundTrips: 2, applied: true, replanned: false });
       process.stdout.write(`up on ${h.ipv4} for ${name}: ${JSON.stringify(outputs[name].lastOperation)}\n`);
     }
+    // root's allowlist dials its own connection; the sudo user's three share one: in this up,
+    // one of them dialed it and the two others ran on it.
+    expect(outputs.web.lastOperation).toMatchObject({ connections: 1, reusedConnections: 0 });
+    const sum = (k: "connections" | "reusedConnections") =>
+      sudoers.reduce((n, name) => n + outputs[name].lastOperation[k], 0);
+    expect({ connections: sum("connections"), reusedConnections: sum("reusedConnections") }).toEqual({
+      connections: 1,
+      reusedConnections: 2,
+    });
     expect(await reach()).toEqual({
       "c0 tcp4": true,
       "c0 tcp6": true,
@@ -247,7 +268,7 @@ describe("DockerPortAllowlist through the real engine on a real Docker host", ()
     expect(refresh.stdout).toContain("fail-open");
     expect(refresh.stdout).toMatch(/inSync\s*: true => false/);
     const up = await proj.up();
-    expect(up.stdout).toMatch(/2 updated/);
+    expect(up.stdout).toMatch(/4 updated/);
     expect(await lab.probe(c0, h, 8080, "tcp", 4)).toBe(false);
     const forward = (await lab.hostExec(h, "iptables -S FORWARD")).stdout.split("\n");
     expect(forward[1]).toBe('-A FORWARD -m comment --comment "dpa::forward" -j DOCKER-USER');

@@ -39,6 +39,7 @@ describe("SshSession", () => {
       expect(r2.stdout).toBe("payload\n");
       expect(s.stats).toEqual({
         connections: 1,
+        reusedConnections: 0,
         proxyConnections: 0,
         dialAttempts: 1,
         roundTrips: 2,
@@ -174,6 +175,7 @@ describe("SshSession", () => {
       expect(r.stdout).toMatch(new RegExp(`^127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.1 ${b.port}\\n$`));
       expect(s.stats).toEqual({
         connections: 1,
+        reusedConnections: 0,
         proxyConnections: 1,
         dialAttempts: 1,
         roundTrips: 1,

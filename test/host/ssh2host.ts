@@ -4,7 +4,10 @@
  * exec run as a local command line (e.g. on a StubHost, so the real scripts answer), and
  * `direct-tcpip` forwarding, so it also serves as a jump host. A client that goes away closes its
  * command's stdio, as sshd does; `close()` kills the commands still running. Restart it on the
- * same port with another key to play a re-installed host or a man in the middle.
+ * same port with another key to play a re-installed host or a man in the middle. It counts the
+ * connections it accepted and the users that logged in, refuses sessions beyond `maxSessions`
+ * (OpenSSH's MaxSessions), and can drop a connection when a session is asked for (a connection
+ * that broke between two commands).
  */
 import { spawn, type ChildProcess } from "child_process";
 import { connect as tcpConnect } from "net";
@@ -17,6 +20,18 @@ export interface Ssh2Host {
   readonly hostKey: string;
   /** Its `SHA256:` fingerprint. */
   readonly hostKeyFingerprint: string;
+  /** TCP connections accepted so far. */
+  readonly connections: number;
+  /** Connections open now. */
+  readonly open: number;
+  /** Session channels refused because of `maxSessions`. */
+  readonly refusedSessions: number;
+  /** The login user of each authenticated connection, in order. */
+  readonly logins: readonly string[];
+  /** The next `n` session requests end their connection instead of opening a channel. */
+  dropSessions(n: number): void;
+  /** Resolves once no connection is open (the client closed or lost them all). */
+  allClosed(): Promise<void>;
   /** Stops listening and drops every connection. */
   close(): Promise<void>;
 }
@@ -32,6 +47,8 @@ export interface Ssh2HostOptions {
    * character cut in half). @default - stdout is piped as it comes
    */
   readonly splitAfter?: Buffer;
+  /** Session channels open at once per connection; more are refused. @default - no limit */
+  readonly maxSessions?: number;
 }
 
 function runExec(
@@ -112,19 +129,41 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
   const keys = ed25519();
   const clients = new Set<Connection>();
   const children = new Set<ChildProcess>();
+  let connections = 0;
+  let drops = 0;
+  let refusedSessions = 0;
+  const logins: string[] = [];
+  const closedWaiters: (() => void)[] = [];
   const server = new Server({ hostKeys: [keys.private] }, (client) => {
     clients.add(client);
+    connections++;
     // The connection may go without closing its channels first (a killed client).
     const hangUps: (() => void)[] = [];
     client.on("close", () => {
       clients.delete(client);
       for (const hangUp of hangUps) hangUp();
+      if (clients.size === 0) for (const w of closedWaiters.splice(0)) w();
     });
     client.on("error", () => undefined);
-    client.on("authentication", (ctx) => ctx.accept());
+    client.on("authentication", (ctx) => {
+      logins.push(ctx.username);
+      ctx.accept();
+    });
+    let sessions = 0;
     client.on("ready", () => {
-      client.on("session", (accept) => {
-        accept().on("exec", (acceptExec, reject, info) => {
+      client.on("session", (accept, rejectSession) => {
+        if (drops > 0) {
+          drops--;
+          return client.end();
+        }
+        if (opts.maxSessions !== undefined && sessions >= opts.maxSessions) {
+          refusedSessions++;
+          return rejectSession();
+        }
+        sessions++;
+        const session = accept();
+        session.once("close", () => sessions--);
+        session.on("exec", (acceptExec, reject, info) => {
           if (opts.shell === undefined) return reject();
           hangUps.push(runExec(acceptExec(), info.command, opts.shell, opts.splitAfter, children));
         });
@@ -153,6 +192,21 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
     port,
     hostKey: keys.public,
     hostKeyFingerprint: expectedFingerprint(keys.public, "ssh2host"),
+    get connections() {
+      return connections;
+    },
+    get open() {
+      return clients.size;
+    },
+    get refusedSessions() {
+      return refusedSessions;
+    },
+    logins,
+    dropSessions: (n) => {
+      drops += n;
+    },
+    allClosed: () =>
+      clients.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => closedWaiters.push(resolve)),
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of clients) c.end();
