@@ -54,6 +54,9 @@ if [[ "$("$node_dir/bin/node" --version 2>/dev/null)" != "v$node_version" ]]; th
   rm -rf "$node_dir" && mv "$tmp/node" "$node_dir" && rm -rf "$tmp"
   exec 8>&-
 fi
+# The lab's containers mount the machine's /usr and run its node: keep naming that one.
+DPA_LAB_NODE=${DPA_LAB_NODE:-$(command -v node)} || die "no node on PATH; the lab's containers need the machine's node (install Node.js >= 20)"
+export DPA_LAB_NODE
 export PATH="$node_dir/bin:$PATH" # npm, jest, the language host and the provider shim run this node
 [[ "$(node --version)" == "v$node_version" ]] || die "node on PATH is $(node --version), not v$node_version"
 
@@ -94,6 +97,7 @@ $install_only && exit 0
 # --- a throwaway copy of the working tree, pinned to the leg's SDK ---------------------------
 copy=$(mktemp -d "${TMPDIR:-/tmp}/dpa-newest-leg.XXXXXX")
 trap 'rm -rf "$copy"' EXIT
+trap 'exit 143' TERM INT # scripts/test.sh's bound: still remove the copy
 git -C "$repo" ls-files -z --cached --others --exclude-standard |
   (cd "$repo" && tar --null --ignore-failed-read -T - -cf -) | tar -xf - -C "$copy"
 pinned_package_json "$copy/package.json" true
