@@ -125,9 +125,10 @@ check_binaries() {
     die "missing ${missing[*]} on PATH; install the lab's packages with: sudo bash lab/setup.sh"
   fi
   if ((N_DOCKER > 0)); then
-    # The containers run the machine's node through a read-only /usr mount.
-    NODE_BIN=$(readlink -f "$(command -v node)")
-    [[ $NODE_BIN == /usr/* ]] || die "node is at $NODE_BIN; the lab's containers need it under /usr (they mount the machine's /usr)"
+    # The containers run the machine's node through a read-only /usr mount. DPA_LAB_NODE names
+    # it when another node comes first on PATH (scripts/newest-leg.sh puts a cached Node 24 there).
+    NODE_BIN=$(readlink -f "${DPA_LAB_NODE:-$(command -v node)}")
+    [[ $NODE_BIN == /usr/* ]] || die "node is at $NODE_BIN; the lab's containers need it under /usr (they mount the machine's /usr); set DPA_LAB_NODE to a node under /usr"
   fi
   [[ $(id -u) -eq 0 ]] || die "the lab needs root (network namespaces, dockerd, sshd); run as root"
   if [[ -S /run/containerd/containerd.sock ]] && ((N_DOCKER > 0)); then

@@ -4,11 +4,17 @@
 #   scripts/engine.sh              build or reuse; print where it is, versions and timings
 #   eval "$(scripts/engine.sh --env)"   same, then export PATH, PULUMI_HOME, ... into this shell
 #
+#   DPA_PULUMI_VERSION=3.276.0 scripts/engine.sh [--env]   another version (the newest-Pulumi
+#                                  test leg, scripts/newest-leg.sh); package.json's is the default
+#
 # Why: the Pulumi CLI installer downloads a binary from outside, which our machines cannot
 # reach; the Go module proxy is reachable. So the CLI is built from its Go module, and the
 # Node.js language host is our own (tools/pulumi-language-nodejs; the upstream one is not
 # served by the proxy). CLI, language host and SDK protocol come from ONE go.mod/go.sum in
-# that directory, pinned to the @pulumi/pulumi version in package.json.
+# that directory, pinned to the @pulumi/pulumi version in package.json. For another version
+# (DPA_PULUMI_VERSION) that module is copied into the cache and moved to that version there
+# (go get pkg/v3 and sdk/v3 @v<version>, go mod tidy, from the module proxy); the repo's
+# go.mod/go.sum are never touched.
 #
 # Binaries are cached per version OUTSIDE the repo:
 #   ${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}/engine/v<version>/bin
@@ -47,19 +53,27 @@ command -v go >/dev/null || die "go is not on PATH; install Go >= 1.25 (the modu
 command -v node >/dev/null || die "node is not on PATH; install Node.js >= 20 and retry"
 
 # --- versions: package.json is the source of truth; go.mod and node_modules must agree ------
-version=$(node -p 'require(process.argv[1]).devDependencies["@pulumi/pulumi"]' "$repo/package.json")
-[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
-  die "package.json devDependencies[\"@pulumi/pulumi\"] is '$version'; it must be an exact version such as 3.248.0 so that CLI, language host and SDK match"
-for m in pkg sdk; do
-  pinned=$(awk -v m="github.com/pulumi/pulumi/$m/v3" '$1 == m { print $2; exit }' "$mod/go.mod")
-  [[ "$pinned" == "v$version" ]] ||
-    die "tools/pulumi-language-nodejs/go.mod requires github.com/pulumi/pulumi/$m/v3 '$pinned' but package.json pins @pulumi/pulumi $version; run: (cd tools/pulumi-language-nodejs && go get github.com/pulumi/pulumi/pkg/v3@v$version github.com/pulumi/pulumi/sdk/v3@v$version && go mod tidy)"
-done
-sdk_pkg="$repo/node_modules/@pulumi/pulumi/package.json"
-if [[ -f "$sdk_pkg" ]]; then
-  installed=$(node -p 'require(process.argv[1]).version' "$sdk_pkg")
-  [[ "$installed" == "$version" ]] ||
-    die "node_modules has @pulumi/pulumi $installed but package.json pins $version; run: npm ci"
+pinned_version() { # pkg|sdk -> the version tools/pulumi-language-nodejs/go.mod requires
+  awk -v m="github.com/pulumi/pulumi/$1/v3" '$1 == m { sub(/^v/, "", $2); print $2; exit }' "$mod/go.mod"
+}
+if [[ -n "${DPA_PULUMI_VERSION:-}" ]]; then
+  version=$DPA_PULUMI_VERSION
+  [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
+    die "DPA_PULUMI_VERSION is '$version'; it must be an exact version such as 3.276.0 (no leading v)"
+else
+  version=$(node -p 'require(process.argv[1]).devDependencies["@pulumi/pulumi"]' "$repo/package.json")
+  [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
+    die "package.json devDependencies[\"@pulumi/pulumi\"] is '$version'; it must be an exact version such as 3.248.0 so that CLI, language host and SDK match"
+  for m in pkg sdk; do
+    [[ "$(pinned_version $m)" == "$version" ]] ||
+      die "tools/pulumi-language-nodejs/go.mod requires github.com/pulumi/pulumi/$m/v3 'v$(pinned_version $m)' but package.json pins @pulumi/pulumi $version; run: (cd tools/pulumi-language-nodejs && go get github.com/pulumi/pulumi/pkg/v3@v$version github.com/pulumi/pulumi/sdk/v3@v$version && go mod tidy)"
+  done
+  sdk_pkg="$repo/node_modules/@pulumi/pulumi/package.json"
+  if [[ -f "$sdk_pkg" ]]; then
+    installed=$(node -p 'require(process.argv[1]).version' "$sdk_pkg")
+    [[ "$installed" == "$version" ]] ||
+      die "node_modules has @pulumi/pulumi $installed but package.json pins $version; run: npm ci"
+  fi
 fi
 
 cache_root="${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}"
@@ -81,12 +95,33 @@ fi
 
 go_version=$(go env GOVERSION)
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+build_log="$engine_dir/build.log"
+
+# Another version than go.mod pins: build from a copy of the module moved to that version.
+# The copy is made again when the repo's module (go.mod, go.sum, sources) or Go changes.
+if [[ "$(pinned_version pkg)" != "$version" || "$(pinned_version sdk)" != "$version" ]]; then
+  src="$engine_dir/src"
+  src_stamp="src $version $go_version $(cd "$mod" && hash_of go.mod go.sum ./*.go)"
+  if [[ ! -f "$src/go.sum" || "$(cat "$engine_dir/src.stamp" 2>/dev/null)" != "$src_stamp" ]]; then
+    t=$(date +%s.%N)
+    log "moving a copy of tools/pulumi-language-nodejs to Pulumi v$version (go get, go mod tidy)"
+    rm -rf "$src" && mkdir -p "$src" && cp "$mod"/go.mod "$mod"/go.sum "$mod"/*.go "$src"/
+    : >"$build_log"
+    if ! (cd "$src" && GOFLAGS=-mod=mod go get "github.com/pulumi/pulumi/pkg/v3@v$version" \
+      "github.com/pulumi/pulumi/sdk/v3@v$version" && GOFLAGS=-mod=mod go mod tidy) >>"$build_log" 2>&1; then
+      tail -n 40 "$build_log" >&2
+      die "could not move the language host module to Pulumi v$version in $src (full log: $build_log); is v$version served by the Go module proxy? (go list -m -versions github.com/pulumi/pulumi/pkg/v3)"
+    fi
+    echo "$src_stamp" >"$engine_dir/src.stamp"
+    log "module copy at v$version ready after $(elapsed "$t")"
+  fi
+  mod=$src
+fi
 deps_hash=$(cd "$mod" && hash_of go.mod go.sum)
 cli_stamp="cli $version $go_version $deps_hash"
 host_stamp="host $version $go_version $(cd "$mod" && hash_of go.mod go.sum ./*.go)"
 read_stamp() { cat "$engine_dir/$1.stamp" 2>/dev/null || true; }
 
-build_log="$engine_dir/build.log"
 run_logged() {
   if ! "$@" >>"$build_log" 2>&1; then
     tail -n 40 "$build_log" >&2

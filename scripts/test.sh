@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The one command that runs every test, on a fresh machine of this kind or a warm one:
-#   bash scripts/test.sh            # install what is missing, then lint, type-check, unit, lab, engine
+#   bash scripts/test.sh            # install what is missing, then lint, type-check, unit, lab, engine,
+#                                   # and the engine leg on the newest Pulumi and Node 24
 #   bash scripts/test.sh unit       # only the fast pure tests (no root needed)
 # It installs Debian packages (lab/setup.sh), npm dependencies (npm ci), the offline Pulumi engine
-# (scripts/engine.sh) and Docker 29 for the lab (lab/docker29.sh), both cached per version outside
-# the repo, then runs every suite even if an earlier one failed, and ends with one line
-# "N passed, N failed" counted over all jest suites.
+# (scripts/engine.sh), the newest-Pulumi leg's Node, engine and SDK (scripts/newest-leg.sh) and
+# Docker 29 for the lab (lab/docker29.sh), all cached per version outside the repo, then runs
+# every suite even if an earlier one failed, and ends with one line "N passed, N failed" counted
+# over all jest suites.
 # Lab and engine tests need root; they are never skipped: without root this script fails.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -29,6 +31,8 @@ if [ "$only" = all ]; then
   step "install: the Pulumi engine (cached)"
   bash scripts/engine.sh || { echo "scripts/engine.sh failed"; exit 1; }
   eval "$(bash scripts/engine.sh --env)"
+  step "install: Node 24 and the newest Pulumi for the second engine leg (cached)"
+  bash scripts/newest-leg.sh --install || { echo "scripts/newest-leg.sh --install failed"; exit 1; }
   step "install: Docker 29 for the lab (cached)"
   bash lab/docker29.sh || { echo "lab/docker29.sh failed"; exit 1; }
   # A previous run that was killed may have left a lab behind: remove the labs whose owner
@@ -45,24 +49,30 @@ npx tsc --noEmit -p . || fail "tsc"
 
 # Each project has a bound (minutes): a test that leaves a process or handle open keeps jest
 # from exiting, and that must fail this run with its name, not run into CI's own limit. The
-# bounds are about 3x a warm run on 2 cores (unit ~1 min, lab ~10, engine ~8).
-run_jest() { # project, minutes, extra args...
-  local project=$1 minutes=$2 rc; shift 2
-  step "jest: $project"
-  timeout --kill-after=30 "$((minutes * 60))" node_modules/.bin/jest --selectProjects "$project" \
-    --json --outputFile="$out/$project.json" "$@"
+# bounds are about 3x a warm run on 2 cores (unit ~1 min, lab ~10, engine ~8, newest leg ~2.5).
+run_bounded() { # name, minutes, jest command... (its report goes to $out/<name>.json)
+  local name=$1 minutes=$2 rc; shift 2
+  step "jest: $name"
+  timeout --kill-after=30 "$((minutes * 60))" "$@" --json --outputFile="$out/$name.json"
   rc=$?
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-    fail "jest $project did not end within $minutes min (a test left a process or handle open?)"
+    fail "jest $name did not end within $minutes min (a test left a process or handle open?)"
   elif [ "$rc" != 0 ]; then
-    fail "jest $project"
+    fail "jest $name"
   fi
+}
+run_jest() { # project, minutes, extra args...
+  local project=$1 minutes=$2; shift 2
+  run_bounded "$project" "$minutes" node_modules/.bin/jest --selectProjects "$project" "$@"
 }
 run_jest unit 10
 if [ "$only" = all ]; then
   # Labs are isolated from each other, but dockerd and the engine are heavy on 2 cores.
   run_jest lab 35 --maxWorkers=2
   run_jest engine 25 --runInBand
+  # The second leg: engine, lifecycle and portable-state tests on Node 24 with the newest
+  # @pulumi/pulumi, CLI and language host (package.json's peer range rests on both legs).
+  run_bounded engine-newest-pulumi 8 bash scripts/newest-leg.sh
   # Every test tears its lab down; whatever is left now is a leak. In CI nothing else runs on the
   # machine, so any lab namespace left is ours and fails the run.
   step "lab tear-down check"
