@@ -3,7 +3,7 @@
  * for users who do not write TypeScript.
  *
  * Pure: no @pulumi/pulumi, no I/O. The program reads the raw values and hands them to
- * {@link parseStackConfig}; this module returns either the {@link DockerPortAllowlistFleetArgs} to
+ * {@link parseStackConfig}; this module returns either the {@link DockerPortAllowlistFleetPlainArgs} to
  * build, or every problem at once, each naming the full config key the way
  * `pulumi config set --path` spells it (`docker-port-allowlist:hosts[1].connection.host`), the bad
  * value, what is allowed and how to fix it. Nothing invalid ever reaches a host.
@@ -32,7 +32,11 @@ import {
   type Issue,
   type LeafCheck,
 } from "../provider/core";
-import type { DockerPortAllowlistFleetArgs, FleetHostArgs, FleetPolicyArgs } from "../provider/pulumi/fleet";
+import type {
+  DockerPortAllowlistFleetPlainArgs,
+  FleetHostPlainArgs,
+  FleetPolicyPlainArgs,
+} from "../provider/pulumi/fleet";
 
 export { CONFIG_NAMESPACE } from "./config-reference";
 
@@ -284,7 +288,7 @@ function allowedKeysAt(path: readonly PropertyKey[]): string[] {
 export function parseStackConfig(
   raw: Readonly<Record<string, unknown>>,
   namespace = CONFIG_NAMESPACE,
-): { ok: true; fleet: DockerPortAllowlistFleetArgs } | { ok: false; issues: ConfigIssue[] } {
+): { ok: true; fleet: DockerPortAllowlistFleetPlainArgs } | { ok: false; issues: ConfigIssue[] } {
   const parsed = stackSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     return { ok: false, issues: parsed.error.issues.flatMap((i) => describe(i, namespace)) };
@@ -313,14 +317,14 @@ export function parseStackConfig(
 export function loadStackConfig(
   raw: Readonly<Record<string, unknown>>,
   namespace = CONFIG_NAMESPACE,
-): DockerPortAllowlistFleetArgs {
+): DockerPortAllowlistFleetPlainArgs {
   const result = parseStackConfig(raw, namespace);
   if (!result.ok) throw new ConfigError(result.issues);
   return result.fleet;
 }
 
 /** A host whose merged connection has no credential cannot log in. */
-function loginIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
+function loginIssues(fleet: DockerPortAllowlistFleetPlainArgs): Issue[] {
   const issues: Issue[] = [];
   fleet.hosts.forEach((host, h) => {
     const c = { ...fleet.connection, ...host.connection };
@@ -340,8 +344,8 @@ function loginIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
  * Core's checks between a policy's fields (ipv6 and sources against originalDestination), for
  * each policy and for each host's extra sources of it.
  */
-function sourceFamilyIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
-  const destination = (p: FleetPolicyArgs) => {
+function sourceFamilyIssues(fleet: DockerPortAllowlistFleetPlainArgs): Issue[] {
+  const destination = (p: FleetPolicyPlainArgs) => {
     const d = L.originalDestination(p.originalDestination);
     return d.ok ? d.value : undefined;
   };
@@ -364,9 +368,9 @@ function sourceFamilyIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
   return issues;
 }
 
-function toFleetArgs(cfg: StackInput): DockerPortAllowlistFleetArgs {
-  const policies = cfg.policies.map((p) => ({ ...p })) as FleetPolicyArgs[];
-  const hosts: FleetHostArgs[] = cfg.hosts.map((h) => ({
+function toFleetArgs(cfg: StackInput): DockerPortAllowlistFleetPlainArgs {
+  const policies = cfg.policies.map((p) => ({ ...p })) as FleetPolicyPlainArgs[];
+  const hosts: FleetHostPlainArgs[] = cfg.hosts.map((h) => ({
     name: h.name,
     connection: h.connection as Partial<ConnectionArgs> & { host: string },
     ...(h.policies ? { policies: h.policies } : {}),
