@@ -281,6 +281,15 @@ function allowedKeysAt(path: readonly PropertyKey[]): string[] {
   return [...new Set(keys)].filter((k) => !excluded.includes(k));
 }
 
+/** What the checks take from the environment the program (and so the provider) runs in. */
+export interface StackConfigEnv {
+  /**
+   * `$SSH_AUTH_SOCK`: where set, a connection without a credential logs in with that ssh-agent, as
+   * with `@pulumi/command`. @default - unset: every host needs a credential
+   */
+  readonly sshAuthSock?: string;
+}
+
 /**
  * Validates the raw stack config (keys without the namespace, values as Pulumi returns them) and builds
  * the fleet arguments. Never throws; see {@link loadStackConfig}.
@@ -288,6 +297,7 @@ function allowedKeysAt(path: readonly PropertyKey[]): string[] {
 export function parseStackConfig(
   raw: Readonly<Record<string, unknown>>,
   namespace = CONFIG_NAMESPACE,
+  env: StackConfigEnv = {},
 ): { ok: true; fleet: DockerPortAllowlistFleetPlainArgs } | { ok: false; issues: ConfigIssue[] } {
   const parsed = stackSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
@@ -299,7 +309,7 @@ export function parseStackConfig(
   if (issues.length === 0) {
     issues.push(
       ...fleetReferenceIssues(fleet),
-      ...loginIssues(fleet),
+      ...(env.sshAuthSock ? [] : loginIssues(fleet)),
       ...policyOverlaps(fleet),
       ...sourceFamilyIssues(fleet),
     );
@@ -317,8 +327,9 @@ export function parseStackConfig(
 export function loadStackConfig(
   raw: Readonly<Record<string, unknown>>,
   namespace = CONFIG_NAMESPACE,
+  env: StackConfigEnv = {},
 ): DockerPortAllowlistFleetPlainArgs {
-  const result = parseStackConfig(raw, namespace);
+  const result = parseStackConfig(raw, namespace, env);
   if (!result.ok) throw new ConfigError(result.issues);
   return result.fleet;
 }
@@ -333,7 +344,7 @@ function loginIssues(fleet: DockerPortAllowlistFleetPlainArgs): Issue[] {
         path: ["hosts", h, "connection"],
         reason:
           "has no way to log in: set privateKey or password (with --secret) or agentSocketPath, " +
-          `here or for every host in ${CONFIG_NAMESPACE}:connection`,
+          `here or for every host in ${CONFIG_NAMESPACE}:connection (or run with an ssh-agent in $SSH_AUTH_SOCK)`,
       });
     }
   });
