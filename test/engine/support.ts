@@ -298,6 +298,16 @@ export class PulumiProject {
                 ? {}
                 : { "docker-port-allowlist": `file:${options.packageTarball}` }),
             },
+            // What `pulumi new typescript` puts there: the engine then compiles the program with this
+            // TypeScript (its vendored one is 3.x and cannot read the ES2022 settings below).
+            ...(options.packageTarball === undefined
+              ? {}
+              : {
+                  devDependencies: {
+                    typescript: repoVersion("typescript"),
+                    "@types/node": repoVersion("@types/node"),
+                  },
+                }),
           },
           null,
           2,
@@ -536,6 +546,12 @@ function installPackage(nodeModules: string): void {
   for (const f of pkg.files) {
     fs.cpSync(path.join(repoRoot, f), path.join(pkgDir, f), { recursive: true });
   }
+}
+
+/** The version of a package installed in the repository's node_modules (so npm finds it in its cache). */
+function repoVersion(name: string): string {
+  const file = path.join(repoRoot, "node_modules", name, "package.json");
+  return (JSON.parse(fs.readFileSync(file, "utf8")) as { version: string }).version;
 }
 
 /** Runs npm in `cwd`; throws with its output when it fails. */
