@@ -169,6 +169,9 @@ describe("the packed package", () => {
     await proj.setConfig("perDialTimeout", "20");
     const preview = await timed("preview of the edit", () => proj.preview());
     const text = preview.stdout + preview.stderr;
+    // For the record in the test log: what a user sees for the connection.
+    const shown = text.split("\n").filter((l) => /connection|perDialTimeout|privateKey|host\s*:/.test(l));
+    process.stdout.write(`preview --diff of a connection edit:\n${shown.join("\n")}\n`);
     expect(text).toMatch(/perDialTimeout\s*:\s*15 => 20/);
     expect(text).not.toContain(lab.clientKey.privateKey.split("\n")[1]);
     expect(text).not.toMatch(/connection\s*:\s*\[secret\] => \[secret\]/);
