@@ -9,6 +9,7 @@ import {
   type RolloutArgs,
 } from "../../provider/pulumi/fleet";
 import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
+import { recordRegistrations, type Registered } from "./support/mocks";
 
 const hosts = (n: number) => Array.from({ length: n }, (_, i) => `h${i + 1}`);
 
@@ -148,20 +149,9 @@ describe("planRollout", () => {
 describe("DockerPortAllowlistFleet", () => {
   // Mocks record what the fleet registers; ordering between batches is proven with the real engine
   // in test/engine/examples.test.ts (mocks do not see dependsOn).
-  const registered: { type: string; name: string; inputs: Record<string, unknown> }[] = [];
+  let registered: Registered[] = [];
   beforeAll(() => {
-    pulumi.runtime.setMocks(
-      {
-        newResource: (args) => {
-          registered.push({ type: args.type, name: args.name, inputs: args.inputs });
-          return { id: `${args.name}-id`, state: args.inputs };
-        },
-        call: (args) => args.inputs,
-      },
-      "project",
-      "stack",
-      false,
-    );
+    registered = recordRegistrations();
   });
 
   const fleetArgs = (): DockerPortAllowlistFleetArgs => ({

@@ -16,21 +16,11 @@ import {
   DockerPortAllowlist,
   type DockerPortAllowlistArgs,
 } from "../../provider/pulumi/resource";
+import { recordRegistrations, type Registered } from "./support/mocks";
 
-const registered: { type: string; name: string; inputs: Record<string, unknown> }[] = [];
+let registered: Registered[] = [];
 beforeAll(() => {
-  pulumi.runtime.setMocks(
-    {
-      newResource: (args) => {
-        registered.push({ type: args.type, name: args.name, inputs: args.inputs });
-        return { id: `${args.name}-id`, state: args.inputs };
-      },
-      call: (args) => args.inputs,
-    },
-    "project",
-    "stack",
-    false,
-  );
+  registered = recordRegistrations();
 });
 
 /** The inputs the engine would receive for `resource`, once it is registered. */
