@@ -28,14 +28,16 @@ import type { DockerBridges, OperationReport, RuleLines } from "./lifecycle";
  */
 export type DockerPortAllowlistArgs = InputsOf<DockerPortAllowlistPlainArgs>;
 
-/**
- * The type token of every allowlist in previews, state and policy packs: Pulumi's dynamic-provider
- * package (the engine runs every dynamic resource through it), this package's module and class name.
- */
-export const DOCKER_PORT_ALLOWLIST_TYPE = "pulumi-nodejs:dynamic/docker-port-allowlist:DockerPortAllowlist";
-// The module and type arguments of `dynamic.Resource` that make that token.
+// The module and type arguments of `dynamic.Resource`: they make the token below.
 const MODULE = "docker-port-allowlist";
 const TYPE = "DockerPortAllowlist";
+
+/**
+ * The type token of every allowlist in previews, state and policy packs:
+ * `pulumi-nodejs:dynamic/docker-port-allowlist:DockerPortAllowlist`, i.e. Pulumi's dynamic-provider
+ * package (the engine runs every dynamic resource through it), this package's name and the class name.
+ */
+export const DOCKER_PORT_ALLOWLIST_TYPE = `pulumi-nodejs:dynamic/${MODULE}:${TYPE}`;
 
 /** The token of allowlists made by 0.1.x, the same for every dynamic resource: an alias of the new one. */
 const UNNAMED_DYNAMIC_TYPE = "pulumi-nodejs:dynamic:Resource";
