@@ -62,8 +62,8 @@ const connectionDocs = (prefix: string): ConfigKeyDoc[] => [
   {
     key: `${prefix}.agentSocketPath`,
     type: "string",
-    default: "none",
-    doc: "Path of an ssh-agent socket (e.g. the value of `$SSH_AUTH_SOCK`).",
+    default: "`$SSH_AUTH_SOCK` when set",
+    doc: "Path of an ssh-agent socket, tried after `privateKey` and `password`. Unset: the agent in the `pulumi` command's `$SSH_AUTH_SOCK`, as with `@pulumi/command`.",
   },
   {
     key: `${prefix}.hostKey`,

@@ -3,7 +3,7 @@
  * for users who do not write TypeScript.
  *
  * Pure: no @pulumi/pulumi, no I/O. The program reads the raw values and hands them to
- * {@link parseStackConfig}; this module returns either the {@link DockerPortAllowlistFleetArgs} to
+ * {@link parseStackConfig}; this module returns either the {@link DockerPortAllowlistFleetPlainArgs} to
  * build, or every problem at once, each naming the full config key the way
  * `pulumi config set --path` spells it (`docker-port-allowlist:hosts[1].connection.host`), the bad
  * value, what is allowed and how to fix it. Nothing invalid ever reaches a host.
@@ -32,7 +32,11 @@ import {
   type Issue,
   type LeafCheck,
 } from "../provider/core";
-import type { DockerPortAllowlistFleetArgs, FleetHostArgs, FleetPolicyArgs } from "../provider/pulumi/fleet";
+import type {
+  DockerPortAllowlistFleetPlainArgs,
+  FleetHostPlainArgs,
+  FleetPolicyPlainArgs,
+} from "../provider/pulumi/fleet";
 
 export { CONFIG_NAMESPACE } from "./config-reference";
 
@@ -277,6 +281,15 @@ function allowedKeysAt(path: readonly PropertyKey[]): string[] {
   return [...new Set(keys)].filter((k) => !excluded.includes(k));
 }
 
+/** What the checks take from the environment the program (and so the provider) runs in. */
+export interface StackConfigEnv {
+  /**
+   * `$SSH_AUTH_SOCK`: where set, a connection without a credential logs in with that ssh-agent, as
+   * with `@pulumi/command`. @default - unset: every host needs a credential
+   */
+  readonly sshAuthSock?: string;
+}
+
 /**
  * Validates the raw stack config (keys without the namespace, values as Pulumi returns them) and builds
  * the fleet arguments. Never throws; see {@link loadStackConfig}.
@@ -284,7 +297,8 @@ function allowedKeysAt(path: readonly PropertyKey[]): string[] {
 export function parseStackConfig(
   raw: Readonly<Record<string, unknown>>,
   namespace = CONFIG_NAMESPACE,
-): { ok: true; fleet: DockerPortAllowlistFleetArgs } | { ok: false; issues: ConfigIssue[] } {
+  env: StackConfigEnv = {},
+): { ok: true; fleet: DockerPortAllowlistFleetPlainArgs } | { ok: false; issues: ConfigIssue[] } {
   const parsed = stackSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     return { ok: false, issues: parsed.error.issues.flatMap((i) => describe(i, namespace)) };
@@ -295,7 +309,7 @@ export function parseStackConfig(
   if (issues.length === 0) {
     issues.push(
       ...fleetReferenceIssues(fleet),
-      ...loginIssues(fleet),
+      ...(env.sshAuthSock ? [] : loginIssues(fleet)),
       ...policyOverlaps(fleet),
       ...sourceFamilyIssues(fleet),
     );
@@ -313,14 +327,15 @@ export function parseStackConfig(
 export function loadStackConfig(
   raw: Readonly<Record<string, unknown>>,
   namespace = CONFIG_NAMESPACE,
-): DockerPortAllowlistFleetArgs {
-  const result = parseStackConfig(raw, namespace);
+  env: StackConfigEnv = {},
+): DockerPortAllowlistFleetPlainArgs {
+  const result = parseStackConfig(raw, namespace, env);
   if (!result.ok) throw new ConfigError(result.issues);
   return result.fleet;
 }
 
 /** A host whose merged connection has no credential cannot log in. */
-function loginIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
+function loginIssues(fleet: DockerPortAllowlistFleetPlainArgs): Issue[] {
   const issues: Issue[] = [];
   fleet.hosts.forEach((host, h) => {
     const c = { ...fleet.connection, ...host.connection };
@@ -329,7 +344,7 @@ function loginIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
         path: ["hosts", h, "connection"],
         reason:
           "has no way to log in: set privateKey or password (with --secret) or agentSocketPath, " +
-          `here or for every host in ${CONFIG_NAMESPACE}:connection`,
+          `here or for every host in ${CONFIG_NAMESPACE}:connection (or run with an ssh-agent in $SSH_AUTH_SOCK)`,
       });
     }
   });
@@ -340,8 +355,8 @@ function loginIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
  * Core's checks between a policy's fields (ipv6 and sources against originalDestination), for
  * each policy and for each host's extra sources of it.
  */
-function sourceFamilyIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
-  const destination = (p: FleetPolicyArgs) => {
+function sourceFamilyIssues(fleet: DockerPortAllowlistFleetPlainArgs): Issue[] {
+  const destination = (p: FleetPolicyPlainArgs) => {
     const d = L.originalDestination(p.originalDestination);
     return d.ok ? d.value : undefined;
   };
@@ -364,9 +379,9 @@ function sourceFamilyIssues(fleet: DockerPortAllowlistFleetArgs): Issue[] {
   return issues;
 }
 
-function toFleetArgs(cfg: StackInput): DockerPortAllowlistFleetArgs {
-  const policies = cfg.policies.map((p) => ({ ...p })) as FleetPolicyArgs[];
-  const hosts: FleetHostArgs[] = cfg.hosts.map((h) => ({
+function toFleetArgs(cfg: StackInput): DockerPortAllowlistFleetPlainArgs {
+  const policies = cfg.policies.map((p) => ({ ...p })) as FleetPolicyPlainArgs[];
+  const hosts: FleetHostPlainArgs[] = cfg.hosts.map((h) => ({
     name: h.name,
     connection: h.connection as Partial<ConnectionArgs> & { host: string },
     ...(h.policies ? { policies: h.policies } : {}),

@@ -37,7 +37,7 @@ function rawConfig(): Record<string, unknown> {
 
 function load() {
   try {
-    return loadStackConfig(rawConfig());
+    return loadStackConfig(rawConfig(), undefined, { sshAuthSock: process.env.SSH_AUTH_SOCK });
   } catch (e) {
     // RunError: Pulumi prints the message alone, without a stack trace of this program.
     if (ConfigError.isInstance(e)) throw new pulumi.RunError(e.message);

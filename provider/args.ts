@@ -28,7 +28,10 @@ export interface ConnectionArgs {
   readonly privateKey?: string;
   /** Passphrase of `privateKey`. Stored as a secret. */
   readonly privateKeyPassword?: string;
-  /** Path of an ssh-agent socket (e.g. `$SSH_AUTH_SOCK`). */
+  /**
+   * Path of an ssh-agent socket, tried after `privateKey` and `password`.
+   * @default - the agent in `$SSH_AUTH_SOCK` of the `pulumi` command, when set (as `@pulumi/command` does)
+   */
   readonly agentSocketPath?: string;
   /** A jump host to connect through (like `ssh -J`). */
   readonly proxy?: ProxyConnectionArgs;

@@ -4,7 +4,12 @@
  * Public API: the {@link DockerPortAllowlist} resource, its argument types, and the pieces
  * other tools may reuse (the pure core and the SSH edge's error class).
  */
-export { DockerPortAllowlist, type DockerPortAllowlistArgs } from "./pulumi/resource";
+export {
+  DockerPortAllowlist,
+  DOCKER_PORT_ALLOWLIST_TYPE,
+  type DockerPortAllowlistArgs,
+} from "./pulumi/resource";
+export type { InputOf, InputsOf } from "./pulumi/inputs";
 export type {
   ConnectionArgs,
   ProxyConnectionArgs,
@@ -22,8 +27,11 @@ export {
   FleetError,
   planRollout,
   type DockerPortAllowlistFleetArgs,
+  type DockerPortAllowlistFleetPlainArgs,
   type FleetConnectionArgs,
   type FleetHostArgs,
+  type FleetHostPlainArgs,
   type FleetPolicyArgs,
+  type FleetPolicyPlainArgs,
   type RolloutArgs,
 } from "./pulumi/fleet";

@@ -112,6 +112,21 @@ export function shellQuote(word: string): string {
   return "'" + word.replace(/'/g, "'\\''") + "'";
 }
 
+/**
+ * The ssh-agent a connection tries after its key and password: `agentSocketPath`, else the agent of
+ * the provider's environment (`$SSH_AUTH_SOCK`, which the provider process inherits from the
+ * `pulumi` command), as `@pulumi/command` does. An agent that cannot be reached only fails the
+ * login when nothing else works, and the message then names it.
+ */
+export function agentOf(
+  conn: Pick<ProxyConnectionArgs, "agentSocketPath">,
+  env: NodeJS.ProcessEnv = process.env,
+): { readonly path: string; readonly from: "agentSocketPath" | "$SSH_AUTH_SOCK" } | undefined {
+  if (conn.agentSocketPath !== undefined) return { path: conn.agentSocketPath, from: "agentSocketPath" };
+  const sock = env.SSH_AUTH_SOCK;
+  return sock ? { path: sock, from: "$SSH_AUTH_SOCK" } : undefined;
+}
+
 function label(conn: ProxyConnectionArgs): string {
   return `${conn.user ?? DEFAULT_USER}@${conn.host}:${conn.port ?? DEFAULT_PORT}`;
 }
@@ -263,6 +278,8 @@ export class SshSession implements HostExec {
       (sock) =>
         new Promise<Client>((resolve, reject) => {
           const client = new SshClient();
+          const agent = agentOf(conn);
+          let agentProblem: string | undefined;
           let settled = false;
           const finish = (err: Error | undefined) => {
             if (settled) return;
@@ -299,11 +316,16 @@ export class SshSession implements HostExec {
                   { host, kind: "host-key", cause: err },
                 ),
               );
+            } else if (err.level === "agent") {
+              // ssh2 goes on with the next method; the agent's problem is told if none works.
+              agentProblem = err.message;
             } else if (err.level === "client-authentication") {
               const methods = [
                 conn.privateKey !== undefined ? "privateKey" : undefined,
                 conn.password !== undefined ? "password" : undefined,
-                conn.agentSocketPath !== undefined ? "agentSocketPath" : undefined,
+                agent === undefined
+                  ? undefined
+                  : `${agent.from} (${agent.path}${agentProblem === undefined ? "" : `: ${agentProblem}`})`,
               ].filter((m) => m !== undefined);
               finish(
                 new HostError(
@@ -334,7 +356,7 @@ export class SshSession implements HostExec {
           if (conn.password !== undefined) config.password = conn.password;
           if (conn.privateKey !== undefined) config.privateKey = conn.privateKey;
           if (conn.privateKeyPassword !== undefined) config.passphrase = conn.privateKeyPassword;
-          if (conn.agentSocketPath !== undefined) config.agent = conn.agentSocketPath;
+          if (agent !== undefined) config.agent = agent.path;
           try {
             client.connect(config);
           } catch (err) {

@@ -17,15 +17,22 @@ import * as pulumi from "@pulumi/pulumi";
 
 import type { AllowlistArgs, ConnectionArgs, PersistenceArgs } from "../args";
 import { fleetIssues, propertyPath, rolloutIssues, type Issue, type RolloutArgs } from "../core";
+import type { InputOf, InputsOf } from "./inputs";
 import { DockerPortAllowlist } from "./resource";
 
 export type { RolloutArgs } from "../core";
 
-/** Connection fields as the fleet takes them: each may be a Pulumi Input (e.g. `pulumi.secret(key)`). */
-export type FleetConnectionArgs = { readonly [K in keyof ConnectionArgs]?: pulumi.Input<ConnectionArgs[K]> };
+/**
+ * Connection fields as the fleet takes them: each may be a Pulumi Input (e.g. `pulumi.secret(key)`),
+ * the jump host's fields too.
+ */
+export type FleetConnectionArgs = InputsOf<Partial<ConnectionArgs>>;
 
-/** A named allowlist policy. Its name is also the rule name on every host (chain `DPA-<name>`). */
-export interface FleetPolicyArgs extends Omit<AllowlistArgs, "ruleName"> {
+/**
+ * A named allowlist policy. Its name is also the rule name on every host (chain `DPA-<name>`). Its
+ * other fields may be Pulumi Inputs at every level (`sources: [eip.publicIp]`).
+ */
+export interface FleetPolicyArgs extends InputsOf<Omit<AllowlistArgs, "ruleName">> {
   /**
    * Name of the policy. Becomes the `ruleName` on every host, so it must follow the same rules:
    * letters, digits, `_` and `-`, at most 24 characters, unique within the fleet.
@@ -52,9 +59,10 @@ export interface FleetHostArgs {
   readonly policies?: readonly string[];
   /**
    * Sources allowed on this host in addition to a policy's own `sources`, keyed by policy name.
+   * Each list, and each source in it, may be a Pulumi Input.
    * @default - none
    */
-  readonly extraSources?: Readonly<Record<string, readonly string[]>>;
+  readonly extraSources?: Readonly<Record<string, InputOf<readonly string[]>>>;
 }
 
 /** Everything `new DockerPortAllowlistFleet(name, args)` takes. */
@@ -72,6 +80,31 @@ export interface DockerPortAllowlistFleetArgs {
   /** @default - no canaries, all hosts in one batch */
   readonly rollout?: RolloutArgs;
   /** Persistence settings for every host. @default - persist to /etc/iptables/rules.v4 and rules.v6 */
+  readonly persistence?: InputsOf<PersistenceArgs>;
+}
+
+/** {@link FleetPolicyArgs} with plain values only. */
+export interface FleetPolicyPlainArgs extends Omit<AllowlistArgs, "ruleName"> {
+  readonly name: string;
+}
+
+/** {@link FleetHostArgs} with plain values only. */
+export interface FleetHostPlainArgs extends Omit<FleetHostArgs, "connection" | "extraSources"> {
+  readonly connection: Partial<ConnectionArgs> & { readonly host: string };
+  readonly extraSources?: Readonly<Record<string, readonly string[]>>;
+}
+
+/**
+ * {@link DockerPortAllowlistFleetArgs} with plain values only, e.g. as read from stack config (the
+ * root program); every such value is also a valid {@link DockerPortAllowlistFleetArgs}.
+ */
+export interface DockerPortAllowlistFleetPlainArgs extends Omit<
+  DockerPortAllowlistFleetArgs,
+  "policies" | "hosts" | "connection" | "persistence"
+> {
+  readonly policies: readonly FleetPolicyPlainArgs[];
+  readonly hosts: readonly FleetHostPlainArgs[];
+  readonly connection?: Omit<Partial<ConnectionArgs>, "host">;
   readonly persistence?: PersistenceArgs;
 }
 
@@ -117,6 +150,21 @@ export function planRollout(hostNames: readonly string[], rollout: RolloutArgs =
   const size = batchSize ?? Math.max(rest.length, 1);
   for (let i = 0; i < rest.length; i += size) batches.push(rest.slice(i, i + size));
   return batches;
+}
+
+/**
+ * A policy's sources followed by a host's extra ones. Plain lists stay plain lists (their elements
+ * may be Inputs), so a preview still sees each known source; a list that is itself an Output or a
+ * Promise makes the result one Output.
+ */
+function concatSources(
+  own: InputOf<readonly string[]>,
+  extra: InputOf<readonly string[]> | undefined,
+): InputOf<readonly string[]> {
+  if (extra === undefined) return own;
+  if (Array.isArray(own) && Array.isArray(extra))
+    return [...(own as unknown[]), ...(extra as unknown[])] as InputOf<readonly string[]>;
+  return pulumi.all([own, extra]).apply(([a, b]) => [...a, ...b]);
 }
 
 /**
@@ -179,7 +227,7 @@ export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
             {
               ...allowlist,
               ...args.persistence,
-              sources: [...policy.sources, ...(host.extraSources?.[policyName] ?? [])],
+              sources: concatSources(policy.sources, host.extraSources?.[policyName]),
               ruleName: policyName,
               connection,
             },

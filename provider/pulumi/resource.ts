@@ -16,30 +16,78 @@
  * DOCKER-USER first (`hostFindings`).
  */
 import * as pulumi from "@pulumi/pulumi";
-import type { DockerPortAllowlistPlainArgs, ConnectionArgs } from "../args";
+import type { DockerPortAllowlistPlainArgs, ConnectionArgs, ProxyConnectionArgs } from "../args";
 import { dockerPortAllowlistProvider } from "./dynamic";
+import type { InputOf, InputsOf } from "./inputs";
 import type { DockerBridges, OperationReport, RuleLines } from "./lifecycle";
 
-/** Every field may be a Pulumi Input; nested connection fields too. */
-export type DockerPortAllowlistArgs = {
-  readonly [K in keyof Omit<DockerPortAllowlistPlainArgs, "connection">]: pulumi.Input<
-    DockerPortAllowlistPlainArgs[K]
-  >;
-} & {
-  /** How to reach the host. Changing `host` or `port` replaces the resource. */
-  readonly connection: pulumi.Input<
-    pulumi.Unwrap<ConnectionArgs> | { readonly [K in keyof ConnectionArgs]: pulumi.Input<ConnectionArgs[K]> }
-  >;
-};
+/**
+ * Every field may be a Pulumi Input, at every level: `sources: [eip.publicIp, "198.18.1.0/24"]`,
+ * `connection: { host: server.ipv4, privateKey: cfg.requireSecret("key") }`. A connection written
+ * for `@pulumi/command`'s `remote.Command` is accepted as it is.
+ */
+export type DockerPortAllowlistArgs = InputsOf<DockerPortAllowlistPlainArgs>;
 
+// The module and type arguments of `dynamic.Resource`: they make the token below.
+const MODULE = "docker-port-allowlist";
+const TYPE = "DockerPortAllowlist";
+
+/**
+ * The type token of every allowlist in previews, state and policy packs:
+ * `pulumi-nodejs:dynamic/docker-port-allowlist:DockerPortAllowlist`, i.e. Pulumi's dynamic-provider
+ * package (the engine runs every dynamic resource through it), this package's name and the class name.
+ */
+export const DOCKER_PORT_ALLOWLIST_TYPE = `pulumi-nodejs:dynamic/${MODULE}:${TYPE}`;
+
+/** The token of allowlists made by 0.1.x, the same for every dynamic resource: an alias of the new one. */
+const UNNAMED_DYNAMIC_TYPE = "pulumi-nodejs:dynamic:Resource";
+
+/** The credentials of a connection (and of its jump host): kept secret in state and in diffs. */
 const SECRET_FIELDS = ["password", "privateKey", "privateKeyPassword"] as const;
 
+type Connection = InputOf<ConnectionArgs>;
+
+function isOutputOrPromise(v: unknown): boolean {
+  return pulumi.Output.isInstance(v) || v instanceof Promise;
+}
+
 function carriesSecret(c: Record<string, unknown> | undefined): boolean {
-  if (c === undefined) return false;
+  if (c === undefined || c === null) return false;
   return (
     SECRET_FIELDS.some((k) => c[k] !== undefined) ||
     carriesSecret(c.proxy as Record<string, unknown> | undefined)
   );
+}
+
+/** `value` as a secret when it is set; unset stays unset (no secret `null` reaches the provider). */
+function secretIfSet(value: pulumi.Input<string> | undefined): pulumi.Input<string> | undefined {
+  if (value === undefined) return undefined;
+  return pulumi.output(value).apply((v) => (v === undefined || v === null ? v : pulumi.secret(v)));
+}
+
+/**
+ * The connection with its credentials secret, field by field, so that a change of a non-secret
+ * field (`host`, `port`, `user`, `hostKey`...) shows in `pulumi preview --diff` by name while keys
+ * and passwords stay `[secret]` (the engine carries each field's secrecy into the outputs). A
+ * connection given as one Output or Promise cannot be taken apart before it resolves: it becomes
+ * one secret when it carries a credential.
+ */
+function withSecretCredentials(
+  c: Connection | InputOf<ProxyConnectionArgs> | undefined,
+): pulumi.Input<unknown> {
+  if (c === undefined) return undefined;
+  if (isOutputOrPromise(c)) {
+    return pulumi.output(c).apply((plain) => {
+      const fields = plain as unknown as Record<string, unknown>;
+      return carriesSecret(fields) ? pulumi.secret(fields) : fields;
+    });
+  }
+  const fields = { ...(c as Record<string, unknown>) };
+  for (const k of SECRET_FIELDS) {
+    if (fields[k] !== undefined) fields[k] = secretIfSet(fields[k] as pulumi.Input<string>);
+  }
+  if (fields.proxy !== undefined) fields.proxy = withSecretCredentials(fields.proxy as Connection);
+  return fields;
 }
 
 export class DockerPortAllowlist extends pulumi.dynamic.Resource {
@@ -81,13 +129,8 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   declare public readonly proxyHostKeyFingerprint: pulumi.Output<string | undefined>;
 
   constructor(name: string, args: DockerPortAllowlistArgs, opts?: pulumi.CustomResourceOptions) {
-    // The whole connection becomes a secret when it carries a credential: the provider process
-    // receives plain values, and the engine marks the `connection` output secret again, so
-    // neither the state's inputs nor its outputs hold the key or password in plain text.
-    const connection = pulumi.output(args.connection).apply((c) => {
-      const plain = c as unknown as Record<string, unknown>;
-      return carriesSecret(plain) ? pulumi.secret(plain) : pulumi.output(plain);
-    });
+    // Credentials are secret in the state's inputs and outputs; the rest of the connection is not.
+    const connection = withSecretCredentials(args.connection);
     const pins = pulumi.output(args.connection).apply((c) => {
       const conn = c as ConnectionArgs;
       return {
@@ -118,7 +161,10 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
         hostKeyFingerprint: undefined,
         proxyHostKeyFingerprint: undefined,
       },
-      { ...opts, additionalSecretOutputs: [...(opts?.additionalSecretOutputs ?? []), "connection"] },
+      // Allowlists made by 0.1.x carry the generic token: the alias moves them without a replacement.
+      { ...opts, aliases: [...(opts?.aliases ?? []), { type: UNNAMED_DYNAMIC_TYPE }] },
+      MODULE,
+      TYPE,
     );
     // Findings about the host (fail-open FORWARD chain, foreign rules deciding before ours...)
     // become warnings of this resource, so `pulumi up` shows them, not only the state.

@@ -5,6 +5,7 @@
  */
 import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
 import { buildPackage, PulumiProject } from "./support";
+import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
 
 jest.setTimeout(900_000);
 
@@ -62,7 +63,7 @@ beforeAll(async () => {
 afterEach(async () => {
   expect(await hostState(good)).toBe(before.good);
   expect(await hostState(noDockerUser)).toBe(before.noDockerUser);
-  expect((await proj.resources("pulumi-nodejs:dynamic:Resource")).length).toBe(0);
+  expect((await proj.resources(DOCKER_PORT_ALLOWLIST_TYPE)).length).toBe(0);
 });
 
 afterAll(async () => {

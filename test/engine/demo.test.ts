@@ -8,6 +8,7 @@ import * as path from "path";
 
 import { runDemo, type DemoResult } from "../../scripts/demo";
 import { buildPackage, PulumiProject, repoRoot } from "./support";
+import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
 
 jest.setTimeout(900_000);
 
@@ -39,7 +40,7 @@ describe("the root program with a bad stack config", () => {
       );
       // A RunError: the message alone, no stack trace of the program; and no allowlist was planned.
       expect(text).not.toMatch(/at Object\.<anonymous>|program\/index\.ts:\d+/);
-      expect(text).not.toContain("pulumi-nodejs:dynamic:Resource");
+      expect(text).not.toContain(DOCKER_PORT_ALLOWLIST_TYPE);
       expect(text).not.toContain("not-a-real-key");
     } finally {
       await proj.dispose();

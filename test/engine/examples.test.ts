@@ -8,6 +8,7 @@ import * as path from "path";
 
 import { startLab, type Lab, type LabHost } from "../../lab";
 import { buildPackage, PulumiProject, repoRoot } from "./support";
+import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
 
 jest.setTimeout(900_000);
 
@@ -208,9 +209,7 @@ describe("examples/fleet", () => {
       expect(await dpaLines(h1)).not.toEqual([]);
       expect(await dpaLines(h2)).toEqual([]);
       expect(await dpaLines(h3)).toEqual([]);
-      const created = (await proj.resources("pulumi-nodejs:dynamic:Resource")).map((x) =>
-        x.urn.split("::").pop(),
-      );
+      const created = (await proj.resources(DOCKER_PORT_ALLOWLIST_TYPE)).map((x) => x.urn.split("::").pop());
       expect(created.sort()).toEqual(["edge-edge-1-dns", "edge-edge-1-web"]);
       await proj.destroy();
       expect(await dpaLines(h1)).toEqual([]);

@@ -10,6 +10,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
 import { PulumiProject } from "./support";
+import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
 
 jest.setTimeout(900_000);
 
@@ -64,7 +65,7 @@ describe("state that outlives the project's directory", () => {
       chain: "DPA-web",
       hostKeyFingerprint: h.hostKeyFingerprint,
     });
-    const [r] = await proj.resources("pulumi-nodejs:dynamic:Resource");
+    const [r] = await proj.resources(DOCKER_PORT_ALLOWLIST_TYPE);
     // The serialized provider in state carries the old absolute path (the fallback) ...
     expect(String(r.outputs?.__provider)).toContain(
       path.join(firstDir, "node_modules", "docker-port-allowlist", "bin", "provider", "pulumi"),
@@ -88,7 +89,7 @@ describe("state that outlives the project's directory", () => {
     expect(destroy.stdout + destroy.stderr).toContain(
       `connection.hostKey is not pinned for root@${h.ipv4}:22`,
     );
-    expect(await proj.resources("pulumi-nodejs:dynamic:Resource")).toEqual([]);
+    expect(await proj.resources(DOCKER_PORT_ALLOWLIST_TYPE)).toEqual([]);
     const after = await filterTable();
     expect(after).not.toContain("dpa:");
     expect(after).toBe(before4);

@@ -207,6 +207,13 @@ export interface PulumiProjectOptions {
    * @default false - node_modules is a link to the repository's (no docker-port-allowlist in it)
    */
   readonly installPackage?: boolean;
+  /**
+   * Install the package from this tarball (see {@link packPackage}) as a user would: `npm install`
+   * in the project, with `@pulumi/pulumi` at the engine's version, every dependency from the npm
+   * cache or registry and nothing linked from the repository.
+   * @default - see `installPackage`
+   */
+  readonly packageTarball?: string;
 }
 
 // Never let the developer's or CI's own Pulumi setup leak into a test project.
@@ -285,7 +292,22 @@ export class PulumiProject {
             name: projectName,
             private: true,
             main: "index.ts",
-            dependencies: { "@pulumi/pulumi": engine.version },
+            dependencies: {
+              "@pulumi/pulumi": engine.version,
+              ...(options.packageTarball === undefined
+                ? {}
+                : { "docker-port-allowlist": `file:${options.packageTarball}` }),
+            },
+            // What `pulumi new typescript` puts there: the engine then compiles the program with this
+            // TypeScript (its vendored one is 3.x and cannot read the ES2022 settings below).
+            ...(options.packageTarball === undefined
+              ? {}
+              : {
+                  devDependencies: {
+                    typescript: repoVersion("typescript"),
+                    "@types/node": repoVersion("@types/node"),
+                  },
+                }),
           },
           null,
           2,
@@ -311,7 +333,9 @@ export class PulumiProject {
         ) + "\n",
       );
       // One copy of @pulumi/pulumi for program, provider package and dynamic-provider host.
-      if (options.installPackage) {
+      if (options.packageTarball !== undefined) {
+        npm(["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], dir);
+      } else if (options.installPackage) {
         installPackage(path.join(dir, "node_modules"));
       } else {
         fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"), "dir");
@@ -521,6 +545,73 @@ function installPackage(nodeModules: string): void {
   fs.copyFileSync(path.join(repoRoot, "package.json"), path.join(pkgDir, "package.json"));
   for (const f of pkg.files) {
     fs.cpSync(path.join(repoRoot, f), path.join(pkgDir, f), { recursive: true });
+  }
+}
+
+/** The version of a package installed in the repository's node_modules (so npm finds it in its cache). */
+function repoVersion(name: string): string {
+  const file = path.join(repoRoot, "node_modules", name, "package.json");
+  return (JSON.parse(fs.readFileSync(file, "utf8")) as { version: string }).version;
+}
+
+/** Runs npm in `cwd`; throws with its output when it fails. */
+function npm(args: readonly string[], cwd: string): string {
+  const r = spawnSync("npm", args, { cwd, encoding: "utf8", timeout: 300_000 });
+  if (r.status !== 0) {
+    throw new Error(
+      `Command failed with exit code ${r.status}: npm ${args.join(" ")} (in ${cwd})\n${r.stdout}${r.stderr}`,
+      { cause: r.error },
+    );
+  }
+  return r.stdout;
+}
+
+/** What {@link packPackage} made. */
+export interface PackedPackage {
+  /** Absolute path of the `.tgz`. */
+  readonly tarball: string;
+  /** The paths inside it, as `npm pack` lists them (`package.json`, `bin/provider/index.js`...). */
+  readonly files: readonly string[];
+  /** Removes the tarball and the copy it was packed from. */
+  dispose(): void;
+}
+
+/**
+ * `npm pack` of the repository as a clean clone would pack it: its files (tracked, and new ones not
+ * ignored: what a commit of the working tree would hold) are copied to a temporary directory without
+ * bin/, and packed there, so the package's own `prepare` script must build what the tarball ships.
+ * node_modules is linked from the repository (the build's compiler and types).
+ */
+export function packPackage(): PackedPackage {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dpa-pack-"));
+  try {
+    const src = path.join(dir, "src");
+    const listed = spawnSync("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], {
+      cwd: repoRoot,
+      encoding: "utf8",
+    });
+    if (listed.status !== 0) throw new Error(`git ls-files failed in ${repoRoot}: ${listed.stderr}`);
+    for (const file of listed.stdout.split("\0").filter((f) => f !== "")) {
+      const from = path.join(repoRoot, file);
+      if (!fs.existsSync(from)) continue; // deleted in the working tree, not yet committed
+      fs.mkdirSync(path.dirname(path.join(src, file)), { recursive: true });
+      fs.copyFileSync(from, path.join(src, file));
+    }
+    fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(src, "node_modules"), "dir");
+    const out = npm(["pack", "--json", "--pack-destination", dir, "--loglevel=error"], src);
+    // npm prints the prepare script's output before the JSON.
+    const [packed] = JSON.parse(out.slice(out.indexOf("["))) as {
+      filename: string;
+      files: { path: string }[];
+    }[];
+    return {
+      tarball: path.join(dir, packed.filename),
+      files: packed.files.map((f) => f.path).sort(),
+      dispose: () => fs.rmSync(dir, { recursive: true, force: true }),
+    };
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
   }
 }
 

@@ -2,7 +2,7 @@
  * The SSH transport against real OpenSSH servers on loopback: authentication, host-key pinning,
  * retries with backoff, command timeouts, jump hosts, and that no secret leaks into errors.
  */
-import { execFileSync } from "child_process";
+import { execFileSync, spawn } from "child_process";
 import { readFileSync } from "fs";
 import { join } from "path";
 import { SshSession, expectedFingerprint, fingerprintOfKeyBlob } from "../../provider/host";
@@ -209,5 +209,92 @@ describe("SshSession", () => {
     s.close();
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/^connection\.hostKey is not pinned for root@127\.0\.0\.1:\d+: /);
+  });
+});
+
+/** A real ssh-agent holding `keyFile`, on its own socket; stopped by its pid. */
+async function startAgent(dir: string, keyFile: string): Promise<{ sock: string; stop(): Promise<void> }> {
+  const sock = join(dir, `agent-${process.pid}-${Date.now()}.sock`);
+  const child = spawn("ssh-agent", ["-D", "-a", sock], { stdio: ["ignore", "pipe", "inherit"] });
+  // With -D it prints "SSH_AUTH_SOCK=...; export ..." once the socket listens.
+  await new Promise<void>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`ssh-agent exited with ${code}`)));
+    child.stdout.once("data", () => resolve());
+  });
+  child.stdout.resume();
+  execFileSync("ssh-add", ["-q", keyFile], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: "ignore" });
+  return {
+    sock,
+    stop: async () => {
+      if (child.exitCode !== null || child.pid === undefined) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      process.kill(child.pid, "SIGTERM");
+      await exited;
+    },
+  };
+}
+
+describe("ssh-agent, like @pulumi/command", () => {
+  const saved = process.env.SSH_AUTH_SOCK;
+  afterEach(() => {
+    if (saved === undefined) delete process.env.SSH_AUTH_SOCK;
+    else process.env.SSH_AUTH_SOCK = saved;
+  });
+
+  test("without agentSocketPath or a key, logs in with the agent in $SSH_AUTH_SOCK", async () => {
+    const agent = await startAgent(a.dir, join(a.dir, "client"));
+    try {
+      process.env.SSH_AUTH_SOCK = agent.sock;
+      const s = await SshSession.open({ host: "127.0.0.1", port: a.port, hostKey: a.hostKey });
+      try {
+        expect((await s.exec("probe", "echo in")).stdout).toBe("in\n");
+      } finally {
+        s.close();
+      }
+      // Without it there is nothing to log in with: the message says what was tried.
+      delete process.env.SSH_AUTH_SOCK;
+      const err = await hostError(
+        SshSession.open({ host: "127.0.0.1", port: a.port, hostKey: a.hostKey, dialErrorLimit: 1 }, fast),
+      );
+      expect(err.kind).toBe("auth");
+      expect(err.message).toContain("with no credentials");
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  test("agentSocketPath wins over $SSH_AUTH_SOCK", async () => {
+    const agent = await startAgent(a.dir, join(a.dir, "client"));
+    try {
+      process.env.SSH_AUTH_SOCK = join(a.dir, "no-such-agent.sock");
+      const s = await SshSession.open({
+        host: "127.0.0.1",
+        port: a.port,
+        hostKey: a.hostKey,
+        agentSocketPath: agent.sock,
+      });
+      s.close();
+    } finally {
+      await agent.stop();
+    }
+  });
+
+  test("an agent that cannot be reached is named when nothing else logs in, and stops nothing that does", async () => {
+    process.env.SSH_AUTH_SOCK = join(a.dir, "no-such-agent.sock");
+    const s = await SshSession.open({
+      host: "127.0.0.1",
+      port: a.port,
+      hostKey: a.hostKey,
+      privateKey: a.clientKey,
+    });
+    s.close();
+    const err = await hostError(
+      SshSession.open(
+        { host: "127.0.0.1", port: a.port, hostKey: a.hostKey, privateKey: b.clientKey, dialErrorLimit: 1 },
+        fast,
+      ),
+    );
+    expect(err.kind).toBe("auth");
+    expect(err.message).toContain(`with privateKey, $SSH_AUTH_SOCK (${join(a.dir, "no-such-agent.sock")}: `);
   });
 });

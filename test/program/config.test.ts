@@ -156,7 +156,7 @@ describe("parseStackConfig", () => {
       [0, 1, 2].map((i) => [
         `hosts[${i}].connection`,
         "has no way to log in: set privateKey or password (with --secret) or agentSocketPath, here or for " +
-          "every host in docker-port-allowlist:connection",
+          "every host in docker-port-allowlist:connection (or run with an ssh-agent in $SSH_AUTH_SOCK)",
       ]),
     ],
     [
@@ -319,6 +319,12 @@ describe("parseStackConfig", () => {
     expect(result.ok).toBe(false);
     if (result.ok) return;
     expect(result.issues.map((i) => [i.key, i.reason])).toEqual(expected.map(([k, r]) => [P + k, r]));
+  });
+
+  it("accepts hosts without a credential when an ssh-agent is in $SSH_AUTH_SOCK, as @pulumi/command does", () => {
+    const cfg = { ...valid(), connection: { user: "root" } };
+    expect(parseStackConfig(cfg).ok).toBe(false);
+    expect(parseStackConfig(cfg, undefined, { sshAuthSock: "/run/user/0/agent.sock" }).ok).toBe(true);
   });
 
   it("accepts overlapping ports when the policies apply to different hosts", () => {

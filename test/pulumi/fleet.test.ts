@@ -9,6 +9,8 @@ import {
   type DockerPortAllowlistFleetArgs,
   type RolloutArgs,
 } from "../../provider/pulumi/fleet";
+import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
+import { recordRegistrations, type Registered } from "./support/mocks";
 
 const hosts = (n: number) => Array.from({ length: n }, (_, i) => `h${i + 1}`);
 
@@ -177,20 +179,9 @@ describe("samePorts", () => {
 describe("DockerPortAllowlistFleet", () => {
   // Mocks record what the fleet registers; ordering between batches is proven with the real engine
   // in test/engine/examples.test.ts (mocks do not see dependsOn).
-  const registered: { type: string; name: string; inputs: Record<string, unknown> }[] = [];
+  let registered: Registered[] = [];
   beforeAll(() => {
-    pulumi.runtime.setMocks(
-      {
-        newResource: (args) => {
-          registered.push({ type: args.type, name: args.name, inputs: args.inputs });
-          return { id: `${args.name}-id`, state: args.inputs };
-        },
-        call: (args) => args.inputs,
-      },
-      "project",
-      "stack",
-      false,
-    );
+    registered = recordRegistrations();
   });
 
   const fleetArgs = (): DockerPortAllowlistFleetArgs => ({
@@ -222,7 +213,7 @@ describe("DockerPortAllowlistFleet", () => {
     // Every allowlist's id resolves once the mocks have seen its registration: wait for those.
     const all = Object.values(fleet.allowlists).flatMap((byPolicy) => Object.values(byPolicy));
     await Promise.all(all.map((a) => new Promise((resolve) => a.id.apply(resolve))));
-    const allowlists = registered.filter((r) => r.type === "pulumi-nodejs:dynamic:Resource");
+    const allowlists = registered.filter((r) => r.type === DOCKER_PORT_ALLOWLIST_TYPE);
     expect(allowlists.map((r) => r.name)).toEqual([
       "edge-b-web",
       "edge-b-dns",
@@ -237,10 +228,14 @@ describe("DockerPortAllowlistFleet", () => {
       sources: ["198.18.1.0/24", "198.18.9.9"],
       rulesV4Path: "/etc/sysconfig/iptables",
     });
-    // The host's fields win over the fleet's; the whole connection travels as a secret (it has a key).
-    expect(bWeb.connection).toEqual({
-      [pulumi.runtime.specialSigKey]: pulumi.runtime.specialSecretSig,
-      value: { host: "198.18.0.11", user: "root", privateKey: "KEY", hostKey: "SHA256:shared" },
+    // The host's fields win over the fleet's. The key is a secret: mocks see the whole connection as
+    // one (they lift nested secrets to the top); the engine keeps it to the key (test/engine/package.test.ts).
+    expect(pulumi.runtime.isRpcSecret(bWeb.connection)).toBe(true);
+    expect(pulumi.runtime.unwrapRpcSecret(bWeb.connection)).toEqual({
+      host: "198.18.0.11",
+      user: "root",
+      privateKey: "KEY",
+      hostKey: "SHA256:shared",
     });
     expect(allowlists.find((r) => r.name === "edge-a-dns")!.inputs).toMatchObject({
       ruleName: "dns",
@@ -251,6 +246,40 @@ describe("DockerPortAllowlistFleet", () => {
     expect(registered.some((r) => r.type === "docker-port-allowlist:index:Fleet" && r.name === "edge")).toBe(
       true,
     );
+  });
+
+  it("takes Inputs at every level: a policy's sources, a host's extra sources, persistence, the jump host", async () => {
+    registered.length = 0;
+    const fleet = new DockerPortAllowlistFleet("io", {
+      connection: { privateKey: pulumi.secret("KEY"), proxy: { host: pulumi.output("198.18.0.1") } },
+      policies: [
+        { name: "web", port: pulumi.output(8080), sources: [pulumi.output("198.18.1.7"), "198.18.1.0/24"] },
+        {
+          name: "dns",
+          port: 5353,
+          protocols: [pulumi.output("udp" as const)],
+          sources: pulumi.output(["198.18.2.2"]),
+        },
+      ],
+      hosts: [
+        {
+          name: "a",
+          connection: { host: pulumi.output("198.18.0.10") },
+          extraSources: { web: [pulumi.output("198.18.9.9")], dns: Promise.resolve(["198.18.9.8"]) },
+        },
+      ],
+      persistence: { persist: pulumi.output(false) },
+    });
+    const all = Object.values(fleet.allowlists).flatMap((byPolicy) => Object.values(byPolicy));
+    await Promise.all(all.map((a) => new Promise((resolve) => a.id.apply(resolve))));
+    const inputs = (n: string) => registered.find((r) => r.name === n)!.inputs;
+    expect(inputs("io-a-web")).toMatchObject({
+      port: 8080,
+      sources: ["198.18.1.7", "198.18.1.0/24", "198.18.9.9"],
+      persist: false,
+      connection: { value: { host: "198.18.0.10", privateKey: "KEY", proxy: { host: "198.18.0.1" } } },
+    });
+    expect(inputs("io-a-dns")).toMatchObject({ protocols: ["udp"], sources: ["198.18.2.2", "198.18.9.8"] });
   });
 
   it.each<[string, (a: DockerPortAllowlistFleetArgs) => DockerPortAllowlistFleetArgs, string]>([
