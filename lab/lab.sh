@@ -253,16 +253,21 @@ start_sshd() { # $1 host name, $2 netns, $3 host dir, $4 ipv4, $5 ipv6|""
   # mount ns in which /etc/iptables is this host's directory. Slave propagation keeps
   # receiving unmounts from the root ns (e.g. `ip netns del` of other labs).
   # A sleeping anchor shares that mount ns: hostExec enters through it, so it keeps working
-  # even when a test kills or restarts sshd.
-  # shellcheck disable=SC2016,SC2094 # $1..$8 belong to the inner sh, which expands them; sshd.log is only an argument there (sshd -E), never read
+  # even when a test kills or restarts sshd. The machine's /root/.bashrc is hidden there by an
+  # empty file: bash sources it for every command sshd runs, and this machine's (pyenv init,
+  # whose rehash waits 60 s on a lock a killed shell left behind) belongs to another machine
+  # than the one a lab host stands for.
+  : >"$hd/empty-bashrc"
+  # shellcheck disable=SC2016,SC2094 # $1..$9 belong to the inner sh, which expands them; sshd.log is only an argument there (sshd -E), never read
   setsid ip netns exec "$ns" unshare --mount --propagation slave sh -c \
     'mount --bind "$1" /etc/iptables || exit 1
      mount --bind "$5" "$6" || exit 1
      mount --bind "$7" "$8" || exit 1
+     if [ -e /root/.bashrc ]; then mount --bind "$9" /root/.bashrc || exit 1; fi
      sleep 2147483647 </dev/null >/dev/null 2>&1 &
      echo $! >"$4"
      exec /usr/sbin/sshd -D -f "$2" -E "$3"' \
-    sh "$hd/etc-iptables" "$hd/sshd_config" "$hd/sshd.log" "$hd/ns-anchor.pid" "$hd/dpa.lock" "$HOST_LOCK" "$hd/guard" "$GUARD_DIR" </dev/null >>"$hd/sshd.log" 2>&1 7>&- 8>&- 9>&- &
+    sh "$hd/etc-iptables" "$hd/sshd_config" "$hd/sshd.log" "$hd/ns-anchor.pid" "$hd/dpa.lock" "$HOST_LOCK" "$hd/guard" "$GUARD_DIR" "$hd/empty-bashrc" </dev/null >>"$hd/sshd.log" 2>&1 7>&- 8>&- 9>&- &
   local pid=$!
   reg pid "$pid" "$(starttime "$pid")" "sshd-$name"
   echo "$pid" >"$hd/sshd.launch-pid"

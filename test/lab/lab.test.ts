@@ -339,6 +339,12 @@ describe("lab with 2 docker hosts (one IPv6), 1 light host, 2 clients", () => {
     expect(other.code).not.toBe(0);
   });
 
+  test("a host's SSH sessions do not run this machine's /root/.bashrc (it belongs to another machine)", async () => {
+    const r = await sh("ssh", lab.sshArgv(v6, "root", "wc -c < /root/.bashrc 2>/dev/null || echo none"));
+    expect(r.code).toBe(0);
+    expect(["0", "none"]).toContain(r.stdout.trim());
+  });
+
   test("each host has its own provider lock, as real hosts have their own /run", async () => {
     // Hold h0's lock from an SSH session; h1 (same lab) and the machine itself must not be blocked.
     // The holder says "held" once it has the lock and keeps it until we close its stdin: no
