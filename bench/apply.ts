@@ -385,7 +385,7 @@ async function main(args: string[]): Promise<void> {
     const docker = await startLab({ docker: 1, light: 0, clients: 0, ipv6: true });
     try {
       const s: Scenario = {
-        name: "docker host (dockerd 20.10)",
+        name: `docker host (Docker ${docker.hosts[0].dockerVersion ?? "?"})`,
         host: docker.hosts[0],
         n: 1000,
         cutOnDelete: true,
