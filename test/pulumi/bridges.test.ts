@@ -11,9 +11,7 @@ import { join } from "path";
 import { planAllowlist, validateAllowlist } from "../../provider/core";
 import { check, create, diff, read, update } from "../../provider/pulumi/lifecycle";
 import { applyPayload } from "../core/support/simulate";
-import { StubHost } from "../host/stubhost";
-import { ed25519, startSsh2Host, type Ssh2Host } from "../host/ssh2host";
-import { captureStderr } from "../host/support";
+import { CLIENT_KEY, stubHostOverSsh } from "./support/ssh2-stub";
 
 jest.setTimeout(60_000);
 
@@ -21,23 +19,8 @@ const fixture = (name: string) =>
   readFileSync(join(__dirname, "..", "core", "fixtures", name, "iptables-save.v4.txt"), "utf8");
 /** Docker 28 with docker0 only. */
 const PLAIN = fixture("docker28");
-const CLIENT_KEY = ed25519().private;
 
-let stub: StubHost;
-let server: Ssh2Host;
-
-beforeEach(async () => {
-  stub = new StubHost();
-  stub.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
-  server = await startSsh2Host({ shell: stub.shell() });
-  captureStderr(); // the unpinned-host-key warnings
-});
-
-afterEach(async () => {
-  jest.restoreAllMocks();
-  await server.close();
-  stub.remove();
-});
+const env = stubHostOverSsh();
 
 function declared(): Record<string, unknown> {
   return {
@@ -45,7 +28,7 @@ function declared(): Record<string, unknown> {
     port: 8080,
     sources: ["198.18.1.0/24"],
     persist: false,
-    connection: { host: "127.0.0.1", port: server.port, privateKey: CLIENT_KEY },
+    connection: { host: "127.0.0.1", port: env.server.port, privateKey: CLIENT_KEY },
   };
 }
 
@@ -71,8 +54,8 @@ test("create records the bridges; a new Docker network is drift on refresh, show
   // Create: the preview knows no host yet (docker0 stands in); the host has docker0 only.
   const first = checked({});
   expect(exemptions(first.rules)).toEqual([exemption("docker0")]);
-  stub.write("save4", PLAIN);
-  stub.write("next4", converged(PLAIN));
+  env.stub.write("save4", PLAIN);
+  env.stub.write("next4", converged(PLAIN));
   const created = await create(first);
   expect(created.outs.dockerBridges).toEqual({ ipv4: ["docker0"], ipv6: [] });
 
@@ -92,7 +75,7 @@ test("create records the bridges; a new Docker network is drift on refresh, show
     ].join("\n"),
     "ipv4",
   );
-  stub.write("save4", live);
+  env.stub.write("save4", live);
   const refreshed = await read(created.id, created.outs as unknown as Record<string, unknown>);
   expect(refreshed.props.inSync).toBe(false);
   expect(refreshed.inputs.dockerBridges).toEqual({
@@ -111,11 +94,11 @@ test("create records the bridges; a new Docker network is drift on refresh, show
 
   // The up applies the new exemptions; a refresh then finds the host in sync, and the preview
   // after it shows nothing to do.
-  stub.write("next4", converged(live));
+  env.stub.write("next4", converged(live));
   const updated = await update(created.id, refreshed.props as unknown as Record<string, unknown>, next);
   expect(updated.outs.lastOperation.applied).toBe(true);
-  expect(stub.read("save4")).toContain(exemption("bridge1"));
-  expect(stub.read("save4")).not.toContain("-i br-lan -m comment");
+  expect(env.stub.read("save4")).toContain(exemption("bridge1"));
+  expect(env.stub.read("save4")).not.toContain("-i br-lan -m comment");
   const again = await read(created.id, updated.outs as unknown as Record<string, unknown>);
   expect(again.props.inSync).toBe(true);
   const quiet = checked(again.inputs);
@@ -124,8 +107,8 @@ test("create records the bridges; a new Docker network is drift on refresh, show
 
 test("a host with more bridges than the first preview guessed: refresh changes nothing, records them, and the next preview is empty", async () => {
   const withNetworks = fixture("docker28-usernets");
-  stub.write("save4", withNetworks);
-  stub.write("next4", converged(withNetworks));
+  env.stub.write("save4", withNetworks);
+  env.stub.write("next4", converged(withNetworks));
   const created = await create(checked({}));
   expect(created.outs.dockerBridges.ipv4).toEqual(["br-1a2b3c4d5e6f", "bridge1", "docker0"]);
   // In sync: the refresh leaves the outputs' rules as they were (nothing to report), and records

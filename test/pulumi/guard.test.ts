@@ -10,9 +10,7 @@ import { join } from "path";
 import { planAllowlist, validateAllowlist } from "../../provider/core";
 import { check, create, diff, read, remove, update, type Outputs } from "../../provider/pulumi/lifecycle";
 import { applyPayload } from "../core/support/simulate";
-import { StubHost } from "../host/stubhost";
-import { captureStderr } from "../host/support";
-import { ed25519, startSsh2Host, type Ssh2Host } from "../host/ssh2host";
+import { CLIENT_KEY, stubHostOverSsh } from "./support/ssh2-stub";
 
 jest.setTimeout(60_000);
 
@@ -20,23 +18,8 @@ const SAVE4 = readFileSync(
   join(__dirname, "..", "core", "fixtures", "docker28", "iptables-save.v4.txt"),
   "utf8",
 );
-const CLIENT_KEY = ed25519().private;
 
-let stub: StubHost;
-let server: Ssh2Host;
-
-beforeEach(async () => {
-  stub = new StubHost();
-  stub.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
-  server = await startSsh2Host({ shell: stub.shell() });
-  captureStderr();
-});
-
-afterEach(async () => {
-  jest.restoreAllMocks();
-  await server.close();
-  stub.remove();
-});
+const env = stubHostOverSsh();
 
 function inputs(): Record<string, unknown> {
   const r = check(
@@ -48,7 +31,7 @@ function inputs(): Record<string, unknown> {
       sources: ["198.18.1.0/24"],
       ipv6: "off",
       persist: false,
-      connection: { host: "127.0.0.1", port: server.port, privateKey: CLIENT_KEY },
+      connection: { host: "127.0.0.1", port: env.server.port, privateKey: CLIENT_KEY },
     },
   );
   if (r.inputs === undefined) throw new Error(JSON.stringify(r.failures));
@@ -59,14 +42,14 @@ function inputs(): Record<string, unknown> {
 function afterCreate(): string {
   const v = validateAllowlist({ ...inputs(), ruleName: "web" }, "web");
   if (!v.ok) throw new Error(JSON.stringify(v.failures));
-  const owner = { name: "shop/prod/web", via: `127.0.0.1:${server.port}` };
+  const owner = { name: "shop/prod/web", via: `127.0.0.1:${env.server.port}` };
   const plan = planAllowlist({ ipv4: SAVE4, ipv6: null }, v.spec, "web", { owner, operation: "create" });
   return applyPayload(SAVE4, plan.families.ipv4!.payload, "ipv4");
 }
 
 test("create installs the guard, refresh finds a lost copy, update writes it back, destroy removes the guard", async () => {
-  stub.write("save4", SAVE4);
-  stub.write("next4", afterCreate());
+  env.stub.write("save4", SAVE4);
+  env.stub.write("next4", afterCreate());
   const created = await create(inputs());
   const outs = created.outs;
   expect(outs.lastOperation).toMatchObject({ roundTrips: 2, applied: true, findings: [] });
@@ -74,7 +57,7 @@ test("create installs the guard, refresh finds a lost copy, update writes it bac
   expect(noSystemd).toHaveLength(1);
   expect(noSystemd[0]).toMatch(/^\[ipv4\] warning: This host has no systemd, so nothing runs the guard/);
   expect(noSystemd[0]).toContain("(persist is off)");
-  const copy = join(stub.guardDir, "allowlists", "web.v4");
+  const copy = join(env.stub.guardDir, "allowlists", "web.v4");
   expect(readFileSync(copy, "utf8")).toContain("owner=shop/prod/web via=127.0.0.1:");
 
   const fresh = await read(created.id, outs as unknown as Record<string, unknown>);
@@ -95,17 +78,17 @@ test("create installs the guard, refresh finds a lost copy, update writes it bac
   expect(after.props.inSync).toBe(true);
   expect((after.props as Outputs).hostFindings).toEqual(u.outs.hostFindings);
 
-  stub.write("next4", SAVE4);
+  env.stub.write("next4", SAVE4);
   await remove(created.id, u.outs as unknown as Record<string, unknown>);
-  expect(existsSync(stub.guardDir)).toBe(false);
+  expect(existsSync(env.stub.guardDir)).toBe(false);
 });
 
 test("a guard step that fails: the create succeeds (the rules are live), warns, and leaves the resource off plan for the next up", async () => {
-  stub.write("save4", SAVE4);
-  stub.write("next4", afterCreate());
+  env.stub.write("save4", SAVE4);
+  env.stub.write("next4", afterCreate());
   // A file where the copies' directory should be: nothing can be written there.
-  mkdirSync(stub.guardDir, { recursive: true });
-  writeFileSync(join(stub.guardDir, "allowlists"), "");
+  mkdirSync(env.stub.guardDir, { recursive: true });
+  writeFileSync(join(env.stub.guardDir, "allowlists"), "");
   const { outs } = await create(inputs());
   expect(outs.lastOperation.applied).toBe(true);
   expect(outs.lastOperation.findings.join("\n")).toContain(

@@ -12,9 +12,7 @@ import { planAllowlist, validateAllowlist } from "../../provider/core";
 import { HostError } from "../../provider/host";
 import { check, create, remove } from "../../provider/pulumi/lifecycle";
 import { applyPayload } from "../core/support/simulate";
-import { StubHost } from "../host/stubhost";
-import { captureStderr } from "../host/support";
-import { ed25519, startSsh2Host, type Ssh2Host } from "../host/ssh2host";
+import { CLIENT_KEY, stubHostOverSsh } from "./support/ssh2-stub";
 
 jest.setTimeout(60_000);
 
@@ -23,25 +21,10 @@ const SAVE4 = readFileSync(
   "utf8",
 );
 const OLD = "# the rules saved before\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
-const CLIENT_KEY = ed25519().private;
 
-let stub: StubHost;
-let server: Ssh2Host;
-let stderr: string[];
-
-beforeEach(async () => {
-  stub = new StubHost({ etc: "read-only" });
-  stub.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
-  writeFileSync(join(stub.root, "etc", "rules.v4"), OLD);
-  server = await startSsh2Host({ shell: stub.shell() });
-  stderr = captureStderr();
-});
-
-afterEach(async () => {
-  jest.restoreAllMocks();
-  await server.close();
-  stub.remove();
-});
+const env = stubHostOverSsh({ etc: "read-only" }, (stub) =>
+  writeFileSync(join(stub.root, "etc", "rules.v4"), OLD),
+);
 
 /** The checked inputs of the allowlist "web", saved into the stub host's read-only etc/. */
 function inputs(): Record<string, unknown> {
@@ -52,8 +35,8 @@ function inputs(): Record<string, unknown> {
       port: 8080,
       sources: ["198.18.1.0/24"],
       ipv6: "off",
-      rulesV4Path: join(stub.root, "etc", "rules.v4"),
-      connection: { host: "127.0.0.1", port: server.port, privateKey: CLIENT_KEY },
+      rulesV4Path: join(env.stub.root, "etc", "rules.v4"),
+      connection: { host: "127.0.0.1", port: env.server.port, privateKey: CLIENT_KEY },
     },
   );
   if (r.inputs === undefined) throw new Error(JSON.stringify(r.failures));
@@ -72,43 +55,43 @@ function withAllowlist(): string {
 }
 
 test("create on a host that cannot save: the rules are live and the resource is recorded as persisted: false", async () => {
-  stub.write("save4", SAVE4);
-  stub.write("next4", withAllowlist());
+  env.stub.write("save4", SAVE4);
+  env.stub.write("next4", withAllowlist());
   let caught: unknown;
   await create(inputs()).catch((err: unknown) => (caught = err));
   const e = caught as Error & { properties?: { persisted?: boolean } };
   expect(e.message).toContain("is on a read-only filesystem. Fix: remount it read-write");
   expect(e.properties?.persisted).toBe(false);
   expect(HostError.isInstance(e.cause) && e.cause.kind).toBe("persist");
-  expect(stub.read("save4")).toBe(withAllowlist());
+  expect(env.stub.read("save4")).toBe(withAllowlist());
 });
 
 test("destroy on a host that cannot save succeeds: the rules are gone, the failed save is a warning with the fix", async () => {
-  stub.write("save4", withAllowlist());
-  stub.write("next4", SAVE4); // where the delete's payload leads
+  env.stub.write("save4", withAllowlist());
+  env.stub.write("next4", SAVE4); // where the delete's payload leads
   await expect(remove("id", inputs())).resolves.toBeUndefined();
-  expect(stub.read("save4")).toBe(SAVE4);
-  const warned = stderr.join("");
+  expect(env.stub.read("save4")).toBe(SAVE4);
+  const warned = env.stderr.join("");
   expect(warned).toContain(
     'warning: DockerPortAllowlist "web" (delete): the rules were deleted from the live host, but the saved ' +
       "rules could not be updated: a saved copy that still holds them brings them back at the next boot.",
   );
   expect(warned).toContain(
-    `${join(stub.root, "etc")} is on a read-only filesystem. Fix: remount it read-write`,
+    `${join(env.stub.root, "etc")} is on a read-only filesystem. Fix: remount it read-write`,
   );
   expect(warned).toContain("`netfilter-persistent save` (iptables-persistent)");
-  expect(readFileSync(join(stub.root, "etc", "rules.v4"), "utf8")).toBe(OLD);
+  expect(readFileSync(join(env.stub.root, "etc", "rules.v4"), "utf8")).toBe(OLD);
 
   // A destroy run again (the rules already gone, the file still stale) succeeds the same way.
-  stderr.length = 0;
+  env.stderr.length = 0;
   await expect(remove("id", inputs())).resolves.toBeUndefined();
-  expect(stderr.join("")).toContain("the rules were deleted from the live host");
+  expect(env.stderr.join("")).toContain("the rules were deleted from the live host");
 });
 
 test("destroy still fails when the delete itself fails: only a failed save is forgiven", async () => {
-  stub.write("save4", withAllowlist());
-  stub.write("restore4.fail.1", "iptables-restore: Resource busy");
-  stub.write("next4", SAVE4);
+  env.stub.write("save4", withAllowlist());
+  env.stub.write("restore4.fail.1", "iptables-restore: Resource busy");
+  env.stub.write("next4", SAVE4);
   await expect(remove("id", inputs())).rejects.toThrow("applying the rules failed");
-  expect(stub.read("save4")).toBe(withAllowlist());
+  expect(env.stub.read("save4")).toBe(withAllowlist());
 });

@@ -10,9 +10,7 @@ import { join } from "path";
 import { planAllowlist, validateAllowlist } from "../../provider/core";
 import { check, create, diff, read, update } from "../../provider/pulumi/lifecycle";
 import { applyPayload } from "../core/support/simulate";
-import { StubHost } from "../host/stubhost";
-import { ed25519, startSsh2Host, type Ssh2Host } from "../host/ssh2host";
-import { captureStderr } from "../host/support";
+import { CLIENT_KEY, stubHostOverSsh } from "./support/ssh2-stub";
 
 jest.setTimeout(60_000);
 
@@ -20,23 +18,8 @@ const SAVE4 = readFileSync(
   join(__dirname, "..", "core", "fixtures", "docker28", "iptables-save.v4.txt"),
   "utf8",
 );
-const CLIENT_KEY = ed25519().private;
 
-let stub: StubHost;
-let server: Ssh2Host;
-
-beforeEach(async () => {
-  stub = new StubHost();
-  stub.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
-  server = await startSsh2Host({ shell: stub.shell() });
-  captureStderr(); // the unpinned-host-key warnings
-});
-
-afterEach(async () => {
-  jest.restoreAllMocks();
-  await server.close();
-  stub.remove();
-});
+const env = stubHostOverSsh();
 
 function checked(olds: Record<string, unknown>): Record<string, unknown> {
   const r = check(olds, {
@@ -44,7 +27,7 @@ function checked(olds: Record<string, unknown>): Record<string, unknown> {
     port: 8080,
     sources: ["198.18.1.0/24"],
     persist: false,
-    connection: { host: "127.0.0.1", port: server.port, privateKey: CLIENT_KEY },
+    connection: { host: "127.0.0.1", port: env.server.port, privateKey: CLIENT_KEY },
   });
   if (r.inputs === undefined) throw new Error(JSON.stringify(r.failures));
   return r.inputs;
@@ -53,8 +36,8 @@ function checked(olds: Record<string, unknown>): Record<string, unknown> {
 test("refresh reports the unknown state as an error and as drift; the next up writes, clears it, and the refresh after it is quiet", async () => {
   const v = validateAllowlist({ ...checked({}), ruleName: "web" }, "web");
   if (!v.ok) throw new Error(JSON.stringify(v.failures));
-  stub.write("save4", SAVE4);
-  stub.write(
+  env.stub.write("save4", SAVE4);
+  env.stub.write(
     "next4",
     applyPayload(
       SAVE4,
@@ -65,9 +48,9 @@ test("refresh reports the unknown state as an error and as drift; the next up wr
   const created = await create(checked({}));
 
   // What the sync script's rollback leaves when every try failed.
-  mkdirSync(stub.runDir, { recursive: true });
+  mkdirSync(env.stub.runDir, { recursive: true });
   writeFileSync(
-    join(stub.runDir, "unknown.web"),
+    join(env.stub.runDir, "unknown.web"),
     "rollback of families 4 failed 3 times at 2026-12-07T12:00:00Z:\nAnother app is currently holding the xtables lock.\n",
   );
   const refreshed = await read(created.id, created.outs as unknown as Record<string, unknown>);
@@ -86,7 +69,7 @@ test("refresh reports the unknown state as an error and as drift; the next up wr
   // The rules are in sync: nothing is applied, but the write is made and clears the marker.
   const updated = await update(created.id, refreshed.props as unknown as Record<string, unknown>, next);
   expect(updated.outs.lastOperation.applied).toBe(false);
-  expect(existsSync(join(stub.runDir, "unknown.web"))).toBe(false);
+  expect(existsSync(join(env.stub.runDir, "unknown.web"))).toBe(false);
   const again = await read(created.id, updated.outs as unknown as Record<string, unknown>);
   expect(again.props.inSync).toBe(true);
   expect(again.props.hostFindings.join("\n")).not.toContain("UNKNOWN");

@@ -10,9 +10,7 @@ import { join } from "path";
 import { planAllowlist, validateAllowlist } from "../../provider/core";
 import { check, create, read } from "../../provider/pulumi/lifecycle";
 import { applyPayload } from "../core/support/simulate";
-import { ed25519, startSsh2Host, type Ssh2Host } from "../host/ssh2host";
-import { StubHost } from "../host/stubhost";
-import { captureStderr } from "../host/support";
+import { CLIENT_KEY, stubHostOverSsh } from "./support/ssh2-stub";
 
 jest.setTimeout(60_000);
 
@@ -22,23 +20,9 @@ const FILTER = LAYOUT.slice(LAYOUT.indexOf("*filter"), LAYOUT.indexOf("*nat"));
 const NAT = LAYOUT.slice(LAYOUT.indexOf("*nat"));
 const DECLARED = { persist: false, ipv6: "off" };
 
-let stub: StubHost;
-let server: Ssh2Host;
-let stderr: string[];
-
-beforeEach(async () => {
-  stub = new StubHost();
+const env = stubHostOverSsh({}, (stub) => {
   stub.write("save4", FILTER);
   stub.write("nat4", NAT);
-  stub.write("save6.fail", "ip6tables-save: IPv6 is off on this host");
-  server = await startSsh2Host({ shell: stub.shell() });
-  stderr = captureStderr();
-});
-
-afterEach(async () => {
-  jest.restoreAllMocks();
-  await server.close();
-  stub.remove();
 });
 
 /** `filter` once the allowlist `args` is applied (what the stub's restore leads to). */
@@ -55,10 +39,10 @@ function applied(filter: string, name: string, args: Record<string, unknown>): s
 test("create and refresh name the published port no allowlist polices; none once another allowlist covers it", async () => {
   const web = { ...DECLARED, resourceName: "web", port: 8080, sources: ["198.18.1.0/24"] };
   const withWeb = applied(FILTER, "web", web);
-  stub.write("next4", withWeb);
+  env.stub.write("next4", withWeb);
   const checked = check(
     {},
-    { ...web, connection: { host: "127.0.0.1", port: server.port, privateKey: ed25519().private } },
+    { ...web, connection: { host: "127.0.0.1", port: env.server.port, privateKey: CLIENT_KEY } },
   );
   if (checked.inputs === undefined) throw new Error(JSON.stringify(checked.failures));
 
@@ -68,33 +52,36 @@ test("create and refresh name the published port no allowlist polices; none once
     `warning: DockerPortAllowlist "web" (${operation}): [ipv4] warning: Docker publishes a port on this host that ` +
     "no allowlist polices in ipv4, so everyone who reaches the host reaches it: 5353/udp ipv4 -> 172.17.0.3:53. " +
     "Fix: add an allowlist for it (port and protocol as shown), or unpublish it (or publish on 127.0.0.1 only).\n";
-  expect(stderr).toContain(warning("create"));
+  expect(env.stderr).toContain(warning("create"));
   expect(outs.hostFindings.join("\n")).not.toContain("no allowlist polices");
   const refreshed = await read("id", outs as unknown as Record<string, unknown>);
   expect(refreshed.props.unpolicedPorts).toEqual(outs.unpolicedPorts);
   expect(refreshed.props.hostFindings).toEqual(outs.hostFindings);
-  expect(stderr).toContain(warning("read"));
+  expect(env.stderr).toContain(warning("read"));
 
   // Another allowlist (another resource, stack or program) polices 5353/udp meanwhile.
-  stub.write("save4", applied(withWeb, "dns", { port: 5353, protocols: ["udp"], sources: [] }));
-  stderr.length = 0;
+  env.stub.write("save4", applied(withWeb, "dns", { port: 5353, protocols: ["udp"], sources: [] }));
+  env.stderr.length = 0;
   const later = await read("id", refreshed.props as unknown as Record<string, unknown>);
   expect(later.props.unpolicedPorts).toEqual([]);
-  expect(stderr.join("")).not.toContain("no allowlist polices");
+  expect(env.stderr.join("")).not.toContain("no allowlist polices");
 });
 
 test("a refresh on a host running Docker's nftables backend names the ports of its nat chain", async () => {
   // No Docker chains in iptables; `nft list ...` prints the real Docker 29 nftables capture.
-  stub.write("save4", "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
-  stub.write("nat4", "*nat\nCOMMIT\n");
-  stub.write(
+  env.stub.write(
+    "save4",
+    "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+  );
+  env.stub.write("nat4", "*nat\nCOMMIT\n");
+  env.stub.write(
     "nft-tables",
     readFileSync(join(__dirname, "..", "core", "fixtures", "docker29-nftables", "nft-nat.v4.txt"), "utf8"),
   );
   const web = { ...DECLARED, resourceName: "web", port: 8080, sources: ["198.18.1.0/24"] };
   const props = check(
     {},
-    { ...web, connection: { host: "127.0.0.1", port: server.port, privateKey: ed25519().private } },
+    { ...web, connection: { host: "127.0.0.1", port: env.server.port, privateKey: CLIENT_KEY } },
   );
   const refreshed = await read("id", props.inputs!);
   expect(refreshed.props.unpolicedPorts).toEqual([
