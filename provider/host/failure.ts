@@ -7,15 +7,9 @@ import { chainName } from "../core";
 import { hostText } from "../core/text";
 import { HostError } from "./errors";
 import type { HostExec } from "./exec";
-import { EXIT, UNKNOWN_STATE_DIR } from "./scripts";
+import { EXIT, HOST_LOCK_PATH, UNKNOWN_STATE_DIR } from "./scripts";
 import type { HostTarget, ResolvedLimits } from "./options";
 import type { Sections } from "./snapshot";
-
-/**
- * The host-wide lock the sync script takes from its read to its commit. The script spells the
- * same path (scripts.ts); messages name it from here.
- */
-export const HOST_LOCK_PATH = "/run/docker-port-allowlist.lock";
 
 /**
  * What to run on a host whose state for `ruleName` is unknown (a rollback failed for good): our

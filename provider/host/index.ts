@@ -52,14 +52,8 @@ export {
   type ResolvedLimits,
 } from "./options";
 export { Dialogue, planMessage, readCommand, syncCommand, type Reply } from "./dialogue";
-export {
-  HOST_LOCK_PATH,
-  failure,
-  inspectCommand,
-  sudoError,
-  unknownStateMessage,
-  type Ending,
-} from "./failure";
+export { HOST_LOCK_PATH } from "./scripts";
+export { failure, inspectCommand, sudoError, unknownStateMessage, type Ending } from "./failure";
 export { inspectHost, lockWaitMessage, readHost, syncHost } from "./sync";
 export {
   converge,

@@ -133,6 +133,12 @@ export const GUARD_AWK = remoteFile("guard.awk");
  */
 export const UNKNOWN_STATE_DIR = "/run/docker-port-allowlist";
 
+/**
+ * The host-wide lock the sync script takes from its read to its commit, and the guard for each
+ * round (both get it through their `@HOST_LOCK_PATH@` marker); messages name it from here.
+ */
+export const HOST_LOCK_PATH = "/run/docker-port-allowlist.lock";
+
 /** The paths report-state.sh and guard-install.sh name: the guard's (core's ./guard.ts) and the marker's. */
 const HOST_PATHS = { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR, UNKNOWN_STATE_DIR };
 /** Where Docker's nftables backend DNATs (core's ./published.ts), for report-state.sh. */
@@ -145,14 +151,25 @@ export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...HOST_
  * The guard (remote/guard.sh): not run by an exec but installed by the sync script as
  * `GUARD_SCRIPT_PATH` (core's ./guard.ts), run by systemd or `--loop`.
  */
-export const GUARD_SCRIPT = assembleScript("guard.sh", { FINGERPRINT_AWK, GUARD_AWK, GUARD_DIR });
+export const GUARD_SCRIPT = assembleScript("guard.sh", {
+  FINGERPRINT_AWK,
+  GUARD_AWK,
+  GUARD_DIR,
+  HOST_LOCK_PATH,
+});
 
 /**
  * The whole write operation in ONE exec, under the host lock from the read to the commit, so
  * writers that use the lock never interleave. argv and the dialogue: remote/sync.sh; exit codes:
  * {@link EXIT}.
  */
-export const SYNC_SCRIPT = assembleScript("sync.sh", { FINGERPRINT_AWK, CUT_AWK, ...HOST_PATHS, ...NFT_NAT });
+export const SYNC_SCRIPT = assembleScript("sync.sh", {
+  FINGERPRINT_AWK,
+  CUT_AWK,
+  ...HOST_PATHS,
+  ...NFT_NAT,
+  HOST_LOCK_PATH,
+});
 
 /**
  * The command line that runs `script` as `bash -c <script> <name> <arg>...` (under `sudo -n` when

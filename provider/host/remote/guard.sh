@@ -23,7 +23,7 @@
 guard_dir='@GUARD_DIR@'
 # guard.awk, shell-quoted into the marker by the loader (a real file, tested on its own).
 guard_awk='@GUARD_AWK@'
-lock=/run/docker-port-allowlist.lock
+lock='@HOST_LOCK_PATH@'
 
 usage() { echo "usage: $0 --once | --loop SECONDS | --on-firewalld-reload" >&2; exit 2; }
 interval=""

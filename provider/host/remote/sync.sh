@@ -110,7 +110,7 @@ watching=""
 trap '[ -n "$watching" ] || rm -rf "$tmp"; [ -z "$t" ] || rm -f "$t"' EXIT
 command -v flock >/dev/null 2>&1 || { echo "@@DPA:no-flock"; exit "$EXIT_NO_FLOCK"; }
 # Appending (no truncation): the file holds who has the lock, which a waiter reports.
-lockfile=/run/docker-port-allowlist.lock
+lockfile='@HOST_LOCK_PATH@'
 exec 9>>"$lockfile" || { echo "@@DPA:error cannot open $lockfile"; exit "$EXIT_SETUP_FAILED"; }
 if ! flock -n 9; then
   # Held: say by whom (`@@DPA:lock-busy <seconds waited> <holder line>`, the client shows it as
