@@ -44,7 +44,7 @@ round() { # one round over both families; 0 = all in place (or put back), 1 = a 
   local status=0 fam bin f copies
   if ! exec 8>>"$lock"; then echo "dpa-guard: cannot open $lock; nothing done" >&2; return 1; fi
   if ! flock -w 3 8; then
-    holder=$(head -n 1 "$lock" 2>/dev/null | tr -cd '[:alnum:] =._:-' | head -c 200)
+    holder=$(lock_holder "$lock")
     echo "dpa-guard: $lock is held (${holder:-a pulumi operation?}); skipping this round"
     exec 8>&-
     return 0

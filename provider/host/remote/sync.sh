@@ -117,7 +117,7 @@ if ! flock -n 9; then
   # progress) every 5 s until it is ours or lockwait is spent.
   waited=0
   while :; do
-    echo "@@DPA:lock-busy $waited $(head -n 1 "$lockfile" 2>/dev/null | tr -cd '[:alnum:] =._:-' | head -c 200)"
+    echo "@@DPA:lock-busy $waited $(lock_holder "$lockfile")"
     step=$((lockwait - waited)); [ "$step" -gt 5 ] && step=5
     [ "$step" -gt 0 ] || { echo "@@DPA:lock-timeout"; exit "$EXIT_LOCK_TIMEOUT"; }
     flock -w "$step" 9 && break
