@@ -82,8 +82,19 @@ export {
 export { printable, hostText, bytesOf } from "./text";
 export type { Owner, Claim, Standing } from "./owner";
 export { ownerOf, ownerComment, parseOwnerComment, standing, stackOf } from "./owner";
-export type { Plan, FamilyPlan } from "./plan";
-export { planAllowlist, verifyApplied, foreignChanges, policedPaths } from "./plan";
+export type { Plan, FamilyPlan, FirewallBackend, LiveState } from "./plan";
+export { planAllowlist, verifyApplied, foreignChanges, policedPaths, firewallBackendOf } from "./plan";
+export type { NftLive, NftPlan } from "./nft";
+export {
+  NFT_FAMILY,
+  NFT_TABLE_PREFIX,
+  canonicalNft,
+  dockerNftBridges,
+  nftTableName,
+  nftTableRef,
+  renderNftTable,
+  verifyNft,
+} from "./nft";
 export type { GuardReport, GuardWanted, GuardUpdate, PolicedPaths } from "./guard";
 export {
   GUARD_DIR,

@@ -38,6 +38,11 @@ export const DOCKER_NAT_CHAIN = "DOCKER";
  */
 export const DOCKER_NFT_TABLE = "docker-bridges";
 export const DOCKER_NFT_NAT_CHAIN = "nat-prerouting-and-output";
+/**
+ * The map of those tables whose keys are Docker's bridges (`"docker0" : jump
+ * filter-forward-in__docker0`): what an allowlist exempts there (core's ./nft.ts).
+ */
+export const DOCKER_NFT_BRIDGE_MAP = "filter-forward-in-jumps";
 
 /** One port (range) Docker publishes, from one DNAT rule of the nat table's DOCKER chain. */
 export interface PublishedPort {

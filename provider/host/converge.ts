@@ -18,6 +18,8 @@ import {
   dockerBridgesOf,
   standing,
   verifyApplied,
+  verifyNft,
+  firewallBackendOf,
   type AllowlistSpec,
   type Claim,
   type Family,
@@ -30,7 +32,7 @@ import { HostError } from "./errors";
 import { unknownStateMessage } from "./failure";
 import { rulesPaths, type ApplyOptions, type HostOutcome, type HostTarget } from "./options";
 import { GUARD_SCRIPT } from "./scripts";
-import type { HostSnapshot } from "./snapshot";
+import { liveOf, type HostSnapshot } from "./snapshot";
 import { syncHost } from "./sync";
 
 /**
@@ -86,10 +88,11 @@ export function convergeOptions(
       if (plan.blocked && (desired !== null || foreign)) throw blockedError(snapshot.host, plan);
       return plan;
     },
-    verify: (family, saveText) =>
-      verifyApplied(saveText, desired, ruleName, family, claim)
+    verify: (family, saveText, plan) =>
+      verifyApplied(saveText, plan.backend === "iptables" ? desired : null, ruleName, family, claim)
         .filter((f) => f.severity === "error")
         .map((f) => f.message),
+    verifyNft: (listing, plan) => verifyNft(listing, plan.nftExpected, ruleName),
     guard: (snapshot) => {
       // A delete removes only copies it holds: after a replacement took the chain over (same
       // ruleName), the copy is the replacement's now.
@@ -97,7 +100,9 @@ export function convergeOptions(
         const copy = snapshot.guard.copies.ipv4 ?? snapshot.guard.copies.ipv6;
         if (standing(guardCopyOwner(copy, ruleName), claim).kind !== "own") return undefined;
       }
-      return guardUpdate(snapshot.guard, guardWanted(desired, ruleName, snapshot, claim?.owner));
+      // On an nftables host the guard holds no iptables copy (the table is ours alone).
+      const iptables = firewallBackendOf(liveOf(snapshot)) === "iptables" ? desired : null;
+      return guardUpdate(snapshot.guard, guardWanted(iptables, ruleName, snapshot, claim?.owner));
     },
     ...rest,
   };

@@ -198,6 +198,13 @@ export function planMessage(
     );
     if (cut) cuts.push(...(fp.conntrack ?? []));
   }
+  // Our nftables table (Docker's nftables backend, or what is left of it after a switch back).
+  const nft = plan.inSync ? undefined : plan.nft;
+  if (nft !== undefined) {
+    body.push("@@DPA:payloadnft", nft.payload.replace(/\n$/, ""));
+    body.push("@@DPA:rollbacknft", nft.rollback.replace(/\n$/, ""));
+    if (cut) cuts.push(...(nft.conntrack ?? []));
+  }
   if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
   const files: [string, string | undefined][] = [
     ["guard-copy4", guard?.copies.ipv4],
@@ -216,6 +223,13 @@ export function planMessage(
   }
   body.push("@@DPA:end");
   const text = body.join("\n") + "\n";
-  const header = ["plan", String(text.split("\n").length - 1), fps.ipv4, fps.ipv6].join(" ");
+  const header = [
+    "plan",
+    String(text.split("\n").length - 1),
+    fps.ipv4,
+    fps.ipv6,
+    nft?.fingerprint ?? "-",
+    nft?.first === true ? "first" : "last",
+  ].join(" ");
   return header + "\n" + text;
 }
