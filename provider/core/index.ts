@@ -128,6 +128,7 @@ export {
   DOCKER_NAT_CHAIN,
   DOCKER_NFT_TABLE,
   DOCKER_NFT_NAT_CHAIN,
+  DOCKER_NFT_BRIDGE_MAP,
   publishedPorts,
   publishedPortsNft,
   unpolicedPorts,

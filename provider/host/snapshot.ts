@@ -55,6 +55,8 @@ export interface HostSnapshot {
   readonly nftTable?: { readonly listing: string | null; readonly sha: string };
   /** Docker's bridges as its nftables backend names them (core's `dockerNftBridges`). */
   readonly nftBridges: readonly string[];
+  /** The jump lines of every allowlist's nftables table (core's `PublishedState.nftJumps`). */
+  readonly nftJumps: string;
   readonly tools: { readonly conntrack: boolean; readonly flock: boolean };
   /**
    * The core's "saved"-scope fingerprint (DOCKER-USER and our chain) of the saved rules files
@@ -122,6 +124,7 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     nftDockerTables: Number(other.get("nftDockerTables") ?? "0"),
     ...nftTableOf(sections.get("nfttable")),
     nftBridges: dockerNftBridges(sections.get("nftbridges")?.body ?? ""),
+    nftJumps: sections.get("nftjumps")?.body ?? "",
     tools: { conntrack: meta.get("tool.conntrack") === "yes", flock: meta.get("tool.flock") === "yes" },
     persisted: { ipv4: persisted.get("v4") ?? "missing", ipv6: persisted.get("v6") ?? "missing" },
     liveFingerprint: { ipv4: persisted.get("live4") ?? "", ipv6: persisted.get("live6") ?? "" },

@@ -94,6 +94,14 @@ if command -v nft >/dev/null 2>&1; then
   [ "$ntrc" = 0 ] && printf '%s\n' "$nt"
   echo "@@DPA:nftbridges"
   for nf in ip ip6; do nft list map "$nf" "$nft_table" "$nft_bridge_map" 2>/dev/null; done | grep -o '"[^"]*" : jump '
+  # The jumps of every allowlist's table (any owner): what polices Docker's nftables ports.
+  echo "@@DPA:nftjumps"
+  nft list tables 2>/dev/null | while read -r _ nf name; do
+    case "$nf $name" in
+      "$nft_own_family $nft_own_prefix"*)
+        for c in forward input; do nft -s list chain "$nf" "$name" "$c" 2>/dev/null | grep ' jump allowlist$'; done ;;
+    esac
+  done
 fi
 echo "@@DPA:persisted"
 for f in "4:$v4path" "6:$v6path"; do
