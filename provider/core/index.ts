@@ -23,6 +23,7 @@ export {
   renderJumps,
   renderInputJumps,
   renderForwardJump,
+  DEFAULT_DOCKER_BRIDGES,
 } from "./layout";
 export type {
   ValidationFailure,
@@ -94,6 +95,7 @@ export {
   nftTableRef,
   renderNftTable,
   verifyNft,
+  withoutNftBridgeExemptions,
 } from "./nft";
 export type { GuardReport, GuardWanted, GuardUpdate, PolicedPaths } from "./guard";
 export {

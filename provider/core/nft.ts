@@ -38,13 +38,7 @@
  * ({@link canonicalNft}): blank lines and indentation dropped, one set element per line.
  */
 import { compareCidr, formatAddress, type Cidr, type Family } from "./ip";
-import {
-  declaresFamily,
-  originalDestinationText,
-  tagOf,
-  type AllowlistSpec,
-  type PortRange,
-} from "./layout";
+import { declaresFamily, originalDestinationText, tagOf, type AllowlistSpec, type PortRange } from "./layout";
 import { BRIDGE_NAME } from "./parse";
 import { ownerComment, parseOwnerComment, safe, type Claim, type Owner } from "./owner";
 
@@ -87,7 +81,8 @@ export function nftClaim(claim: Claim | undefined): Claim | undefined {
 function tableComment(ruleName: string, owner: Owner | undefined): string {
   const tag = tagOf(ruleName);
   const text = owner === undefined ? tag : ownerComment(tag, nftOwner(owner));
-  if (text.length > NFT_COMMENT_MAX) throw new Error(`nft table comment longer than ${NFT_COMMENT_MAX}: ${text}`);
+  if (text.length > NFT_COMMENT_MAX)
+    throw new Error(`nft table comment longer than ${NFT_COMMENT_MAX}: ${text}`);
   return text;
 }
 
@@ -176,9 +171,18 @@ export function renderNftTable(spec: AllowlistSpec, bridges: readonly string[], 
   lines.push("}", "chain allowlist {", "ct state established,related accept");
   const exempt = spec.exemptDockerBridges ? bridges.filter((b) => BRIDGE_NAME.test(b)) : [];
   if (exempt.length > 0) lines.push(`iifname ${ifnames(exempt)} accept`);
-  for (const f of fams) lines.push(`${f === "ipv4" ? "ip" : "ip6"} saddr @allow${f === "ipv4" ? "4" : "6"} accept`);
+  for (const f of fams)
+    lines.push(`${f === "ipv4" ? "ip" : "ip6"} saddr @allow${f === "ipv4" ? "4" : "6"} accept`);
   lines.push(spec.action === "DROP" ? "drop" : "reject", "}", "}");
   return lines;
+}
+
+/**
+ * `lines` without the bridge exemption {@link renderNftTable} writes (`iifname ... accept`): what
+ * a table's lines declare, apart from the host's own bridges.
+ */
+export function withoutNftBridgeExemptions(lines: readonly string[]): string[] {
+  return lines.filter((l) => !/^iifname (?:"[^"]*"|\{ [^}]* \}) accept$/.test(l));
 }
 
 /** {@link renderNftTable} as input for `nft -f` (indented, elements comma-separated). */
@@ -316,7 +320,6 @@ export function planNft(
   };
 }
 
-
 /** Problems of our table as listed after an apply: empty when it is exactly `expected`. */
 export function verifyNft(listing: string | null, expected: readonly string[], ruleName: string): string[] {
   const have = listing === null ? [] : canonicalNft(listing);
@@ -325,6 +328,8 @@ export function verifyNft(listing: string | null, expected: readonly string[], r
   return [
     `after the apply, nft does not list what was planned (${changes.length} difference(s), first: ${changes
       .slice(0, 3)
-      .join("; ")}). Another tool may have changed the table at the same time, or this nft prints rules differently from nft 1.0. Fix: run the update again; if it persists, report the output of \`nft -s list table ${nftTableRef(ruleName)}\`.`,
+      .join(
+        "; ",
+      )}). Another tool may have changed the table at the same time, or this nft prints rules differently from nft 1.0. Fix: run the update again; if it persists, report the output of \`nft -s list table ${nftTableRef(ruleName)}\`.`,
   ];
 }

@@ -807,7 +807,11 @@ export function planAllowlist(
       r.changes = [];
       r.findings = r.findings.map((f) =>
         f.code === "owned-by-another"
-          ? { ...f, severity: "warning", message: `Left in iptables (Docker now runs its nftables backend): ${f.message}` }
+          ? {
+              ...f,
+              severity: "warning",
+              message: `Left in iptables (Docker now runs its nftables backend): ${f.message}`,
+            }
           : f,
       );
     }
@@ -844,7 +848,10 @@ function planNftPart(
   const none = { changes: [], findings: [], blocked: false, expected: [] };
   const nft = live.nft;
   if (nft === undefined || (desired === null && nft.listing === null)) return none;
-  const st = standing(nft.listing === null ? undefined : nftTableOwner(nft.listing, ruleName), nftClaim(claim));
+  const st = standing(
+    nft.listing === null ? undefined : nftTableOwner(nft.listing, ruleName),
+    nftClaim(claim),
+  );
   if (st.kind === "handed-over") return none;
   const findings: Finding[] = [];
   const table = `nftables table ${nftTableRef(ruleName)}`;

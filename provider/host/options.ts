@@ -97,10 +97,7 @@ export function rulesPaths(target: HostTarget): { v4: string; v6: string } {
 
 export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimits {
   /** Builds the plan from the live rules (called again when a foreign writer changed them). */
-  readonly plan: (
-    live: LiveState,
-    snapshot: HostSnapshot,
-  ) => P | Promise<P>;
+  readonly plan: (live: LiveState, snapshot: HostSnapshot) => P | Promise<P>;
   /**
    * Checks the rules as they are after the apply, before the commit. Returns problems; any
    * problem rolls the host back.

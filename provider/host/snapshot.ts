@@ -136,9 +136,9 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
 }
 
 /** Our nftables table from a section `nfttable rc=<n> sha=<digest>` (or `newnft rc=<n>`, no digest). */
-export function nftTableOf(
-  section: { header: string; body: string } | undefined,
-): { nftTable?: { listing: string | null; sha: string } } {
+export function nftTableOf(section: { header: string; body: string } | undefined): {
+  nftTable?: { listing: string | null; sha: string };
+} {
   if (section === undefined) return {};
   const rc = /(?:^| )rc=(\d+)/.exec(section.header)?.[1];
   const sha = /(?:^| )sha=([0-9a-f]+)/.exec(section.header)?.[1] ?? "";
