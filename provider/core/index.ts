@@ -96,6 +96,8 @@ export {
   renderNftTable,
   verifyNft,
   withoutNftBridgeExemptions,
+  nftClaim,
+  nftText,
 } from "./nft";
 export type { GuardReport, GuardWanted, GuardUpdate, PolicedPaths } from "./guard";
 export {

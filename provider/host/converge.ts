@@ -20,6 +20,9 @@ import {
   verifyApplied,
   verifyNft,
   firewallBackendOf,
+  nftClaim,
+  nftText,
+  renderNftTable,
   type AllowlistSpec,
   type Claim,
   type Family,
@@ -97,12 +100,15 @@ export function convergeOptions(
       // A delete removes only copies it holds: after a replacement took the chain over (same
       // ruleName), the copy is the replacement's now.
       if (desired === null) {
-        const copy = snapshot.guard.copies.ipv4 ?? snapshot.guard.copies.ipv6;
-        if (standing(guardCopyOwner(copy, ruleName), claim).kind !== "own") return undefined;
+        const c = snapshot.guard.copies;
+        const ipt = c.ipv4 ?? c.ipv6;
+        const held =
+          ipt !== null
+            ? standing(guardCopyOwner(ipt, ruleName), claim)
+            : standing(guardCopyOwner(c.nft ?? null, ruleName), nftClaim(claim));
+        if (held.kind !== "own") return undefined;
       }
-      // On an nftables host the guard holds no iptables copy (the table is ours alone).
-      const iptables = firewallBackendOf(liveOf(snapshot)) === "iptables" ? desired : null;
-      return guardUpdate(snapshot.guard, guardWanted(iptables, ruleName, snapshot, claim?.owner));
+      return guardUpdate(snapshot.guard, guardWanted(desired, ruleName, snapshot, claim?.owner));
     },
     ...rest,
   };
@@ -118,8 +124,11 @@ export function guardWanted(
   snapshot: HostSnapshot,
   owner: Owner | undefined,
 ): GuardWanted {
+  // The allowlist lives in one backend: the guard holds copies of that one only (iptables: one
+  // per family; Docker's nftables backend: the table, core's ./nft.ts).
+  const nft = firewallBackendOf(liveOf(snapshot)) === "nftables";
   const copy = (f: Family) =>
-    desired === null
+    desired === null || nft
       ? ""
       : renderGuardCopy(
           desired,
@@ -128,7 +137,12 @@ export function guardWanted(
           dockerBridgesOf(snapshot[f], f),
           owner,
         );
-  return { ruleName, script: GUARD_SCRIPT, copies: { ipv4: copy("ipv4"), ipv6: copy("ipv6") } };
+  const table = desired === null || !nft ? "" : nftText(renderNftTable(desired, snapshot.nftBridges, owner));
+  return {
+    ruleName,
+    script: GUARD_SCRIPT,
+    copies: { ipv4: copy("ipv4"), ipv6: copy("ipv6"), nft: table },
+  };
 }
 
 /** What the guard on a host looks like for `desired` in `report` (core's `guardFindings`). */

@@ -209,6 +209,7 @@ export function planMessage(
   const files: [string, string | undefined][] = [
     ["guard-copy4", guard?.copies.ipv4],
     ["guard-copy6", guard?.copies.ipv6],
+    ["guard-copynft", guard?.copies.nft],
     ["guard-script", guard?.script],
     ["guard-service", guard?.service],
     ["guard-timer", guard?.timer],

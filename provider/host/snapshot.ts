@@ -166,7 +166,7 @@ export function liveOf(snapshot: HostSnapshot): LiveState {
 /** The guard sections `report_guard` prints (guard, guardcopy4, guardcopy6); absent = nothing installed. */
 export function parseGuardReport(sections: Sections): GuardReport {
   const g = kv(sections.get("guard")?.body);
-  const copy = (n: "4" | "6") => {
+  const copy = (n: "4" | "6" | "nft") => {
     const s = sections.get(`guardcopy${n}`);
     return s !== undefined && s.header.endsWith(" present") ? s.body : null;
   };
@@ -180,7 +180,7 @@ export function parseGuardReport(sections: Sections): GuardReport {
     timerEnabled: g.get("timerEnabled") || "-",
     timerActive: g.get("timerActive") || "-",
     listenerEnabled: g.get("listenerEnabled") || "-",
-    copies: { ipv4: copy("4"), ipv6: copy("6") },
+    copies: { ipv4: copy("4"), ipv6: copy("6"), nft: copy("nft") },
   };
 }
 

@@ -303,6 +303,24 @@ function claimOf(
   return previous === undefined ? { owner, operation } : { owner, operation, previous };
 }
 
+/**
+ * The new declaration's lines as an nftables host gets them, when the old state says the host is
+ * one but the new inputs were rendered without knowing it (a preview before any refresh renders
+ * the iptables lines): so the state of a create on such a host compares with the same
+ * declaration. Undefined otherwise.
+ */
+function nftRulesOf(olds: Record<string, unknown>, news: Record<string, unknown>): RuleLines | undefined {
+  const r = news.rules as Partial<RuleLines> | undefined;
+  if (olds.firewallBackend !== "nftables" || r?.nft !== undefined || containsUnknown(news)) return undefined;
+  const { connection: _c, ...rest } = news;
+  const name = typeof news.resourceName === "string" ? news.resourceName : "allowlist";
+  const a = validateAllowlist(rest, name);
+  if (!a.ok) return undefined;
+  const c = validateConnection(news.connection);
+  const owner = c.ok ? ownerOf(stackOf(news), name, c.spec.host, c.spec.port) : undefined;
+  return { ipv4: [], ipv6: [], nft: renderNftTable(a.spec, [], owner) };
+}
+
 function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -330,7 +348,9 @@ export function diff(
     };
   };
   const changed = INPUT_KEYS.filter((k) =>
-    k === "rules" ? !same(declaredRules(olds[k]), declaredRules(news[k])) : !same(olds[k], news[k]),
+    k === "rules"
+      ? !same(declaredRules(olds[k]), declaredRules(nftRulesOf(olds, news) ?? news[k]))
+      : !same(olds[k], news[k]),
   );
   // A failed save leaves `persisted: false` in state; the next `up` must save again.
   const unsaved = olds.persisted === false && news.persist !== false;
@@ -483,6 +503,11 @@ function outputs(
     persisted,
     families: policedFamilies(spec, o.live),
     firewallBackend: o.plan.backend,
+    // On an nftables host, the table's lines as verified on the host (check rendered the
+    // iptables lines when it did not know the backend yet).
+    ...(o.plan.backend === "nftables"
+      ? { rules: { ipv4: [], ipv6: [], nft: [...o.plan.nftExpected].map(hostText) } }
+      : {}),
     // A guard step that failed leaves the guard off plan: the next `up` tries again.
     inSync: !guardDrifted(guard.host),
     lastOperation,

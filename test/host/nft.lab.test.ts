@@ -12,7 +12,13 @@
  */
 import { startLab, type Lab, type LabHost } from "../../lab";
 import type { ConnectionArgs } from "../../provider/args";
-import { nftTableRef, validateAllowlist, type AllowlistSpec } from "../../provider/core";
+import {
+  GUARD_SCRIPT_PATH,
+  guardCopyPath,
+  nftTableRef,
+  validateAllowlist,
+  type AllowlistSpec,
+} from "../../provider/core";
 import { converge } from "../../provider/host";
 
 jest.setTimeout(300_000);
@@ -132,6 +138,43 @@ describe.each([true, false])("Docker 29, nftables backend, Docker IPv6 %s", (doc
     expect(await lab.probe(lab.clients[0], host, 8080, "tcp", 4)).toBe(true);
   });
 
+  test("the guard holds the table and puts it back after a flush and after a reboot", async () => {
+    const [allowed, other] = lab.clients;
+    const wanted = spec([allowed.ipv4, allowed.ipv6!]);
+    await apply(wanted);
+    const copy = await lab.hostExec(host, `cat ${guardCopyPath("web", "nft")}`);
+    expect(copy.stdout.split("\n")[0]).toBe(`table ${nftTableRef("web")} {`);
+    const guardOnce = async () => {
+      const r = await lab.hostExec(host, `bash ${GUARD_SCRIPT_PATH} --once`);
+      expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+      return r.stdout;
+    };
+    expect(await guardOnce()).toBe("");
+
+    // Debian's nftables.service starts, reloads and stops with `flush ruleset`: Docker's tables go
+    // too; a dockerd restart makes them again, the guard's timer round puts ours back.
+    expect((await lab.hostExec(host, `nft delete table ${nftTableRef("web")}`)).code).toBe(0);
+    expect(await lab.probe(other, host, 8080, "tcp", 4)).toBe(true);
+    expect(await guardOnce()).toBe(`dpa-guard: restored (nft): table ${nftTableRef("web")}\n`);
+    expect(await lab.probe(other, host, 8080, "tcp", 4)).toBe(false);
+    expect(await lab.probe(allowed, host, 8080, "tcp", 4)).toBe(true);
+
+    // A reboot: every nftables table is gone, dockerd builds its own again; then the guard's
+    // service (After=docker.service) runs.
+    await lab.reboot(host);
+    expect(await nft("list tables")).not.toContain("dpa-web");
+    expect(await lab.probe(other, host, 8080, "tcp", 4)).toBe(true);
+    expect(await guardOnce()).toContain("restored (nft)");
+    for (const family of [4, 6] as const) {
+      expect(await lab.probe(other, host, 8080, "tcp", family)).toBe(false);
+      expect(await lab.probe(allowed, host, 8080, "tcp", family)).toBe(true);
+    }
+    const same = await apply(wanted);
+    expect(same.applied).toBe(false);
+    // The foreign table went with the reboot; put it back for the next test.
+    expect((await lab.hostExec(host, `printf '%s\\n' '${FOREIGN}' | nft -f -`)).code).toBe(0);
+  });
+
   test("delete removes the table and nothing else: everyone gets in again, the foreign table is intact", async () => {
     const foreign = await nft("-s list table inet site");
     const gone = await apply(null);
@@ -140,5 +183,7 @@ describe.each([true, false])("Docker 29, nftables backend, Docker IPv6 %s", (doc
     for (const family of [4, 6] as const)
       expect(await lab.probe(lab.clients[1], host, 8080, "tcp", family)).toBe(true);
     expect(await nft("-s list table inet site")).toBe(foreign);
+    // The last allowlist of the host went: so did the guard and its copy.
+    expect((await lab.hostExec(host, `test -e ${GUARD_SCRIPT_PATH} || echo gone`)).stdout).toBe("gone\n");
   });
 });

@@ -120,8 +120,8 @@ report_guard
 echo "@@DPA:end"
 }
 # The guard (guard.sh): sections guard (facts: systemd, sha256 of its script and of its units -
-# service, timer, firewalld listener - and their state) and guardcopy4/guardcopy6 (this
-# allowlist's saved copies, `present` or `missing`), parsed by parseGuardReport in
+# service, timer, firewalld listener - and their state) and guardcopy4/guardcopy6/guardcopynft
+# (this allowlist's saved copies, `present` or `missing`), parsed by parseGuardReport in
 # provider/host/snapshot.ts.
 # shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
 report_guard() {
@@ -138,8 +138,8 @@ if [ "$systemd" = yes ]; then
   echo "timerActive=$(systemctl is-active "$guard_unit.timer" 2>/dev/null | head -n 1)"
   echo "listenerEnabled=$(systemctl is-enabled "$guard_listener" 2>/dev/null | head -n 1)"
 fi
-for fam in 4 6; do
-  f="$guard_dir/allowlists/$rule.v$fam"
+for fam in 4 6 nft; do
+  f="$guard_dir/allowlists/$rule.v$fam"; [ "$fam" = nft ] && f="$guard_dir/allowlists/$rule.nft"
   if [ -f "$f" ]; then echo "@@DPA:guardcopy$fam present"; awk 1 "$f"; else echo "@@DPA:guardcopy$fam missing"; fi
 done
 }
