@@ -138,6 +138,42 @@ describe.each([true, false])("Docker 29, nftables backend, Docker IPv6 %s", (doc
     expect(await lab.probe(lab.clients[0], host, 8080, "tcp", 4)).toBe(true);
   });
 
+  test("SIGKILL of the script's process group while it awaits the commit: the watchdog puts the table back as it was", async () => {
+    const [allowed, other] = lab.clients;
+    await apply(spec([allowed.ipv4]));
+    const before = await nft(`-s list table ${nftTableRef("web")}`);
+    const dir = (await lab.hostExec(host, "mktemp -d /run/dpa-pause.XXXXXX")).stdout.trim();
+    expect((await lab.hostExec(host, `touch '${dir}/awaiting-commit'`)).code).toBe(0);
+    const until = async (check: string) => {
+      while ((await lab.hostExec(host, check)).code !== 0) await new Promise((r) => setImmediate(r));
+    };
+    let killed = false;
+    let during = "";
+    const err = await converge(conn(host), spec([allowed.ipv4, other.ipv4]), spec([]), {
+      claim: { owner, operation: "update" },
+      pauseDir: dir,
+      beforeCommit: async () => {
+        await until(`grep -q . '${dir}/awaiting-commit.reached'`);
+        const pid = (await lab.hostExec(host, `cat '${dir}/awaiting-commit.reached'`)).stdout.trim();
+        during = await nft(`-s list table ${nftTableRef("web")}`);
+        const pgid = (await lab.hostExec(host, `awk '{ print $5 }' /proc/${pid}/stat`)).stdout.trim();
+        expect((await lab.hostExec(host, `bash -c 'kill -KILL -- -${pgid}'`)).code).toBe(0);
+        killed = true;
+      },
+    }).catch((e: Error) => e);
+    expect({ killed, err: String(err) }).toMatchObject({
+      killed: true,
+      err: expect.stringMatching(/killed.* before the commit/),
+    });
+    // It was applied, not committed: the new source was in the live table.
+    expect(during).toContain(other.ipv4);
+    // The watchdog holds the host lock until it has rolled back.
+    await until("flock -n /run/docker-port-allowlist.lock true");
+    expect(await nft(`-s list table ${nftTableRef("web")}`)).toBe(before);
+    expect(await lab.probe(other, host, 8080, "tcp", 4)).toBe(false);
+    await lab.hostExec(host, `rm -rf '${dir}'`);
+  });
+
   test("the guard holds the table and puts it back after a flush and after a reboot", async () => {
     const [allowed, other] = lab.clients;
     const wanted = spec([allowed.ipv4, allowed.ipv6!]);
