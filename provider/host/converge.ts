@@ -233,6 +233,12 @@ function uncut(family: Family, message: string): Finding {
  * live flows the conntrack cut is for.
  */
 function revokes(plan: Plan, before: string | null, family: Family, ruleName: string): boolean {
+  // Our nftables table: created (everyone not listed loses access) or a source removed.
+  if (plan.nft?.first === true) {
+    return plan.nft.changes.some(
+      (c) => c.startsWith("+ [nft] table ") || /^- \[nft\] [0-9a-f:.]+(\/\d+)?$/.test(c),
+    );
+  }
   const chain = chainName(ruleName);
   const created = before === null || !before.includes(`:${chain} `);
   return created || plan.changes.some((c) => c.startsWith(`- [${family}] -A ${chain} -s `));

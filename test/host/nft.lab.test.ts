@@ -20,6 +20,7 @@ import {
   type AllowlistSpec,
 } from "../../provider/core";
 import { converge } from "../../provider/host";
+import { repliesDuring, udpFlow } from "./support";
 
 jest.setTimeout(300_000);
 
@@ -39,7 +40,8 @@ function spec(sources: string[], extra: Record<string, unknown> = {}): Allowlist
 
 function apply(desired: AllowlistSpec | null, ruleName = "web") {
   const operation = desired === null ? "delete" : "update";
-  return converge(conn(host), desired, desired ?? { ruleName }, { claim: { owner, operation } });
+  const who = { ...owner, name: `lab/nft/${ruleName}` };
+  return converge(conn(host), desired, desired ?? { ruleName }, { claim: { owner: who, operation } });
 }
 
 async function nft(cmd: string): Promise<string> {
@@ -136,6 +138,32 @@ describe.each([true, false])("Docker 29, nftables backend, Docker IPv6 %s", (doc
       `nftables table ${nftTableRef("web")} on this host is held by lab/nft/web`,
     );
     expect(await lab.probe(lab.clients[0], host, 8080, "tcp", 4)).toBe(true);
+  });
+
+  test("removing a source cuts its live UDP flow at once (conntrack), other flows go on", async () => {
+    const [c0, c1] = lab.clients;
+    const dns = (sources: string[]) => {
+      const v = validateAllowlist({ port: 5353, protocols: ["udp"], sources }, "dns");
+      if (!v.ok) throw new Error(JSON.stringify(v.failures));
+      return v.spec;
+    };
+    await apply(dns([c0.ipv4, c1.ipv4]), "dns");
+    const cut = udpFlow(c0, host, 41200);
+    const kept = udpFlow(c1, host, 41201);
+    try {
+      expect(await repliesDuring(cut, 1500)).toBeGreaterThan(3);
+      expect(await repliesDuring(kept, 1500)).toBeGreaterThan(3);
+      const o = await apply(dns([c1.ipv4]), "dns");
+      expect(o.applied).toBe(true);
+      expect(o.conntrackDeleted).toBeGreaterThan(0);
+      await cut.settled();
+      expect(await repliesDuring(cut, 1500)).toBe(0);
+      expect(await repliesDuring(kept, 1500)).toBeGreaterThan(3);
+    } finally {
+      cut.process.kill();
+      kept.process.kill();
+      await apply(null, "dns");
+    }
   });
 
   test("SIGKILL of the script's process group while it awaits the commit: the watchdog puts the table back as it was", async () => {
