@@ -15,6 +15,9 @@
 # (DPA_PULUMI_VERSION) that module is copied into the cache and moved to that version there
 # (go get pkg/v3 and sdk/v3 @v<version>, go mod tidy, from the module proxy); the repo's
 # go.mod/go.sum are never touched.
+# The YAML language host (pulumi-yaml, for Pulumi YAML programs such as examples/yaml) comes from a
+# module of its own, tools/pulumi-language-yaml, built for the default version only; and
+# pulumi-resource-pulumi-nodejs, the dynamic-provider plugin, is a link to our language host.
 #
 # Binaries are cached per version OUTSIDE the repo:
 #   ${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}/engine/v<version>/bin

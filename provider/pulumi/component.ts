@@ -58,37 +58,8 @@ export const ENUMS_MATCH_CORE: [
   Same<`${Ipv6Mode}`, NonNullable<args.AllowlistArgs["ipv6"]>>,
 ] = [true, true, true];
 
-/** A jump host to connect through (like `ssh -J`). */
-export interface SshProxy {
-  /** Address (IP or DNS name) of the jump host's SSH server. */
-  host: pulumi.Input<string>;
-  /** SSH port of the jump host. Default: 22. */
-  port?: pulumi.Input<number>;
-  /** Login user on the jump host. Default: "root". */
-  user?: pulumi.Input<string>;
-  /** Password for password authentication. Stored as a secret. */
-  password?: pulumi.Input<string>;
-  /** OpenSSH/PEM private key text. Stored as a secret. */
-  privateKey?: pulumi.Input<string>;
-  /** Passphrase of `privateKey`. Stored as a secret. */
-  privateKeyPassword?: pulumi.Input<string>;
-  /** Path of an ssh-agent socket, tried after `privateKey` and `password`. */
-  agentSocketPath?: pulumi.Input<string>;
-  /** Connection attempts before giving up; -1 means no limit. Default: 10. */
-  dialErrorLimit?: pulumi.Input<number>;
-  /** Seconds one connection attempt may take. Default: 15. */
-  perDialTimeout?: pulumi.Input<number>;
-  /** The jump host's key to pin: `ssh-ed25519 AAAA...` or `SHA256:...`. Default: trust on first use. */
-  hostKey?: pulumi.Input<string>;
-}
-
-/** How to reach a Docker host over SSH. */
-export interface SshConnection {
-  /**
-   * Address (IP or DNS name) of the host's SSH server. Required for an `Allowlist`; in a fleet,
-   * each host states its own.
-   */
-  host?: pulumi.Input<string>;
+/** The login to an SSH server: everything but its address, shared by a host and its jump host. */
+export interface SshLogin {
   /** SSH port. Default: 22. */
   port?: pulumi.Input<number>;
   /** Login user. A user other than root runs iptables through `sudo -n`. Default: "root". */
@@ -104,8 +75,6 @@ export interface SshConnection {
    * `$SSH_AUTH_SOCK` of the `pulumi` command, when set.
    */
   agentSocketPath?: pulumi.Input<string>;
-  /** A jump host to connect through (like `ssh -J`). */
-  proxy?: pulumi.Input<SshProxy>;
   /** Connection attempts before giving up; -1 means no limit. Default: 10. */
   dialErrorLimit?: pulumi.Input<number>;
   /** Seconds one connection attempt may take. Default: 15. */
@@ -116,14 +85,29 @@ export interface SshConnection {
    * connection is recorded and another one refused later (a warning says so on every operation).
    */
   hostKey?: pulumi.Input<string>;
+}
+
+/** A jump host to connect through (like `ssh -J`). */
+export interface SshProxy extends SshLogin {
+  /** Address (IP or DNS name) of the jump host's SSH server. */
+  host: pulumi.Input<string>;
+}
+
+/** How to reach a Docker host over SSH. */
+export interface SshConnection extends SshLogin {
+  /**
+   * Address (IP or DNS name) of the host's SSH server. Required for an `Allowlist`; in a fleet,
+   * each host states its own.
+   */
+  host?: pulumi.Input<string>;
+  /** A jump host to connect through (like `ssh -J`). */
+  proxy?: pulumi.Input<SshProxy>;
   /** Run iptables through `sudo -n`. Default: true when `user` is not root. */
   sudo?: pulumi.Input<boolean>;
 }
 
-/** The arguments of an {@link Allowlist}. */
-export interface AllowlistArgs {
-  /** How to reach the host. Changing `host` or `port` replaces the allowlist. */
-  connection: pulumi.Input<SshConnection>;
+/** Who may reach one published port (or range): an allowlist without its host and name. */
+export interface PortPolicy {
   /**
    * The published host port, the left side of `docker run -p 8080:80`. Give this or `portRange`.
    */
@@ -146,19 +130,29 @@ export interface AllowlistArgs {
    * Default: true.
    */
   exemptDockerBridges?: pulumi.Input<boolean>;
-  /**
-   * Name of what this allowlist owns on the host: chain `DPA-<ruleName>`, comment
-   * `dpa:<ruleName>`. Letters, digits, `_` and `-`; at most 24. Default: from the resource name.
-   */
-  ruleName?: pulumi.Input<string>;
   /** IPv6 handling: "auto", "on" or "off". Default: "auto". */
   ipv6?: pulumi.Input<Ipv6Mode>;
+}
+
+/** Where and whether the live rules are saved for reboots. */
+export interface Persistence {
   /** Save the rules after every change so that they survive reboots. Default: true. */
   persist?: pulumi.Input<boolean>;
   /** Where IPv4 rules are saved. Default: "/etc/iptables/rules.v4". */
   rulesV4Path?: pulumi.Input<string>;
   /** Where IPv6 rules are saved. Default: "/etc/iptables/rules.v6". */
   rulesV6Path?: pulumi.Input<string>;
+}
+
+/** The arguments of an {@link Allowlist}. */
+export interface AllowlistArgs extends PortPolicy, Persistence {
+  /** How to reach the host. Changing `host` or `port` replaces the allowlist. */
+  connection: pulumi.Input<SshConnection>;
+  /**
+   * Name of what this allowlist owns on the host: chain `DPA-<ruleName>`, comment
+   * `dpa:<ruleName>`. Letters, digits, `_` and `-`; at most 24. Default: from the resource name.
+   */
+  ruleName?: pulumi.Input<string>;
 }
 
 /** Rule lines per address family, exactly as `iptables-save` and `ip6tables-save` print them. */
@@ -170,28 +164,12 @@ export interface RuleLinesByFamily {
 }
 
 /** A named allowlist policy of a fleet. */
-export interface FleetPolicy {
+export interface FleetPolicy extends PortPolicy {
   /**
    * Name of the policy, also its rule name on every host (chain `DPA-<name>`). Letters, digits,
    * `_` and `-`; at most 24; unique in the fleet.
    */
   name: string;
-  /** The published host port. Give this or `portRange`. */
-  port?: pulumi.Input<number>;
-  /** An inclusive range of published host ports, e.g. "8000-8100". Give this or `port`. */
-  portRange?: pulumi.Input<string>;
-  /** Protocols of the published port. Default: ["tcp"]. */
-  protocols?: pulumi.Input<pulumi.Input<Protocol>[]>;
-  /** IPv4/IPv6 addresses and CIDRs allowed to reach the port. */
-  sources: pulumi.Input<pulumi.Input<string>[]>;
-  /** Only police traffic originally sent to this host address. Default: any destination. */
-  originalDestination?: pulumi.Input<string>;
-  /** What happens to everyone else. Default: "DROP". */
-  action?: pulumi.Input<Action>;
-  /** Let connections that start in Docker's own bridges through. Default: true. */
-  exemptDockerBridges?: pulumi.Input<boolean>;
-  /** IPv6 handling: "auto", "on" or "off". Default: "auto". */
-  ipv6?: pulumi.Input<Ipv6Mode>;
 }
 
 /** One host of a fleet and how it differs from the rest. */
@@ -217,16 +195,6 @@ export interface FleetRollout {
   batchSize?: number;
 }
 
-/** Where and whether the live rules are saved for reboots, on every host of a fleet. */
-export interface FleetPersistence {
-  /** Save the rules after every change. Default: true. */
-  persist?: pulumi.Input<boolean>;
-  /** Where IPv4 rules are saved. Default: "/etc/iptables/rules.v4". */
-  rulesV4Path?: pulumi.Input<string>;
-  /** Where IPv6 rules are saved. Default: "/etc/iptables/rules.v6". */
-  rulesV6Path?: pulumi.Input<string>;
-}
-
 /** The arguments of an {@link AllowlistFleet}. */
 export interface AllowlistFleetArgs {
   /** The policies. At least one. */
@@ -238,7 +206,7 @@ export interface AllowlistFleetArgs {
   /** Canaries and batch size. Default: all hosts in one batch. */
   rollout?: FleetRollout;
   /** Persistence settings for every host. Default: persist to the iptables-persistent files. */
-  persistence?: FleetPersistence;
+  persistence?: Persistence;
 }
 
 /** The published port from `port` or `portRange`: the TypeScript API takes either in `port`. */

@@ -14,6 +14,8 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 
+import type { Lab, LabHost } from "../../lab";
+
 /** The repository root (where package.json and node_modules are). */
 export const repoRoot = path.resolve(__dirname, "..", "..");
 
@@ -690,4 +692,26 @@ export interface StateResource {
   readonly id?: string;
   readonly inputs?: Record<string, unknown>;
   readonly outputs?: Record<string, unknown>;
+}
+
+/** Our lines in a lab host's filter table (a `dpa:` tag or a DPA- chain). */
+export async function dpaLines(lab: Lab, h: LabHost): Promise<string[]> {
+  const r = await lab.hostExec(h, "iptables-save -t filter");
+  if (r.code !== 0)
+    throw new Error(`iptables-save -t filter failed on ${h.name} (exit ${r.code}): ${r.stderr}`);
+  return r.stdout
+    .split("\n")
+    .filter((l) => l.includes('"dpa:') || l.startsWith(":DPA-") || l.startsWith("-A DPA-"));
+}
+
+/** client name -> reachable?, for one lab host and port, by real traffic from every client. */
+export async function reach(
+  lab: Lab,
+  h: LabHost,
+  port: number,
+  proto: "tcp" | "udp",
+): Promise<Record<string, boolean>> {
+  const out: Record<string, boolean> = {};
+  for (const c of lab.clients) out[c.name] = await lab.probe(c, h, port, proto);
+  return out;
 }

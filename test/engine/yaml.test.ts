@@ -13,9 +13,11 @@ import * as path from "path";
 
 import { startLab, type Lab, type LabHost } from "../../lab";
 import {
+  dpaLines,
   installPackedPackage,
   packPackage,
   PulumiProject,
+  reach,
   repoRoot,
   type InstalledPackage,
   type PackedPackage,
@@ -39,22 +41,6 @@ function exampleYaml(packageDir: string): string {
   const line = "  docker-port-allowlist: ../..\n";
   if (!text.includes(line)) throw new Error(`examples/yaml/Pulumi.yaml no longer holds the line ${line}`);
   return text.replace(line, `  docker-port-allowlist: ${packageDir}\n`);
-}
-
-/** Our lines in a host's filter table (`dpa:` tag or a DPA- chain). */
-async function dpaLines(h: LabHost): Promise<string[]> {
-  const r = await lab.hostExec(h, "iptables-save -t filter");
-  expect(r.code).toBe(0);
-  return r.stdout
-    .split("\n")
-    .filter((l) => l.includes('"dpa:') || l.startsWith(":DPA-") || l.startsWith("-A DPA-"));
-}
-
-/** client name -> reachable?, for one host and port. */
-async function reach(h: LabHost, port: number, proto: "tcp" | "udp"): Promise<Record<string, boolean>> {
-  const out: Record<string, boolean> = {};
-  for (const c of lab.clients) out[c.name] = await lab.probe(c, h, port, proto);
-  return out;
 }
 
 beforeAll(async () => {
@@ -146,18 +132,18 @@ describe("examples/yaml through the real CLI", () => {
     );
     expect(r.stdout).toContain("privateKey: [secret]");
     expect(r.stdout).not.toContain(lab.clientKey.privateKey.split("\n")[1]);
-    expect(await dpaLines(a)).toEqual([]);
-    expect(await dpaLines(b)).toEqual([]);
+    expect(await dpaLines(lab, a)).toEqual([]);
+    expect(await dpaLines(lab, b)).toEqual([]);
   });
 
   test("up lets in only the allowed client: 8080/tcp on host A for one, 5353/udp on both hosts for the other", async () => {
     await proj.up();
     const [c0, c1] = lab.clients;
-    expect(await reach(a, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: false });
-    expect(await reach(a, 5353, "udp")).toEqual({ [c0.name]: false, [c1.name]: true });
-    expect(await reach(b, 5353, "udp")).toEqual({ [c0.name]: false, [c1.name]: true });
+    expect(await reach(lab, a, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: false });
+    expect(await reach(lab, a, 5353, "udp")).toEqual({ [c0.name]: false, [c1.name]: true });
+    expect(await reach(lab, b, 5353, "udp")).toEqual({ [c0.name]: false, [c1.name]: true });
     // Host B has no web allowlist: its 8080 stays open to everyone.
-    expect(await reach(b, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: true });
+    expect(await reach(lab, b, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: true });
     const outputs = await proj.stackOutputs();
     expect(outputs.edgeBatches).toEqual([["a"], ["b"]]);
     expect(outputs.unpolicedPorts).toMatchObject({
@@ -189,9 +175,9 @@ describe("examples/yaml through the real CLI", () => {
 
   test("destroy removes every rule from both hosts", async () => {
     await proj.destroy();
-    expect(await dpaLines(a)).toEqual([]);
-    expect(await dpaLines(b)).toEqual([]);
+    expect(await dpaLines(lab, a)).toEqual([]);
+    expect(await dpaLines(lab, b)).toEqual([]);
     const [c0, c1] = lab.clients;
-    expect(await reach(a, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: true });
+    expect(await reach(lab, a, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: true });
   });
 });
