@@ -17,7 +17,7 @@
 # go.mod/go.sum are never touched.
 # The YAML language host (pulumi-yaml, for Pulumi YAML programs such as examples/yaml) comes from a
 # module of its own, tools/pulumi-language-yaml, built for the default version only; and
-# pulumi-resource-pulumi-nodejs, the dynamic-provider plugin, is a link to our language host.
+# pulumi-resource-pulumi-nodejs, the dynamic-provider plugin, is a copy of our language host.
 #
 # Binaries are cached per version OUTSIDE the repo:
 #   ${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}/engine/v<version>/bin
@@ -165,13 +165,14 @@ fi
 # runs @pulumi/pulumi/cmd/dynamic-provider resolved from the project's directory, which fails in a
 # YAML project using this package as a component (pulumi/pulumi#5455). Our language host does the
 # same resolution and then falls back to the project's local packages when it runs under the
-# shim's name (tools/pulumi-language-nodejs/dynamic_provider.go): a link to it.
+# shim's name (tools/pulumi-language-nodejs/dynamic_provider.go): a copy of it under that name (a
+# copy, not a link, so that whatever replaces one of the two files never leaves the other broken).
 shim="$bin/pulumi-resource-pulumi-nodejs"
-if [[ "$(readlink "$shim" 2>/dev/null)" != pulumi-language-nodejs ]]; then
-  ln -sfn pulumi-language-nodejs "$shim.tmp"
-  mv -fT "$shim.tmp" "$shim"
+if [[ -L "$shim" ]] || ! cmp -s "$bin/pulumi-language-nodejs" "$shim"; then
+  cp -f "$bin/pulumi-language-nodejs" "$shim.tmp"
+  mv -f "$shim.tmp" "$shim"
   rm -f "$engine_dir/shim.stamp"
-  built+=" pulumi-resource-pulumi-nodejs(link)"
+  built+=" pulumi-resource-pulumi-nodejs(copy of the language host)"
 fi
 
 # The YAML language host (Pulumi YAML programs, e.g. examples/yaml): pulumi-yaml from its own

@@ -18,8 +18,8 @@
 //   - InstallDependencies, About, GetProgramDependencies, RuntimeOptionsPrompts: small but
 //     honest versions, so `pulumi install` and `pulumi about` work.
 //
-// Run as `pulumi-resource-pulumi-nodejs` (scripts/engine.sh installs that name as a link to
-// this binary), it is the dynamic-provider plugin instead: see dynamicProviderMain.
+// Run as `pulumi-resource-pulumi-nodejs` (scripts/engine.sh installs a copy of this binary under
+// that name), it is the dynamic-provider plugin instead: see dynamicProviderMain.
 //
 // Deliberately left out (codes.Unimplemented): code generation, packing, policy packs (also
 // as RunPlugin of kind analyzer), and the synchronous-invoke pipes of the upstream host (the
