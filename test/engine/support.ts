@@ -95,6 +95,7 @@ export function buildPackage(): string {
   const remote = path.join(repoRoot, "provider", "host", "remote");
   const stale = () =>
     !fs.existsSync(path.join(outDir, "index.js")) ||
+    !fs.existsSync(path.join(repoRoot, "bin", "index.js")) || // the component entry (package.json main)
     !fs.existsSync(path.join(outDir, "host", "remote")) ||
     Math.max(newest(path.join(repoRoot, "provider"), ".ts"), newest(remote, "")) > newest(outDir, ".js");
   if (stale()) {
