@@ -14,7 +14,7 @@
  */
 import { comparableSave, startLab, type DockerVersion, type Lab, type LabHost } from "../../lab";
 import { formatCidr, parseAddress } from "../../provider/core";
-import { buildPackage, PulumiProject } from "./support";
+import { buildPackage, PulumiProject, reachWebAndDns, webAndDns } from "./support";
 
 export function lifecycleSuite(dockerVersion: DockerVersion): void {
   jest.setTimeout(900_000);
@@ -42,17 +42,7 @@ export function lifecycleSuite(dockerVersion: DockerVersion): void {
           ipv6: "off",
         },
       })),
-      { name: "web", args: { connection, port: 8080, protocols: ["tcp"], sources: allowed.web } },
-      {
-        name: "dns",
-        args: {
-          connection: { ...connection, user: lab.users.sudo },
-          port: 5353,
-          protocols: ["udp"],
-          sources: allowed.dns,
-          ipv6: "off",
-        },
-      },
+      ...webAndDns(lab, h, allowed, { ipv6: "off" }),
     ]);
   }
 
@@ -75,18 +65,7 @@ export function lifecycleSuite(dockerVersion: DockerVersion): void {
   }
 
   /** Which of (client, family, proto) reach the host's published ports. */
-  async function reach(): Promise<Record<string, boolean>> {
-    const [c0, c1] = lab.clients;
-    const out: Record<string, boolean> = {};
-    for (const c of [c0, c1]) {
-      out[`${c.name} tcp4`] = await lab.probe(c, h, 8080, "tcp", 4);
-      out[`${c.name} tcp6`] = await lab.probe(c, h, 8080, "tcp", 6);
-      out[`${c.name} udp4`] = await lab.probe(c, h, 5353, "udp", 4);
-    }
-    out["container tcp out"] = await lab.containerProbe(h, 8080, "tcp");
-    out["container udp out"] = await lab.containerProbe(h, 5353, "udp");
-    return out;
-  }
+  const reach = () => reachWebAndDns(lab, h);
 
   /** An address as iptables-save prints it as a source (canonical, with prefix length). */
   function src(address: string): string {

@@ -7,7 +7,7 @@
  * never touched.
  */
 import { startLab, type Lab, type LabHost } from "../../lab";
-import { buildPackage, PulumiProject } from "./support";
+import { buildPackage, PulumiProject, reachWebAndDns, webAndDns } from "./support";
 
 jest.setTimeout(900_000);
 
@@ -18,19 +18,7 @@ const FOREIGN =
   "table inet site {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 9999 drop\n\t}\n}";
 
 function declare(allowed: { web: string[]; dns: string[] }): string {
-  const connection = { host: h.ipv4, hostKey: h.hostKey };
-  return JSON.stringify([
-    { name: "web", args: { connection, port: 8080, protocols: ["tcp"], sources: allowed.web } },
-    {
-      name: "dns",
-      args: {
-        connection: { ...connection, user: lab.users.sudo },
-        port: 5353,
-        protocols: ["udp"],
-        sources: allowed.dns,
-      },
-    },
-  ]);
+  return JSON.stringify(webAndDns(lab, h, allowed));
 }
 
 async function nft(cmd: string): Promise<string> {
@@ -38,16 +26,7 @@ async function nft(cmd: string): Promise<string> {
   return r.code === 0 ? r.stdout : `(exit ${r.code})`;
 }
 
-async function reach(): Promise<Record<string, boolean>> {
-  const out: Record<string, boolean> = {};
-  for (const c of lab.clients) {
-    out[`${c.name} tcp4`] = await lab.probe(c, h, 8080, "tcp", 4);
-    out[`${c.name} tcp6`] = await lab.probe(c, h, 8080, "tcp", 6);
-    out[`${c.name} udp4`] = await lab.probe(c, h, 5353, "udp", 4);
-  }
-  out["container tcp out"] = await lab.containerProbe(h, 8080, "tcp");
-  return out;
-}
+const reach = () => reachWebAndDns(lab, h, false);
 
 const only = (name: "c0" | "c1") => ({
   "c0 tcp4": name === "c0",

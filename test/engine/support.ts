@@ -716,3 +716,50 @@ export async function reach(
   for (const c of lab.clients) out[c.name] = await lab.probe(c, h, port, proto);
   return out;
 }
+
+/**
+ * The two allowlists the lifecycle tests declare on `h` (config `allowlists` of
+ * programs/allowlist): `web` (8080/tcp, as root) and `dns` (5353/udp, as the lab's sudo user),
+ * with the given sources; `dns` takes `dnsArgs` too.
+ */
+export function webAndDns(
+  lab: Lab,
+  h: LabHost,
+  allowed: { web: string[]; dns: string[] },
+  dnsArgs: Record<string, unknown> = {},
+): { name: string; args: Record<string, unknown> }[] {
+  const connection = { host: h.ipv4, hostKey: h.hostKey };
+  return [
+    { name: "web", args: { connection, port: 8080, protocols: ["tcp"], sources: allowed.web } },
+    {
+      name: "dns",
+      args: {
+        connection: { ...connection, user: lab.users.sudo },
+        port: 5353,
+        protocols: ["udp"],
+        sources: allowed.dns,
+        ...dnsArgs,
+      },
+    },
+  ];
+}
+
+/**
+ * Which of (client, tcp4 8080, tcp6 8080, udp4 5353) reach `h`, by real traffic from every client,
+ * and whether a container still reaches out over TCP (and UDP, with `containerUdp`).
+ */
+export async function reachWebAndDns(
+  lab: Lab,
+  h: LabHost,
+  containerUdp = true,
+): Promise<Record<string, boolean>> {
+  const out: Record<string, boolean> = {};
+  for (const c of lab.clients) {
+    out[`${c.name} tcp4`] = await lab.probe(c, h, 8080, "tcp", 4);
+    out[`${c.name} tcp6`] = await lab.probe(c, h, 8080, "tcp", 6);
+    out[`${c.name} udp4`] = await lab.probe(c, h, 5353, "udp", 4);
+  }
+  out["container tcp out"] = await lab.containerProbe(h, 8080, "tcp");
+  if (containerUdp) out["container udp out"] = await lab.containerProbe(h, 5353, "udp");
+  return out;
+}
