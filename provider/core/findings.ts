@@ -68,7 +68,13 @@ export type FindingCode =
    */
   | "host-state-unknown"
   /** Docker publishes a port on the host that no allowlist (of any owner) polices (./published.ts). */
-  | "published-port-unpoliced";
+  | "published-port-unpoliced"
+  /**
+   * Docker's nftables backend: a refresh found the allowlist's table missing (its port is open to
+   * everyone) or not as planned (./nft.ts).
+   */
+  | "nft-table-missing"
+  | "nft-table-drifted";
 
 export type Severity = "error" | "warning";
 

@@ -878,6 +878,24 @@ function planNftPart(
     );
   }
   const p = planNft(nft, desired, ruleName, claim?.owner);
+  // A refresh says out loud what a missing or changed table means (an up repairs both).
+  if (claim?.operation === "read" && desired !== null && p.changes.length > 0) {
+    findings.push(
+      nft.listing === null
+        ? finding(
+            "nft-table-missing",
+            "error",
+            "ipv4",
+            `${table} is missing on this host (a reboot or \`nft flush ruleset\` without the guard running, or deleted by hand): port ${portText(desired)} is open to everyone. Fix: \`pulumi up\` puts it back; check that the guard runs (\`systemctl status docker-port-allowlist-guard.timer\`).`,
+          )
+        : finding(
+            "nft-table-drifted",
+            "warning",
+            "ipv4",
+            `${table} is not as planned (${p.changes.length} line(s) differ, first: ${p.changes.slice(0, 2).join("; ")}). Fix: \`pulumi up\` rewrites it.`,
+          ),
+    );
+  }
   const conntrack =
     desired === null
       ? []

@@ -186,6 +186,23 @@ describe("planAllowlist across backends", () => {
     expect(plan.changes.some((c) => c.startsWith("- [ipv4] ") && c.includes("DPA-web"))).toBe(true);
   });
 
+  test("a refresh says loudly that the table is missing (the port is open) or drifted", () => {
+    const refresh = { owner: ownerOf("web"), operation: "read" as const };
+    const missing = planAllowlist(nftHost(null), specOf("web"), "web", refresh);
+    expect(missing.findings).toMatchObject([{ code: "nft-table-missing", severity: "error" }]);
+    expect(missing.findings[0].message).toContain("port 8080/tcp,udp is open to everyone");
+    const live = read("web.listing.txt");
+    expect(planAllowlist(nftHost(live), specOf("web"), "web", refresh).findings).toEqual([]);
+    const edited = live.replace("198.18.1.0/24", "198.18.9.0/24");
+    expect(planAllowlist(nftHost(edited), specOf("web"), "web", refresh).findings).toMatchObject([
+      { code: "nft-table-drifted", severity: "warning" },
+    ]);
+    // Not during a create, where a missing table is what the plan is for.
+    expect(
+      planAllowlist(nftHost(null), specOf("web"), "web", { ...refresh, operation: "create" }).findings,
+    ).toEqual([]);
+  });
+
   test("a table another stack holds blocks the allowlist with the owner's name and the fix", () => {
     const theirs = read("web.listing.txt").replace("proj/stack/web", "other/stack/web");
     const plan = planAllowlist(nftHost(theirs), specOf("web"), "web", {

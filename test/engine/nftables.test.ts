@@ -105,6 +105,7 @@ describe("DockerPortAllowlist on Docker 29's nftables backend through the real e
     expect((await reach())["c1 tcp4"]).toBe(true);
     const refresh = await proj.refresh(["--diff"]);
     expect(refresh.stdout).toMatch(/inSync\s*: true => false/);
+    expect(refresh.stdout).toContain("nftables table inet dpa-web is missing on this host");
     await proj.up();
     expect(await reach()).toEqual(only("c0"));
     await proj.up(["--expect-no-changes"]);
