@@ -414,7 +414,7 @@ function hostFindings(table: FilterTable): Finding[] {
           family === "ipv4" ? "error" : "warning",
           family,
           family === "ipv4"
-            ? `${t} has no DOCKER-USER chain: Docker is not running, uses its nftables firewall backend (no DOCKER-USER exists then), or manages the other iptables backend (${table.backend === "nft" ? "this output is from iptables-nft; check iptables-legacy-save" : "check iptables-nft"}). Fix: start Docker with its iptables backend, or point this tool at the backend Docker uses.`
+            ? `${t} has no DOCKER-USER chain: Docker is not running, or manages the other iptables backend (${table.backend === "nft" ? "this output is from iptables-nft; check iptables-legacy-save" : "check iptables-nft"}). (Where Docker runs its nftables backend there is no DOCKER-USER: the allowlist is an nftables table then, which needs the nft tool on the host.) Fix: start Docker, or point this tool at the iptables backend Docker uses.`
             : `${t} has Docker's chains but no DOCKER-USER chain (Docker 20.10 with ip6tables does this), so IPv6 traffic to published ports is not filtered. An IPv6 allowlist creates DOCKER-USER and a tagged FORWARD jump to it, as newer Docker does.`,
         ),
       );
