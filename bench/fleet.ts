@@ -1,0 +1,248 @@
+/**
+ * A fleet through the real engine: 50 light lab hosts (sshd + Docker 29's chain layout in a network
+ * namespace each), 1 and 3 allowlists of 10 sources per host, one `DockerPortAllowlist` each in
+ * one stack, against the floor: the same program with a dynamic resource that does nothing
+ * (same inputs, same count). Per command (`up` create, no-change `up`, `preview`, `destroy`):
+ * wall time; client CPU (the Pulumi CLI, language host, program and dynamic-provider processes,
+ * counted by a cgroup the CLI starts in); host CPU (everything the 50 hosts' sshds forked); SSH
+ * logins per host (from each host's sshd log), and after each create `up` the connections the
+ * operations report in `lastOperation` summed per host.
+ *
+ * Every run is checked: after `up` every host holds its allowlists' chains, after `destroy` every
+ * host's filter table is as the lab laid it.
+ *
+ * In the lab the 50 hosts share the machine's cores with the client, so wall time counts the
+ * hosts' work too; client CPU is what the machine running `pulumi` pays.
+ *
+ * Run as root, under the lab lock, with the engine built (`bash scripts/engine.sh`):
+ *   flock /work/lab.lock node -e 'const ts=require("typescript"),fs=require("fs");require.extensions[".ts"]=(m,f)=>m._compile(
+ *     ts.transpileModule(fs.readFileSync(f,"utf8"),{compilerOptions:{module:1,target:9}}).outputText,f);
+ *     require("./bench/fleet.ts")' [runs] [hosts]
+ */
+import { join } from "path";
+import { comparableSave, startLab, type Lab } from "../lab";
+import { buildPackage, PulumiProject } from "../test/engine/support";
+import { acceptedLogins, CpuAccount, fmt, loadavg, machineLine, median } from "./support";
+
+const SOURCES = Array.from({ length: 10 }, (_, i) => `198.19.0.${i + 1}`);
+
+/** The floor: one dynamic resource per allowlist with the same inputs, whose provider does nothing. */
+const FLOOR_PROGRAM = `import * as pulumi from "@pulumi/pulumi";
+const config = new pulumi.Config();
+const privateKey = config.requireSecret("privateKey");
+const declared = config.requireObject<{ name: string; args: { connection: Record<string, unknown> } }[]>("allowlists");
+const noop: pulumi.dynamic.ResourceProvider = {
+  async create(inputs) {
+    return { id: "noop", outs: inputs };
+  },
+};
+class Noop extends pulumi.dynamic.Resource {
+  constructor(name: string, props: Record<string, unknown>) {
+    super(noop, name, props);
+  }
+}
+for (const { name, args } of declared) new Noop(name, { ...args, connection: { ...args.connection, privateKey } });
+`;
+
+interface Step {
+  readonly wallS: number;
+  readonly clientCpuS: number;
+  readonly hostCpuS: number;
+  /** SSH logins per host, min and max over the hosts. */
+  readonly loginsMin: number;
+  readonly loginsMax: number;
+}
+
+type Command = "up" | "up, no change" | "preview" | "destroy";
+const COMMANDS: readonly Command[] = ["up", "up, no change", "preview", "destroy"];
+
+interface Fixture {
+  readonly lab: Lab;
+  readonly hostCpu: CpuAccount;
+  readonly clientCpu: CpuAccount;
+  readonly start: readonly string[];
+}
+
+async function measure(f: Fixture, fn: () => Promise<void>): Promise<Step> {
+  const logins0 = f.lab.hosts.map((h) => acceptedLogins(f.lab, h));
+  const host0 = f.hostCpu.seconds();
+  const client0 = f.clientCpu.seconds();
+  const t0 = performance.now();
+  await fn();
+  const wallS = (performance.now() - t0) / 1000;
+  const logins = f.lab.hosts.map((h, i) => acceptedLogins(f.lab, h) - logins0[i]);
+  return {
+    wallS,
+    clientCpuS: f.clientCpu.seconds() - client0,
+    hostCpuS: f.hostCpu.seconds() - host0,
+    loginsMin: Math.min(...logins),
+    loginsMax: Math.max(...logins),
+  };
+}
+
+async function filterTables(lab: Lab): Promise<string[]> {
+  return Promise.all(
+    lab.hosts.map(async (h) => {
+      const r = await lab.hostExec(h, "iptables-save -t filter && ip6tables-save -t filter");
+      if (r.code !== 0) throw new Error(`${h.name}: iptables-save failed: ${r.stderr}`);
+      return comparableSave(r.stdout);
+    }),
+  );
+}
+
+/** One run of the four commands; returns their steps and, for the real program, connections per host. */
+async function oneRun(
+  f: Fixture,
+  proj: PulumiProject,
+  real: boolean,
+  perHost: number,
+): Promise<{ steps: Record<Command, Step>; connections?: number[] }> {
+  const prefix = f.clientCpu.prefix();
+  const steps = {} as Record<Command, Step>;
+  steps.up = await measure(f, async () => void (await proj.up([], { prefix, timeoutMs: 1_800_000 })));
+  let connections: number[] | undefined;
+  if (real) {
+    const tables = await filterTables(f.lab);
+    const missing = tables.findIndex((t) => (t.match(/^:DPA-/gm) ?? []).length < perHost);
+    if (missing !== -1) throw new Error(`after up, ${f.lab.hosts[missing].name} lacks its allowlists`);
+    const outs = (await proj.stackOutputs()).allowlists as Record<
+      string,
+      { lastOperation: { connections: number } }
+    >;
+    connections = f.lab.hosts.map((h) =>
+      Object.entries(outs)
+        .filter(([name]) => name.startsWith(`${h.name}-`))
+        .reduce((n, [, o]) => n + o.lastOperation.connections, 0),
+    );
+  }
+  steps["up, no change"] = await measure(f, async () => {
+    const r = await proj.up([], { prefix });
+    if (/\b(created|updated|deleted|replaced)\b/.test(r.stdout.split("Resources:")[1] ?? ""))
+      throw new Error(`no-change up changed something:\n${r.stdout}`);
+  });
+  steps.preview = await measure(f, async () => void (await proj.preview([], { prefix })));
+  steps.destroy = await measure(
+    f,
+    async () => void (await proj.destroy([], { prefix, timeoutMs: 1_800_000 })),
+  );
+  if (real) {
+    const tables = await filterTables(f.lab);
+    const changed = tables.findIndex((t, i) => t !== f.start[i]);
+    if (changed !== -1)
+      throw new Error(`after destroy, ${f.lab.hosts[changed].name} is not as the lab laid it`);
+  }
+  return { steps, connections };
+}
+
+function declare(lab: Lab, perHost: number): string {
+  return JSON.stringify(
+    lab.hosts.flatMap((h) =>
+      Array.from({ length: perHost }, (_, i) => ({
+        name: `${h.name}-p${8080 + i}`,
+        args: {
+          connection: { host: h.ipv4, hostKey: h.hostKey },
+          port: 8080 + i,
+          protocols: ["tcp"],
+          sources: SOURCES,
+        },
+      })),
+    ),
+  );
+}
+
+async function main(args: string[]): Promise<void> {
+  const [runs = 3, hosts = 50] = args.filter((a) => /^\d+$/.test(a)).map(Number);
+  console.log(machineLine("bench/fleet.ts"));
+  const packageDir = buildPackage();
+  const lab = await startLab({ docker: 0, light: hosts, clients: 0, lightLayout: "docker29" });
+  const hostCpu = CpuAccount.create("hosts");
+  const clientCpu = CpuAccount.create("client");
+  const projects: PulumiProject[] = [];
+  try {
+    for (const h of lab.hosts) hostCpu.add(h.sshdPid);
+    const f: Fixture = { lab, hostCpu, clientCpu, start: await filterTables(lab) };
+    console.log(`# ${hosts} light hosts (docker29 layout), 10 IPv4 sources per allowlist, ${runs} runs`);
+    const results: { name: string; steps: Record<Command, Step>[]; connections: number[][] }[] = [];
+    for (const perHost of [1, 3]) {
+      for (const real of [false, true]) {
+        const config = {
+          packageDir,
+          privateKey: { value: lab.clientKey.privateKey, secret: true as const },
+          allowlists: declare(lab, perHost),
+        };
+        const proj = await PulumiProject.create(
+          real
+            ? { programDir: join(__dirname, "..", "test", "engine", "programs", "allowlist"), config }
+            : { program: FLOOR_PROGRAM, config },
+        );
+        projects.push(proj);
+        const name = `${perHost} allowlist${perHost > 1 ? "s" : ""} per host, ${real ? "DockerPortAllowlist" : "no-op floor"}`;
+        const r = { name, steps: [] as Record<Command, Step>[], connections: [] as number[][] };
+        for (let i = 0; i < runs; i++) {
+          const one = await oneRun(f, proj, real, perHost);
+          r.steps.push(one.steps);
+          if (one.connections) r.connections.push(one.connections);
+          console.error(
+            `${name}, run ${i + 1}: up ${one.steps.up.wallS.toFixed(1)} s (loadavg ${loadavg()})`,
+          );
+        }
+        results.push(r);
+      }
+    }
+    console.log(`\n### ${hosts} light hosts through the real engine, ${runs} runs, median (min–max)`);
+    console.log(
+      "| program | command | wall s | client CPU s | host CPU s (all hosts) | SSH logins per host | wall / floor | client CPU / floor |",
+    );
+    console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const r of results) {
+      const floor = results.find((x) => x.name.startsWith(r.name.split(",")[0]) && x.name.endsWith("floor"))!;
+      for (const c of COMMANDS) {
+        const s = r.steps.map((x) => x[c]);
+        const fl = floor.steps.map((x) => x[c]);
+        const ratio = (k: "wallS" | "clientCpuS") =>
+          r === floor ? "" : `${(median(s.map((x) => x[k])) / median(fl.map((x) => x[k]))).toFixed(2)}x`;
+        const lo = Math.min(...s.map((x) => x.loginsMin));
+        const hi = Math.max(...s.map((x) => x.loginsMax));
+        console.log(
+          `| ${r.name} | ${c} | ${fmt(
+            s.map((x) => x.wallS),
+            1,
+          )} | ${fmt(
+            s.map((x) => x.clientCpuS),
+            1,
+          )} | ${fmt(
+            s.map((x) => x.hostCpuS),
+            1,
+          )} | ${lo === hi ? lo : `${lo}–${hi}`} | ${ratio("wallS")} | ${ratio("clientCpuS")} |`,
+        );
+      }
+      if (r.connections.length > 0) {
+        const all = r.connections.flat();
+        console.log(
+          `| ${r.name} | connections per host in lastOperation after up | | | | ${Math.min(...all)}–${Math.max(...all)} | | |`,
+        );
+      }
+    }
+    const one = results.find((r) => r.name.startsWith("1 ") && !r.name.endsWith("floor"))!;
+    const three = results.find((r) => r.name.startsWith("3 ") && !r.name.endsWith("floor"))!;
+    for (const c of COMMANDS) {
+      const m = (r: typeof one, k: "wallS" | "clientCpuS") => median(r.steps.map((x) => x[c][k]));
+      console.log(
+        `- ${c}: 3 allowlists per host / 1: wall ${(m(three, "wallS") / m(one, "wallS")).toFixed(2)}x, ` +
+          `client CPU ${(m(three, "clientCpuS") / m(one, "clientCpuS")).toFixed(2)}x`,
+      );
+    }
+    console.log(`\n# loadavg at end ${loadavg()}`);
+  } finally {
+    for (const p of projects) await p.dispose();
+    await lab.down();
+    hostCpu.remove();
+    clientCpu.remove();
+  }
+}
+
+// `node -e BOOT args` puts args right after the node binary; a compiled run has the script first.
+main(process.argv.slice(1).filter((a) => !a.endsWith(".js"))).catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
