@@ -19,6 +19,7 @@
  *     ts.transpileModule(fs.readFileSync(f,"utf8"),{compilerOptions:{module:1,target:9}}).outputText,f);
  *     require("./bench/fleet.ts")' [runs] [hosts]
  */
+import { readFileSync, statSync } from "fs";
 import { join } from "path";
 import { comparableSave, startLab, type Lab } from "../lab";
 import { buildPackage, PulumiProject } from "../test/engine/support";
@@ -50,6 +51,11 @@ interface Step {
   readonly hostCpuS: number;
   /** SSH logins per host, in the lab's host order. */
   readonly logins: readonly number[];
+  /**
+   * Per host, its sshd's logins (L) and disconnects (D) in order: `LDLD` is a connection closed and
+   * dialed again, `LLDD` two connections at once.
+   */
+  readonly order: readonly string[];
 }
 
 type Command = "up" | "up, no change" | "preview" | "destroy";
@@ -62,19 +68,40 @@ interface Fixture {
   readonly start: readonly string[];
 }
 
+/** The part of a host's sshd log written since `from` bytes. */
+function sshdLog(lab: Lab, name: string, from = 0): string {
+  return readFileSync(join(lab.dir, name, "sshd.log"))
+    .subarray(from)
+    .toString("utf8");
+}
+
 async function measure(f: Fixture, fn: () => Promise<void>): Promise<Step> {
   const logins0 = f.lab.hosts.map((h) => acceptedLogins(f.lab, h));
+  const bytes0 = f.lab.hosts.map((h) => statSync(join(f.lab.dir, h.name, "sshd.log")).size);
   const host0 = f.hostCpu.seconds();
   const client0 = f.clientCpu.seconds();
   const t0 = performance.now();
   await fn();
   const wallS = (performance.now() - t0) / 1000;
   const logins = f.lab.hosts.map((h, i) => acceptedLogins(f.lab, h) - logins0[i]);
+  const order = f.lab.hosts.map((h, i) =>
+    sshdLog(f.lab, h.name, bytes0[i])
+      .split("\n")
+      .map((l) =>
+        l.includes("Accepted publickey for")
+          ? "L"
+          : /^(Disconnected from|Connection (closed|reset) by) /.test(l)
+            ? "D"
+            : "",
+      )
+      .join(""),
+  );
   return {
     wallS,
     clientCpuS: f.clientCpu.seconds() - client0,
     hostCpuS: f.hostCpu.seconds() - host0,
     logins,
+    order,
   };
 }
 
@@ -150,6 +177,10 @@ function declare(lab: Lab, perHost: number): string {
 
 async function main(args: string[]): Promise<void> {
   const [runs = 3, hosts = 50] = args.filter((a) => /^\d+$/.test(a)).map(Number);
+  // A narrower run (diagnosis): `--per-host=3` only that count, `--no-floor` without the floor.
+  const only = args.find((a) => a.startsWith("--per-host="));
+  const perHostCounts = only === undefined ? [1, 3] : [Number(only.split("=")[1])];
+  const programs = args.includes("--no-floor") ? [true] : [false, true];
   console.log(machineLine("bench/fleet.ts"));
   const packageDir = buildPackage();
   const lab = await startLab({ docker: 0, light: hosts, clients: 0, lightLayout: "docker29" });
@@ -161,8 +192,8 @@ async function main(args: string[]): Promise<void> {
     const f: Fixture = { lab, hostCpu, clientCpu, start: await filterTables(lab) };
     console.log(`# ${hosts} light hosts (docker29 layout), 10 IPv4 sources per allowlist, ${runs} runs`);
     const results: { name: string; steps: Record<Command, Step>[]; connections: number[][] }[] = [];
-    for (const perHost of [1, 3]) {
-      for (const real of [false, true]) {
+    for (const perHost of perHostCounts) {
+      for (const real of programs) {
         const config = {
           packageDir,
           privateKey: { value: lab.clientKey.privateKey, secret: true as const },
@@ -193,12 +224,14 @@ async function main(args: string[]): Promise<void> {
     );
     console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const r of results) {
-      const floor = results.find((x) => x.name.startsWith(r.name.split(",")[0]) && x.name.endsWith("floor"))!;
+      const floor = results.find((x) => x.name.startsWith(r.name.split(",")[0]) && x.name.endsWith("floor"));
       for (const c of COMMANDS) {
         const s = r.steps.map((x) => x[c]);
-        const fl = floor.steps.map((x) => x[c]);
+        const fl = floor?.steps.map((x) => x[c]) ?? [];
         const ratio = (k: "wallS" | "clientCpuS") =>
-          r === floor ? "" : `${(median(s.map((x) => x[k])) / median(fl.map((x) => x[k]))).toFixed(2)}x`;
+          r === floor || floor === undefined
+            ? ""
+            : `${(median(s.map((x) => x[k])) / median(fl.map((x) => x[k]))).toFixed(2)}x`;
         const all = s.flatMap((x) => x.logins);
         const lo = Math.min(...all);
         const hi = Math.max(...all);
@@ -226,15 +259,28 @@ async function main(args: string[]): Promise<void> {
         );
       }
     }
-    const one = results.find((r) => r.name.startsWith("1 ") && !r.name.endsWith("floor"))!;
-    const three = results.find((r) => r.name.startsWith("3 ") && !r.name.endsWith("floor"))!;
-    for (const c of COMMANDS) {
-      const m = (r: typeof one, k: "wallS" | "clientCpuS") => median(r.steps.map((x) => x[c][k]));
+    const one = results.find((r) => r.name.startsWith("1 ") && !r.name.endsWith("floor"));
+    const three = results.find((r) => r.name.startsWith("3 ") && !r.name.endsWith("floor"));
+    for (const c of one && three ? COMMANDS : []) {
+      const m = (r: NonNullable<typeof one>, k: "wallS" | "clientCpuS") =>
+        median(r.steps.map((x) => x[c][k]));
       console.log(
-        `- ${c}: 3 allowlists per host / 1: wall ${(m(three, "wallS") / m(one, "wallS")).toFixed(2)}x, ` +
-          `client CPU ${(m(three, "clientCpuS") / m(one, "clientCpuS")).toFixed(2)}x`,
+        `- ${c}: 3 allowlists per host / 1: wall ${(m(three!, "wallS") / m(one!, "wallS")).toFixed(2)}x, ` +
+          `client CPU ${(m(three!, "clientCpuS") / m(one!, "clientCpuS")).toFixed(2)}x`,
       );
     }
+    // Hosts that took more than one login: in what order their sshd saw logins and disconnects.
+    for (const r of results)
+      for (const c of COMMANDS) {
+        const orders = r.steps.flatMap((x) => x[c].order.filter((o) => (o.match(/L/g) ?? []).length > 1));
+        if (orders.length === 0) continue;
+        const counts = new Map<string, number>();
+        for (const o of orders) counts.set(o, (counts.get(o) ?? 0) + 1);
+        console.log(
+          `- ${r.name}, ${c}: hosts with more than one login, sshd's order of logins (L) and disconnects (D): ` +
+            [...counts].map(([o, n]) => `${o} x${n}`).join(", "),
+        );
+      }
     console.log(`\n# loadavg at end ${loadavg()}`);
   } finally {
     for (const p of projects) await p.dispose();
