@@ -19,10 +19,11 @@
  *     ts.transpileModule(fs.readFileSync(f,"utf8"),{compilerOptions:{module:1,target:9}}).outputText,f);
  *     require("./bench/fleet.ts")' [runs] [hosts]
  */
-import { readFileSync, statSync } from "fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "fs";
+import { tmpdir } from "os";
 import { join } from "path";
 import { comparableSave, startLab, type Lab } from "../lab";
-import { buildPackage, PulumiProject } from "../test/engine/support";
+import { buildPackage, findEngine, PulumiProject } from "../test/engine/support";
 import { acceptedLogins, CpuAccount, fmt, loadavg, machineLine, median } from "./support";
 
 const SOURCES = Array.from({ length: 10 }, (_, i) => `198.19.0.${i + 1}`);
@@ -48,6 +49,8 @@ for (const { name, args } of declared) new Noop(name, { ...args, connection: { .
 interface Step {
   readonly wallS: number;
   readonly clientCpuS: number;
+  /** Of that, the dynamic-provider process (started through a wrapper that moves it into its own cgroup). */
+  readonly providerCpuS: number;
   readonly hostCpuS: number;
   /** SSH logins per host, in the lab's host order. */
   readonly logins: readonly number[];
@@ -65,6 +68,7 @@ interface Fixture {
   readonly lab: Lab;
   readonly hostCpu: CpuAccount;
   readonly clientCpu: CpuAccount;
+  readonly providerCpu: CpuAccount;
   readonly start: readonly string[];
 }
 
@@ -80,6 +84,7 @@ async function measure(f: Fixture, fn: () => Promise<void>): Promise<Step> {
   const bytes0 = f.lab.hosts.map((h) => statSync(join(f.lab.dir, h.name, "sshd.log")).size);
   const host0 = f.hostCpu.seconds();
   const client0 = f.clientCpu.seconds();
+  const provider0 = f.providerCpu.seconds();
   const t0 = performance.now();
   await fn();
   const wallS = (performance.now() - t0) / 1000;
@@ -98,7 +103,8 @@ async function measure(f: Fixture, fn: () => Promise<void>): Promise<Step> {
   );
   return {
     wallS,
-    clientCpuS: f.clientCpu.seconds() - client0,
+    clientCpuS: f.clientCpu.seconds() - client0 + f.providerCpu.seconds() - provider0,
+    providerCpuS: f.providerCpu.seconds() - provider0,
     hostCpuS: f.hostCpu.seconds() - host0,
     logins,
     order,
@@ -186,10 +192,19 @@ async function main(args: string[]): Promise<void> {
   const lab = await startLab({ docker: 0, light: hosts, clients: 0, lightLayout: "docker29" });
   const hostCpu = CpuAccount.create("hosts");
   const clientCpu = CpuAccount.create("client");
+  const providerCpu = CpuAccount.create("provider");
+  // The engine finds the dynamic-provider plugin on PATH first: this wrapper counts it apart.
+  const wrapperDir = mkdtempSync(join(tmpdir(), "dpa-bench-fleet-"));
+  const plugin = "pulumi-resource-pulumi-nodejs";
+  writeFileSync(
+    join(wrapperDir, plugin),
+    `#!/bin/sh\necho $$ > ${providerCpu.dir}/cgroup.procs && exec ${join(findEngine().binDir, plugin)} "$@"\n`,
+    { mode: 0o755 },
+  );
   const projects: PulumiProject[] = [];
   try {
     for (const h of lab.hosts) hostCpu.add(h.sshdPid);
-    const f: Fixture = { lab, hostCpu, clientCpu, start: await filterTables(lab) };
+    const f: Fixture = { lab, hostCpu, clientCpu, providerCpu, start: await filterTables(lab) };
     console.log(`# ${hosts} light hosts (docker29 layout), 10 IPv4 sources per allowlist, ${runs} runs`);
     const results: { name: string; steps: Record<Command, Step>[]; connections: number[][] }[] = [];
     for (const perHost of perHostCounts) {
@@ -199,10 +214,11 @@ async function main(args: string[]): Promise<void> {
           privateKey: { value: lab.clientKey.privateKey, secret: true as const },
           allowlists: declare(lab, perHost),
         };
+        const env = { PATH: `${wrapperDir}:${findEngine().binDir}:${process.env.PATH ?? ""}` };
         const proj = await PulumiProject.create(
           real
-            ? { programDir: join(__dirname, "..", "test", "engine", "programs", "allowlist"), config }
-            : { program: FLOOR_PROGRAM, config },
+            ? { programDir: join(__dirname, "..", "test", "engine", "programs", "allowlist"), config, env }
+            : { program: FLOOR_PROGRAM, config, env },
         );
         projects.push(proj);
         const name = `${perHost} allowlist${perHost > 1 ? "s" : ""} per host, ${real ? "DockerPortAllowlist" : "no-op floor"}`;
@@ -220,9 +236,9 @@ async function main(args: string[]): Promise<void> {
     }
     console.log(`\n### ${hosts} light hosts through the real engine, ${runs} runs, median (min–max)`);
     console.log(
-      "| program | command | wall s | client CPU s | host CPU s (all hosts) | SSH logins per host | wall / floor | client CPU / floor |",
+      "| program | command | wall s | client CPU s | of which provider process s | host CPU s (all hosts) | SSH logins per host | wall / floor | client CPU / floor |",
     );
-    console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const r of results) {
       const floor = results.find((x) => x.name.startsWith(r.name.split(",")[0]) && x.name.endsWith("floor"));
       for (const c of COMMANDS) {
@@ -244,6 +260,9 @@ async function main(args: string[]): Promise<void> {
             s.map((x) => x.clientCpuS),
             1,
           )} | ${fmt(
+            s.map((x) => x.providerCpuS),
+            1,
+          )} | ${fmt(
             s.map((x) => x.hostCpuS),
             1,
           )} | ${lo === hi ? lo : `${lo}–${hi} (over ${lo} on ${more} of ${all.length} host-runs)`} | ` +
@@ -254,7 +273,7 @@ async function main(args: string[]): Promise<void> {
         const all = r.connections.flat();
         const more = all.filter((n) => n > 1).length;
         console.log(
-          `| ${r.name} | connections per host in lastOperation after up | | | | ` +
+          `| ${r.name} | connections per host in lastOperation after up | | | | | ` +
             `${Math.min(...all)}–${Math.max(...all)} (over 1 on ${more} of ${all.length} host-runs) | | |`,
         );
       }
@@ -287,6 +306,8 @@ async function main(args: string[]): Promise<void> {
     await lab.down();
     hostCpu.remove();
     clientCpu.remove();
+    providerCpu.remove();
+    rmSync(wrapperDir, { recursive: true, force: true });
   }
 }
 
