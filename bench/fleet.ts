@@ -28,12 +28,21 @@ import { acceptedLogins, CpuAccount, fmt, loadavg, machineLine, median } from ".
 
 const SOURCES = Array.from({ length: 10 }, (_, i) => `198.19.0.${i + 1}`);
 
-/** The floor: one dynamic resource per allowlist with the same inputs, whose provider does nothing. */
-const FLOOR_PROGRAM = `import * as pulumi from "@pulumi/pulumi";
+/** What both programs read from the stack config: the key, and the allowlists to declare. */
+const PROGRAM_HEAD = `import * as pulumi from "@pulumi/pulumi";
 const config = new pulumi.Config();
 const privateKey = config.requireSecret("privateKey");
 const declared = config.requireObject<{ name: string; args: { connection: Record<string, unknown> } }[]>("allowlists");
-const noop: pulumi.dynamic.ResourceProvider = {
+`;
+
+/** One DockerPortAllowlist per declared allowlist (the compiled package from `packageDir`); no stack outputs. */
+const REAL_PROGRAM = `${PROGRAM_HEAD}const pkg = require(config.require("packageDir"));
+for (const { name, args } of declared)
+  new pkg.DockerPortAllowlist(name, { ...args, connection: { ...args.connection, privateKey } });
+`;
+
+/** The floor: one dynamic resource per allowlist with the same inputs, whose provider does nothing. */
+const FLOOR_PROGRAM = `${PROGRAM_HEAD}const noop: pulumi.dynamic.ResourceProvider = {
   async create(inputs) {
     return { id: "noop", outs: inputs };
   },
@@ -136,14 +145,13 @@ async function oneRun(
     const tables = await filterTables(f.lab);
     const missing = tables.findIndex((t) => (t.match(/^:DPA-/gm) ?? []).length < perHost);
     if (missing !== -1) throw new Error(`after up, ${f.lab.hosts[missing].name} lacks its allowlists`);
-    const outs = (await proj.stackOutputs()).allowlists as Record<
-      string,
-      { lastOperation: { connections: number } }
-    >;
+    const resources = (await proj.resources()).filter((r) => r.outputs?.lastOperation !== undefined);
+    if (resources.length !== f.lab.hosts.length * perHost)
+      throw new Error(`after up, the state holds ${resources.length} allowlists`);
     connections = f.lab.hosts.map((h) =>
-      Object.entries(outs)
-        .filter(([name]) => name.startsWith(`${h.name}-`))
-        .reduce((n, [, o]) => n + o.lastOperation.connections, 0),
+      resources
+        .filter((r) => r.urn.split("::").pop()!.startsWith(`${h.name}-p`))
+        .reduce((n, r) => n + (r.outputs!.lastOperation as { connections: number }).connections, 0),
     );
   }
   steps["up, no change"] = await measure(f, async () => {
@@ -216,9 +224,7 @@ async function main(args: string[]): Promise<void> {
         };
         const env = { PATH: `${wrapperDir}:${findEngine().binDir}:${process.env.PATH ?? ""}` };
         const proj = await PulumiProject.create(
-          real
-            ? { programDir: join(__dirname, "..", "test", "engine", "programs", "allowlist"), config, env }
-            : { program: FLOOR_PROGRAM, config, env },
+          real ? { program: REAL_PROGRAM, config, env } : { program: FLOOR_PROGRAM, config, env },
         );
         projects.push(proj);
         const name = `${perHost} allowlist${perHost > 1 ? "s" : ""} per host, ${real ? "DockerPortAllowlist" : "no-op floor"}`;
