@@ -2,9 +2,11 @@
  * A fleet through the real engine: 50 light lab hosts (sshd + Docker 29's chain layout in a network
  * namespace each), 1 and 3 allowlists of 10 sources per host, one `DockerPortAllowlist` each in
  * one stack, against the floor: the same program with a dynamic resource that does nothing
- * (same inputs, same count). Per command (`up` create, no-change `up`, `preview`, `destroy`):
- * wall time; client CPU (the Pulumi CLI, language host, program and dynamic-provider processes,
- * counted by a cgroup the CLI starts in); host CPU (everything the 50 hosts' sshds forked); SSH
+ * (same inputs, same count, same program shape: neither exports stack outputs). Per command (`up`
+ * create, no-change `up`, `preview`, `destroy`): wall time; client CPU (the Pulumi CLI, language
+ * host, program and dynamic-provider processes, counted by a cgroup the CLI starts in) and, of it,
+ * the dynamic-provider process's (a wrapper on PATH moves it into a cgroup of its own); host CPU
+ * (everything the 50 hosts' sshds forked); SSH
  * logins per host (from each host's sshd log), and after each create `up` the connections the
  * operations report in `lastOperation` summed per host.
  *
@@ -17,7 +19,8 @@
  * Run as root, under the lab lock, with the engine built (`bash scripts/engine.sh`):
  *   flock /work/lab.lock node -e 'const ts=require("typescript"),fs=require("fs");require.extensions[".ts"]=(m,f)=>m._compile(
  *     ts.transpileModule(fs.readFileSync(f,"utf8"),{compilerOptions:{module:1,target:9}}).outputText,f);
- *     require("./bench/fleet.ts")' [runs] [hosts]
+ *     require("./bench/fleet.ts")' [runs] [hosts] [--per-host=N] [--no-floor]
+ * (`--per-host`, `--no-floor`: one program alone, to look into one figure without the whole run.)
  */
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
