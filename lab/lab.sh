@@ -782,9 +782,11 @@ cmd_reboot() {
     alive_as "$pid" "$st" && die "reboot: dockerd of $host (pid $pid) did not stop within 20 s"
   fi
   if [[ $(cat "$hd/docker-version") == 29 ]]; then find_docker29; fi
-  # Docker's nftables tables go too, as on a boot (dockerd makes them again).
+  # On a host whose Docker runs nftables, every nftables table goes, as on a boot (Docker's,
+  # which dockerd makes again, and everyone else's: an allowlist's table comes back only if
+  # something restores it).
   if [[ $(cat "$hd/firewall-backend") == nftables ]]; then
-    ip netns exec "$ns" sh -c 'nft delete table ip docker-bridges; nft delete table ip6 docker-bridges' 2>/dev/null || true
+    ip netns exec "$ns" nft flush ruleset 2>/dev/null || true
   fi
   local fam
   for fam in iptables ip6tables; do

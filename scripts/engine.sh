@@ -15,6 +15,9 @@
 # (DPA_PULUMI_VERSION) that module is copied into the cache and moved to that version there
 # (go get pkg/v3 and sdk/v3 @v<version>, go mod tidy, from the module proxy); the repo's
 # go.mod/go.sum are never touched.
+# The YAML language host (pulumi-yaml, for Pulumi YAML programs such as examples/yaml) comes from a
+# module of its own, tools/pulumi-language-yaml, built for the default version only; and
+# pulumi-resource-pulumi-nodejs, the dynamic-provider plugin, is a copy of our language host.
 #
 # Binaries are cached per version OUTSIDE the repo:
 #   ${DPA_CACHE_DIR:-$HOME/.cache/docker-port-allowlist}/engine/v<version>/bin
@@ -125,7 +128,7 @@ read_stamp() { cat "$engine_dir/$1.stamp" 2>/dev/null || true; }
 run_logged() {
   if ! "$@" >>"$build_log" 2>&1; then
     tail -n 40 "$build_log" >&2
-    die "'$*' failed in $mod (full log: $build_log)"
+    die "'$*' failed in $PWD (full log: $build_log)"
   fi
 }
 
@@ -158,18 +161,40 @@ if [[ ! -x "$bin/pulumi" || "$(read_stamp cli)" != "$cli_stamp" ]]; then
   built+=" pulumi($(elapsed "$t"))"
 fi
 
-# The dynamic-provider plugin is a shell shim shipped in the sdk/v3 module: it runs
-# @pulumi/pulumi/cmd/dynamic-provider with node, resolved from the program's directory.
+# The dynamic-provider plugin: upstream's is a shell shim (in the sdk/v3 module, nodejs/dist) that
+# runs @pulumi/pulumi/cmd/dynamic-provider resolved from the project's directory, which fails in a
+# YAML project using this package as a component (pulumi/pulumi#5455). Our language host does the
+# same resolution and then falls back to the project's local packages when it runs under the
+# shim's name (tools/pulumi-language-nodejs/dynamic_provider.go): a copy of it under that name (a
+# copy, not a link, so that whatever replaces one of the two files never leaves the other broken).
 shim="$bin/pulumi-resource-pulumi-nodejs"
-if [[ ! -x "$shim" || "$(read_stamp shim)" != "$cli_stamp" ]]; then
-  sdk_dir=$(cd "$mod" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
-  [[ -n "$sdk_dir" && -f "$sdk_dir/nodejs/dist/pulumi-resource-pulumi-nodejs" ]] ||
-    (cd "$mod" && run_logged go mod download github.com/pulumi/pulumi/sdk/v3)
-  sdk_dir=$(cd "$mod" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
-  install -m 0755 "$sdk_dir/nodejs/dist/pulumi-resource-pulumi-nodejs" "$shim.tmp"
+if [[ -L "$shim" ]] || ! cmp -s "$bin/pulumi-language-nodejs" "$shim"; then
+  cp -f "$bin/pulumi-language-nodejs" "$shim.tmp"
   mv -f "$shim.tmp" "$shim"
-  echo "$cli_stamp" >"$engine_dir/shim.stamp"
-  built+=" pulumi-resource-pulumi-nodejs"
+  rm -f "$engine_dir/shim.stamp"
+  built+=" pulumi-resource-pulumi-nodejs(copy of the language host)"
+fi
+
+# The YAML language host (Pulumi YAML programs, e.g. examples/yaml): pulumi-yaml from its own
+# module, tools/pulumi-language-yaml, so that its dependencies never move the Pulumi version
+# pinned above. Only for the default version: the newest-Pulumi leg runs no YAML program.
+yaml_mod="$repo/tools/pulumi-language-yaml"
+yaml_version=$(awk -v m=github.com/pulumi/pulumi-yaml '$1 == "require" && $2 == m { print $3; exit }
+  $1 == m { print $2; exit }' "$yaml_mod/go.mod")
+yaml_host=""
+if [[ -z "${DPA_PULUMI_VERSION:-}" ]]; then
+  yaml_host="$bin/pulumi-language-yaml"
+  yaml_stamp="yaml $yaml_version $go_version $(cd "$yaml_mod" && hash_of go.mod go.sum tools.go)"
+  if [[ ! -x "$yaml_host" || "$(read_stamp yaml)" != "$yaml_stamp" ]]; then
+    t=$(date +%s.%N)
+    log "building pulumi-language-yaml $yaml_version (cold: about 2.5 min on 2 cores, modules included)"
+    (cd "$yaml_mod" && run_logged go build -trimpath \
+      -ldflags "-X github.com/pulumi/pulumi-yaml/pkg/version.Version=$yaml_version" \
+      -o "$yaml_host.tmp" github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml)
+    mv -f "$yaml_host.tmp" "$yaml_host"
+    echo "$yaml_stamp" >"$engine_dir/yaml.stamp"
+    built+=" pulumi-language-yaml($(elapsed "$t"))"
+  fi
 fi
 
 # --- verify what we hand out -------------------------------------------------------------
@@ -180,6 +205,13 @@ host_version=$("$bin/pulumi-language-nodejs" -version) ||
   die "$bin/pulumi-language-nodejs does not run; delete $engine_dir and rerun"
 [[ "$host_version" == "v$version" ]] ||
   die "$bin/pulumi-language-nodejs reports '$host_version', expected v$version; delete $engine_dir and rerun"
+
+if [[ -n "$yaml_host" ]]; then
+  # pulumi-language-yaml has no -version flag; the module version is in its build info.
+  yaml_built=$(go version -m "$yaml_host" 2>/dev/null | awk '($1 == "mod" || $1 == "dep") && $2 == "github.com/pulumi/pulumi-yaml" { print $3 }')
+  [[ "$yaml_built" == "$yaml_version" ]] ||
+    die "$yaml_host was built from pulumi-yaml '$yaml_built', expected $yaml_version; delete $yaml_host and rerun"
+fi
 
 total=$(elapsed "$t_start")
 if [[ -n "$built" ]]; then log "built:$built; total $total"; else log "cached engine v$version reused in $total"; fi
@@ -198,6 +230,7 @@ pulumi engine v$version ready in $total
   bin:        $bin
   pulumi:     $cli_version
   langhost:   $host_version (tools/pulumi-language-nodejs)
+  yaml host:  $(if [[ -n "$yaml_host" ]]; then echo "pulumi-yaml $yaml_version (tools/pulumi-language-yaml)"; else echo "not built (DPA_PULUMI_VERSION is set)"; fi)
   provider:   $shim
   PULUMI_HOME=$engine_dir/home (isolated)
 Use it:  eval "\$(scripts/engine.sh --env)"   then e.g.  PULUMI_BACKEND_URL=file://\$PWD/.state pulumi preview

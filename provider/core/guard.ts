@@ -27,6 +27,7 @@ import {
   tagOf,
   type AllowlistSpec,
 } from "./layout";
+import { nftTableOwner } from "./nft";
 import { parseOwnerComment, type Owner } from "./owner";
 
 /** The guard's own directory on the host: its script and its saved copies. */
@@ -50,9 +51,21 @@ export const GUARD_UNIT_DIR = "/etc/systemd/system";
  */
 export const GUARD_INTERVAL_SECONDS = 20;
 
-/** The saved copy of `ruleName` for `family` on the host. */
-export function guardCopyPath(ruleName: string, family: Family): string {
-  return `${GUARD_COPIES_DIR}/${ruleName}.v${family === "ipv4" ? "4" : "6"}`;
+/**
+ * What a saved copy holds: an iptables family's rules, or (Docker's nftables backend) the
+ * allowlist's whole nftables table (./nft.ts), which the guard loads when the table is missing.
+ */
+export type CopyKind = Family | "nft";
+export const COPY_KINDS: readonly CopyKind[] = ["ipv4", "ipv6", "nft"];
+
+/** The suffix of a copy's file and section names: `4`, `6`, `nft` (`<ruleName>.v4`, `<ruleName>.nft`). */
+export function copySuffix(kind: CopyKind): string {
+  return kind === "nft" ? "nft" : kind === "ipv4" ? "4" : "6";
+}
+
+/** The saved copy of `ruleName` of `kind` on the host. */
+export function guardCopyPath(ruleName: string, kind: CopyKind): string {
+  return `${GUARD_COPIES_DIR}/${ruleName}.${kind === "nft" ? "nft" : `v${copySuffix(kind)}`}`;
 }
 
 /** Which paths of a family an allowlist polices on a host (the planner decides; see plan.ts). */
@@ -181,8 +194,12 @@ export interface GuardReport {
   readonly timerActive: string;
   /** `systemctl is-enabled` of the firewalld listener ("-" without systemd). */
   readonly listenerEnabled: string;
-  /** This allowlist's saved copies as the host has them, or null when there is none. */
-  readonly copies: { readonly ipv4: string | null; readonly ipv6: string | null };
+  /** This allowlist's saved copies as the host has them, or null (absent: null) when there is none. */
+  readonly copies: {
+    readonly ipv4: string | null;
+    readonly ipv6: string | null;
+    readonly nft?: string | null;
+  };
 }
 
 /** What the guard of a host should look like for one allowlist. */
@@ -191,8 +208,8 @@ export interface GuardWanted {
   readonly ruleName: string;
   /** The guard script's text (the host edge assembles it). */
   readonly script: string;
-  /** This allowlist's copies ("" = none for that family). */
-  readonly copies: { readonly ipv4: string; readonly ipv6: string };
+  /** This allowlist's copies ("" = none for that family; `nft` absent: ""). */
+  readonly copies: { readonly ipv4: string; readonly ipv6: string; readonly nft?: string };
 }
 
 /**
@@ -201,7 +218,7 @@ export interface GuardWanted {
  * when the guard is current.
  */
 export interface GuardUpdate {
-  readonly copies: { readonly ipv4?: string; readonly ipv6?: string };
+  readonly copies: { readonly ipv4?: string; readonly ipv6?: string; readonly nft?: string };
   readonly script?: string;
   readonly service?: string;
   readonly timer?: string;
@@ -213,6 +230,7 @@ export function guardUpdateEmpty(u: GuardUpdate): boolean {
   return (
     u.copies.ipv4 === undefined &&
     u.copies.ipv6 === undefined &&
+    u.copies.nft === undefined &&
     u.script === undefined &&
     u.service === undefined &&
     u.timer === undefined &&
@@ -220,7 +238,11 @@ export function guardUpdateEmpty(u: GuardUpdate): boolean {
   );
 }
 
-const FAMILIES: readonly Family[] = ["ipv4", "ipv6"];
+/** A copy wanted (`""`: none) and held (null: none), `nft` defaulted. */
+const wantOf = (w: GuardWanted, k: CopyKind): string => w.copies[k] ?? "";
+const haveOf = (r: GuardReport, k: CopyKind): string | null => r.copies[k] ?? null;
+/** Whether the allowlist keeps any copy on the host (so the guard stays). */
+const keepsAny = (w: GuardWanted): boolean => COPY_KINDS.some((k) => wantOf(w, k) !== "");
 
 /** Whether the units are installed as rendered, enabled, and the timer running. */
 function unitsCurrent(r: GuardReport): boolean {
@@ -241,14 +263,13 @@ function unitsCurrent(r: GuardReport): boolean {
  * so a delete sends only its copies' removal. Script and units go only with a copy to keep.
  */
 export function guardUpdate(r: GuardReport, wanted: GuardWanted): GuardUpdate {
-  const copies: { ipv4?: string; ipv6?: string } = {};
-  for (const f of FAMILIES) {
-    const want = wanted.copies[f];
-    const have = r.copies[f];
-    if (want === "" ? have !== null : have !== want) copies[f] = want;
+  const copies: { ipv4?: string; ipv6?: string; nft?: string } = {};
+  for (const k of COPY_KINDS) {
+    const want = wantOf(wanted, k);
+    const have = haveOf(r, k);
+    if (want === "" ? have !== null : have !== want) copies[k] = want;
   }
-  const keeps = wanted.copies.ipv4 !== "" || wanted.copies.ipv6 !== "";
-  if (!keeps) return { copies };
+  if (!keepsAny(wanted)) return { copies };
   const script = r.script === sha256(wanted.script) ? undefined : wanted.script;
   const units = r.systemd && !unitsCurrent(r);
   return {
@@ -272,8 +293,7 @@ export function guardFindings(
   persist: { readonly on: boolean; readonly v4: string; readonly v6: string },
 ): Finding[] {
   const out: Finding[] = [];
-  const keeps = wanted.copies.ipv4 !== "" || wanted.copies.ipv6 !== "";
-  if (!keeps) return out;
+  if (!keepsAny(wanted)) return out;
   const fallback = persist.on
     ? `What still brings the rules back at boot: the iptables-persistent files (${persist.v4}, ${persist.v6}), where iptables-persistent (or an equivalent) restores them; after a dockerd restart or a firewall reload, nothing until the next \`pulumi up\`.`
     : `Nothing brings the rules back after a reboot, a dockerd restart or a firewall reload until the next \`pulumi up\` (persist is off).`;
@@ -316,17 +336,17 @@ export function guardFindings(
       ),
     );
   }
-  for (const f of FAMILIES) {
-    const want = wanted.copies[f];
-    const have = r.copies[f];
+  for (const k of COPY_KINDS) {
+    const want = wantOf(wanted, k);
+    const have = haveOf(r, k);
     if (want === "" ? have === null : have === want) continue;
     out.push(
       finding(
         "guard-stale",
         "warning",
-        f,
+        k === "nft" ? "ipv4" : k,
         have === null
-          ? `The guard has no saved copy of this allowlist (${guardCopyPath(wanted.ruleName, f)}), so it cannot put its rules back. Fix: \`pulumi up\` writes it.`
+          ? `The guard has no saved copy of this allowlist (${guardCopyPath(wanted.ruleName, k)}), so it cannot put its rules back. Fix: \`pulumi up\` writes it.`
           : want === ""
             ? `The guard holds a saved copy of this allowlist that no longer applies on this host: it would put back rules that are not wanted. Fix: \`pulumi up\` removes it.`
             : `The guard's saved copy of this allowlist differs from what the allowlist declares: it would put back other rules than those declared. Fix: \`pulumi up\` rewrites it.`,
@@ -336,8 +356,13 @@ export function guardFindings(
   return out;
 }
 
-/** The owner named by the owner line of a saved copy (see ./owner.ts), or undefined. */
+/**
+ * The owner named by the owner line of a saved copy (see ./owner.ts), or undefined. For an
+ * nftables copy, its table's comment (names shortened as ./nft.ts writes them: compare with
+ * `nftClaim`).
+ */
 export function guardCopyOwner(copy: string | null, ruleName: string): Owner | undefined {
+  if (copy !== null && copy.startsWith("table ")) return nftTableOwner(copy, ruleName);
   for (const line of (copy ?? "").split("\n")) {
     const m = /^-A \S+ -m comment --comment "([^"]*)"$/.exec(line);
     const o = m === null ? undefined : parseOwnerComment(m[1], tagOf(ruleName));
@@ -356,12 +381,12 @@ export function guardAfter(
   failed: readonly string[],
 ): GuardReport {
   if (sent === undefined) return before;
-  const copies = { ...before.copies };
-  for (const f of FAMILIES) {
-    const text = sent.copies[f];
+  const copies: { ipv4: string | null; ipv6: string | null; nft?: string | null } = { ...before.copies };
+  for (const k of COPY_KINDS) {
+    const text = sent.copies[k];
     if (text === undefined) continue;
-    const ok = !failed.includes(`copy${f === "ipv4" ? "4" : "6"}`);
-    copies[f] = text === "" || !ok ? null : text;
+    const ok = !failed.includes(`copy${copySuffix(k)}`);
+    copies[k] = text === "" || !ok ? null : text;
   }
   const unitsOk = sent.service !== undefined && !failed.includes("units");
   return {

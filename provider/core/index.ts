@@ -23,6 +23,7 @@ export {
   renderJumps,
   renderInputJumps,
   renderForwardJump,
+  DEFAULT_DOCKER_BRIDGES,
 } from "./layout";
 export type {
   ValidationFailure,
@@ -82,8 +83,22 @@ export {
 export { printable, hostText, bytesOf } from "./text";
 export type { Owner, Claim, Standing } from "./owner";
 export { ownerOf, ownerComment, parseOwnerComment, standing, stackOf } from "./owner";
-export type { Plan, FamilyPlan } from "./plan";
-export { planAllowlist, verifyApplied, foreignChanges, policedPaths } from "./plan";
+export type { Plan, FamilyPlan, FirewallBackend, LiveState } from "./plan";
+export { planAllowlist, verifyApplied, foreignChanges, policedPaths, firewallBackendOf } from "./plan";
+export type { NftLive, NftPlan } from "./nft";
+export {
+  NFT_FAMILY,
+  NFT_TABLE_PREFIX,
+  canonicalNft,
+  dockerNftBridges,
+  nftTableName,
+  nftTableRef,
+  renderNftTable,
+  verifyNft,
+  withoutNftBridgeExemptions,
+  nftClaim,
+  nftText,
+} from "./nft";
 export type { GuardReport, GuardWanted, GuardUpdate, PolicedPaths } from "./guard";
 export {
   GUARD_DIR,
@@ -117,6 +132,7 @@ export {
   DOCKER_NAT_CHAIN,
   DOCKER_NFT_TABLE,
   DOCKER_NFT_NAT_CHAIN,
+  DOCKER_NFT_BRIDGE_MAP,
   publishedPorts,
   publishedPortsNft,
   unpolicedPorts,

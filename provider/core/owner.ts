@@ -52,7 +52,7 @@ function hash8(text: string): string {
 }
 
 /** `text` in the owner alphabet, at most `max` characters; unique per original text. */
-function safe(text: string, max: number): string {
+export function safe(text: string, max: number): string {
   const cleaned = text.replace(SAFE, "_");
   if (cleaned === text && text.length <= max && text.length > 0) return text;
   return `${cleaned.slice(0, max - 9)}~${hash8(text)}`;

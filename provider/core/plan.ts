@@ -55,6 +55,7 @@ import {
 } from "./parse";
 import { parseOwnerComment, stackOf, standing, type Claim, type Owner } from "./owner";
 import { RestoreBuilder } from "./restore";
+import { nftClaim, nftTableOwner, nftTableRef, planNft, type NftLive, type NftPlan } from "./nft";
 
 export interface FamilyPlan {
   /** Input for `iptables-restore --noflush` (or ip6tables-restore): one transaction. */
@@ -72,9 +73,37 @@ export interface FamilyPlan {
   readonly conntrack: readonly string[];
 }
 
+/** Which firewall Docker runs on the host, so which one the allowlist is written to. */
+export type FirewallBackend = "iptables" | "nftables";
+
+/**
+ * A host's state as read: each family's `iptables-save -t filter` (null: none), and where nft
+ * exists our nftables table and Docker's use of nftables.
+ */
+export interface LiveState {
+  readonly ipv4: string | null;
+  readonly ipv6: string | null;
+  readonly nft?: NftLive & {
+    /** Docker runs its nftables firewall backend (its `docker-bridges` tables exist). */
+    readonly dockerNftables: boolean;
+  };
+}
+
+/**
+ * Docker's nftables backend: its tables exist and iptables has no DOCKER-USER. Everything else
+ * (Docker's iptables backend, or no Docker at all, which the iptables path refuses with its fix)
+ * is iptables.
+ */
+export function firewallBackendOf(live: LiveState): FirewallBackend {
+  const dockerUser = live.ipv4 !== null && /^:DOCKER-USER /m.test(live.ipv4);
+  return live.nft?.dockerNftables === true && !dockerUser ? "nftables" : "iptables";
+}
+
 export interface Plan {
   /** Nothing to change and nothing blocking: the host is as declared. */
   readonly inSync: boolean;
+  /** Where the allowlist lives on this host (see {@link firewallBackendOf}). */
+  readonly backend: FirewallBackend;
   /** An error finding prevents applying (e.g. no DOCKER-USER); `families` is then empty. */
   readonly blocked: boolean;
   /**
@@ -85,6 +114,13 @@ export interface Plan {
   readonly findings: Finding[];
   /** Only families with something to change. */
   readonly families: { readonly ipv4?: FamilyPlan; readonly ipv6?: FamilyPlan };
+  /** Our nftables table's change, when there is one (./nft.ts). */
+  readonly nft?: NftPlan & {
+    /** Conntrack cut policy lines after the apply, both families (see {@link FamilyPlan.conntrack}). */
+    readonly conntrack: readonly string[];
+  };
+  /** nftables hosts: the lines our table must list (empty: none); see ./nft.ts. */
+  readonly nftExpected: readonly string[];
 }
 
 interface FamilyResult {
@@ -745,7 +781,7 @@ function isOurInputJumpShape(rule: ParsedRule, chain: string): boolean {
  * the owned name (the spec's, or the one recorded in state when deleting).
  */
 export function planAllowlist(
-  live: { readonly ipv4: string | null; readonly ipv6: string | null },
+  live: LiveState,
   desired: AllowlistSpec | null,
   ruleName: string,
   claim?: Claim,
@@ -755,10 +791,33 @@ export function planAllowlist(
       `planAllowlist: ruleName ${JSON.stringify(ruleName)} differs from the spec's ${JSON.stringify(desired.ruleName)}; pass the spec's ruleName (a rename is a delete of the old name plus a create).`,
     );
   }
-  const v4 = planFamily(live.ipv4, desired, ruleName, "ipv4", claim);
-  const v6 = planFamily(live.ipv6, desired, ruleName, "ipv6", claim);
-  const blocked = v4.blocked || v6.blocked;
-  const changes = [...v4.changes, ...v6.changes];
+  // The allowlist goes where Docker's firewall is; in the other one, what is left of ours from
+  // before the host switched backends is removed in the same operation (issue 10, item 4).
+  const backend = firewallBackendOf(live);
+  const ipDesired = backend === "iptables" ? desired : null;
+  const v4 = planFamily(live.ipv4, ipDesired, ruleName, "ipv4", claim);
+  const v6 = planFamily(live.ipv6, ipDesired, ruleName, "ipv6", claim);
+  const n = planNftPart(live, backend === "nftables" ? desired : null, ruleName, claim);
+  if (backend === "nftables") {
+    // Leftover chains another owner holds are theirs: say so, never block on them.
+    for (const r of [v4, v6]) {
+      if (!r.blocked) continue;
+      r.blocked = false;
+      r.plan = undefined;
+      r.changes = [];
+      r.findings = r.findings.map((f) =>
+        f.code === "owned-by-another"
+          ? {
+              ...f,
+              severity: "warning",
+              message: `Left in iptables (Docker now runs its nftables backend): ${f.message}`,
+            }
+          : f,
+      );
+    }
+  }
+  const blocked = v4.blocked || v6.blocked || n.blocked;
+  const changes = [...v4.changes, ...v6.changes, ...n.changes];
   const families: { ipv4?: FamilyPlan; ipv6?: FamilyPlan } = {};
   if (!blocked) {
     if (v4.plan) families.ipv4 = v4.plan;
@@ -766,10 +825,69 @@ export function planAllowlist(
   }
   return {
     inSync: changes.length === 0 && !blocked,
+    backend,
     blocked,
     changes,
-    findings: [...v4.findings, ...v6.findings],
+    findings: [...v4.findings, ...v6.findings, ...n.findings],
     families,
+    ...(n.plan === undefined || blocked ? {} : { nft: n.plan }),
+    nftExpected: n.expected,
+  };
+}
+
+/**
+ * Our nftables table: planned towards `desired` (an nftables host) or towards nothing (an
+ * iptables host that still has it from before a switch, or a delete), after checking who holds it.
+ */
+function planNftPart(
+  live: LiveState,
+  desired: AllowlistSpec | null,
+  ruleName: string,
+  claim: Claim | undefined,
+): { changes: string[]; findings: Finding[]; blocked: boolean; expected: string[]; plan?: Plan["nft"] } {
+  const none = { changes: [], findings: [], blocked: false, expected: [] };
+  const nft = live.nft;
+  if (nft === undefined || (desired === null && nft.listing === null)) return none;
+  const st = standing(
+    nft.listing === null ? undefined : nftTableOwner(nft.listing, ruleName),
+    nftClaim(claim),
+  );
+  if (st.kind === "handed-over") return none;
+  const findings: Finding[] = [];
+  const table = `nftables table ${nftTableRef(ruleName)}`;
+  if (st.kind === "foreign") {
+    const leftover = desired === null && claim?.operation !== "delete";
+    findings.push(
+      finding(
+        "owned-by-another",
+        leftover ? "warning" : "error",
+        "ipv4",
+        `${table} on this host is held by ${st.holder.name} (via ${st.holder.via}), not by this allowlist${claim?.owner === undefined ? "" : ` (${claim.owner.name})`}; nothing of it was changed. Fix: give this allowlist another ruleName, or remove the allowlist from ${st.holder.name} first (if that stack no longer exists: \`nft delete table ${nftTableRef(ruleName)}\` on the host).`,
+      ),
+    );
+    return { ...none, findings, blocked: !leftover };
+  }
+  if (st.kind === "take-over" && st.warn) {
+    findings.push(
+      finding(
+        "owner-taken-over",
+        "warning",
+        "ipv4",
+        `${table} was held by ${st.from.name} (via ${st.from.via}), another resource of this stack; this allowlist takes it over. If you renamed the resource, that is expected; if ${st.from.name} still exists, give one of them another ruleName.`,
+      ),
+    );
+  }
+  const p = planNft(nft, desired, ruleName, claim?.owner);
+  const conntrack =
+    desired === null
+      ? []
+      : (["ipv4", "ipv6"] as const).flatMap((f) => conntrackPolicyOf(desired, f, nft.bridges));
+  return {
+    changes: p.changes,
+    findings,
+    blocked: false,
+    expected: p.expected,
+    ...(p.plan === undefined ? {} : { plan: { ...p.plan, conntrack } }),
   };
 }
 

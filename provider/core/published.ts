@@ -38,6 +38,11 @@ export const DOCKER_NAT_CHAIN = "DOCKER";
  */
 export const DOCKER_NFT_TABLE = "docker-bridges";
 export const DOCKER_NFT_NAT_CHAIN = "nat-prerouting-and-output";
+/**
+ * The map of those tables whose keys are Docker's bridges (`"docker0" : jump
+ * filter-forward-in__docker0`): what an allowlist exempts there (core's ./nft.ts).
+ */
+export const DOCKER_NFT_BRIDGE_MAP = "filter-forward-in-jumps";
 
 /** One port (range) Docker publishes, from one DNAT rule of the nat table's DOCKER chain. */
 export interface PublishedPort {
@@ -73,6 +78,11 @@ export interface PublishedState {
    * (or only its DNAT lines), per family. Absent or null where Docker uses iptables.
    */
   readonly nft?: { readonly ipv4: string | null; readonly ipv6: string | null };
+  /**
+   * The jump lines of the `forward` and `input` chains of every allowlist's nftables table (any
+   * owner; core's ./nft.ts), as nft lists them: what polices Docker's nftables ports.
+   */
+  readonly nftJumps?: string;
 }
 
 function isProtocol(p: string | undefined): p is Protocol {
@@ -244,11 +254,7 @@ export function unpolicedPorts(state: PublishedState): UnpolicedPort[] {
   const out: UnpolicedPort[] = [];
   const of = (f: Family) => {
     const nat = state.nat[f];
-    const nft = state.nft?.[f] ?? null;
-    return [
-      ...(nat === null ? [] : publishedPorts(nat, f)),
-      ...(nft === null ? [] : publishedPortsNft(nft, f)),
-    ];
+    return nat === null ? [] : publishedPorts(nat, f);
   };
   const published = { ipv4: of("ipv4"), ipv6: of("ipv6") };
   const left = (p: PublishedPort, rules: readonly ParsedRule[], path: UnpolicedPort["path"]) => {
@@ -271,6 +277,56 @@ export function unpolicedPorts(state: PublishedState): UnpolicedPort[] {
         left({ ...rest, family: "ipv6" }, input, "docker-proxy");
       }
     }
+  }
+  // Docker's nftables backend: policed by the jumps of our nftables tables, never by DOCKER-USER.
+  const nftOf = (f: Family) => {
+    const text = state.nft?.[f] ?? null;
+    return text === null ? [] : publishedPortsNft(text, f);
+  };
+  const nft = { ipv4: nftOf("ipv4"), ipv6: nftOf("ipv6") };
+  const jumps = (state.nftJumps ?? "").split("\n").map((l) => l.trim());
+  const nftLeft = (p: PublishedPort, path: UnpolicedPort["path"]) => {
+    for (const ports of uncovered(p.ports, nftCovering(jumps, p, path))) out.push({ ...p, ports, path });
+  };
+  // (A family whose iptables gave nothing is left out, as above: no IPv6 on the host.)
+  for (const family of ["ipv4", "ipv6"] as const) {
+    if (state.filter[family] !== null) for (const p of nft[family]) nftLeft(p, "dnat");
+  }
+  if (nft.ipv4.length > 0 && state.filter.ipv6 !== null) {
+    for (const p of nft.ipv4) {
+      if (p.hostAddress !== undefined || nft.ipv6.some((q) => same(p, q))) continue;
+      const { hostAddress: _none, ...rest } = p;
+      nftLeft({ ...rest, family: "ipv6" }, "docker-proxy");
+    }
+  }
+  return out;
+}
+
+const NFT_FORWARD_JUMP =
+  /^(?:meta nfproto (ipv4|ipv6) )?meta l4proto (tcp|udp) ct status dnat (?:ct original (ip6?) daddr (\S+) )?ct original proto-dst (\d+)(?:-(\d+))? jump allowlist$/;
+const NFT_INPUT_JUMP =
+  /^(?:meta nfproto (ipv4|ipv6) )?iifname != "lo" (?:(ip6?) daddr (\S+) )?(tcp|udp) dport (\d+)(?:-(\d+))? jump allowlist$/;
+
+/** The port ranges our nftables jumps (as ./nft.ts renders them) police for `p` on `path`. */
+function nftCovering(lines: readonly string[], p: PublishedPort, path: UnpolicedPort["path"]): PortRange[] {
+  const out: PortRange[] = [];
+  const dstFamily = (d: string | undefined): Family | undefined =>
+    d === undefined ? undefined : d === "ip" ? "ipv4" : "ipv6";
+  for (const line of lines) {
+    const f = NFT_FORWARD_JUMP.exec(line);
+    const i = f === null ? NFT_INPUT_JUMP.exec(line) : null;
+    const m =
+      path === "dnat" && f !== null
+        ? { only: f[1], proto: f[2], dfam: f[3], dst: f[4], from: f[5], to: f[6] }
+        : path === "docker-proxy" && i !== null
+          ? { only: i[1], dfam: i[2], dst: i[3], proto: i[4], from: i[5], to: i[6] }
+          : undefined;
+    if (m === undefined || m.proto !== p.protocol) continue;
+    if (m.only !== undefined && m.only !== p.family) continue;
+    const df = dstFamily(m.dfam);
+    if (df !== undefined && df !== p.family) continue;
+    if (!destinationCovers(m.dst, path === "dnat" ? p.hostAddress : undefined, p.family)) continue;
+    out.push({ from: Number(m.from), to: Number(m.to ?? m.from) });
   }
   return out;
 }

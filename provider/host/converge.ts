@@ -18,6 +18,11 @@ import {
   dockerBridgesOf,
   standing,
   verifyApplied,
+  verifyNft,
+  firewallBackendOf,
+  nftClaim,
+  nftText,
+  renderNftTable,
   type AllowlistSpec,
   type Claim,
   type Family,
@@ -30,7 +35,7 @@ import { HostError } from "./errors";
 import { unknownStateMessage } from "./failure";
 import { rulesPaths, type ApplyOptions, type HostOutcome, type HostTarget } from "./options";
 import { GUARD_SCRIPT } from "./scripts";
-import type { HostSnapshot } from "./snapshot";
+import { liveOf, type HostSnapshot } from "./snapshot";
 import { syncHost } from "./sync";
 
 /**
@@ -86,16 +91,22 @@ export function convergeOptions(
       if (plan.blocked && (desired !== null || foreign)) throw blockedError(snapshot.host, plan);
       return plan;
     },
-    verify: (family, saveText) =>
-      verifyApplied(saveText, desired, ruleName, family, claim)
+    verify: (family, saveText, plan) =>
+      verifyApplied(saveText, plan.backend === "iptables" ? desired : null, ruleName, family, claim)
         .filter((f) => f.severity === "error")
         .map((f) => f.message),
+    verifyNft: (listing, plan) => verifyNft(listing, plan.nftExpected, ruleName),
     guard: (snapshot) => {
       // A delete removes only copies it holds: after a replacement took the chain over (same
       // ruleName), the copy is the replacement's now.
       if (desired === null) {
-        const copy = snapshot.guard.copies.ipv4 ?? snapshot.guard.copies.ipv6;
-        if (standing(guardCopyOwner(copy, ruleName), claim).kind !== "own") return undefined;
+        const c = snapshot.guard.copies;
+        const ipt = c.ipv4 ?? c.ipv6;
+        const held =
+          ipt !== null
+            ? standing(guardCopyOwner(ipt, ruleName), claim)
+            : standing(guardCopyOwner(c.nft ?? null, ruleName), nftClaim(claim));
+        if (held.kind !== "own") return undefined;
       }
       return guardUpdate(snapshot.guard, guardWanted(desired, ruleName, snapshot, claim?.owner));
     },
@@ -113,8 +124,11 @@ export function guardWanted(
   snapshot: HostSnapshot,
   owner: Owner | undefined,
 ): GuardWanted {
+  // The allowlist lives in one backend: the guard holds copies of that one only (iptables: one
+  // per family; Docker's nftables backend: the table, core's ./nft.ts).
+  const nft = firewallBackendOf(liveOf(snapshot)) === "nftables";
   const copy = (f: Family) =>
-    desired === null
+    desired === null || nft
       ? ""
       : renderGuardCopy(
           desired,
@@ -123,7 +137,12 @@ export function guardWanted(
           dockerBridgesOf(snapshot[f], f),
           owner,
         );
-  return { ruleName, script: GUARD_SCRIPT, copies: { ipv4: copy("ipv4"), ipv6: copy("ipv6") } };
+  const table = desired === null || !nft ? "" : nftText(renderNftTable(desired, snapshot.nftBridges, owner));
+  return {
+    ruleName,
+    script: GUARD_SCRIPT,
+    copies: { ipv4: copy("ipv4"), ipv6: copy("ipv6"), nft: table },
+  };
 }
 
 /** What the guard on a host looks like for `desired` in `report` (core's `guardFindings`). */
@@ -214,6 +233,12 @@ function uncut(family: Family, message: string): Finding {
  * live flows the conntrack cut is for.
  */
 function revokes(plan: Plan, before: string | null, family: Family, ruleName: string): boolean {
+  // Our nftables table: created (everyone not listed loses access) or a source removed.
+  if (plan.nft?.first === true) {
+    return plan.nft.changes.some(
+      (c) => c.startsWith("+ [nft] table ") || /^- \[nft\] [0-9a-f:.]+(\/\d+)?$/.test(c),
+    );
+  }
   const chain = chainName(ruleName);
   const created = before === null || !before.includes(`:${chain} `);
   return created || plan.changes.some((c) => c.startsWith(`- [${family}] -A ${chain} -s `));

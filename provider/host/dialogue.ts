@@ -198,10 +198,18 @@ export function planMessage(
     );
     if (cut) cuts.push(...(fp.conntrack ?? []));
   }
+  // Our nftables table (Docker's nftables backend, or what is left of it after a switch back).
+  const nft = plan.inSync ? undefined : plan.nft;
+  if (nft !== undefined) {
+    body.push("@@DPA:payloadnft", nft.payload.replace(/\n$/, ""));
+    body.push("@@DPA:rollbacknft", nft.rollback.replace(/\n$/, ""));
+    if (cut) cuts.push(...(nft.conntrack ?? []));
+  }
   if (cuts.length > 0) body.push("@@DPA:conntrack", ...cuts);
   const files: [string, string | undefined][] = [
     ["guard-copy4", guard?.copies.ipv4],
     ["guard-copy6", guard?.copies.ipv6],
+    ["guard-copynft", guard?.copies.nft],
     ["guard-script", guard?.script],
     ["guard-service", guard?.service],
     ["guard-timer", guard?.timer],
@@ -216,6 +224,13 @@ export function planMessage(
   }
   body.push("@@DPA:end");
   const text = body.join("\n") + "\n";
-  const header = ["plan", String(text.split("\n").length - 1), fps.ipv4, fps.ipv6].join(" ");
+  const header = [
+    "plan",
+    String(text.split("\n").length - 1),
+    fps.ipv4,
+    fps.ipv6,
+    nft?.fingerprint ?? "-",
+    nft?.first === true ? "first" : "last",
+  ].join(" ");
   return header + "\n" + text;
 }

@@ -2,7 +2,13 @@
  * What callers of the host edge say (target, limits, plan/verify callbacks, hooks) and what they
  * get back; the defaults of every limit, resolved in one place.
  */
-import { DEFAULT_RULES_V4_PATH, DEFAULT_RULES_V6_PATH, type Family, type GuardUpdate } from "../core";
+import {
+  DEFAULT_RULES_V4_PATH,
+  DEFAULT_RULES_V6_PATH,
+  type Family,
+  type GuardUpdate,
+  type LiveState,
+} from "../core";
 import type { Connect, HostExec, HostKeys, SessionOptions, SessionStats } from "./exec";
 import type { HostSnapshot } from "./snapshot";
 
@@ -13,6 +19,16 @@ export interface PlanLike {
   readonly blocked?: boolean;
   readonly changes: readonly string[];
   readonly families: { readonly ipv4?: FamilyPlanLike; readonly ipv6?: FamilyPlanLike };
+  /** Our nftables table's change (core's `NftPlan`), structurally. */
+  readonly nft?: {
+    readonly payload: string;
+    readonly rollback: string;
+    /** The host's digest of the table's listing the plan was made from (compare-and-swap). */
+    readonly fingerprint: string;
+    /** Applied before the iptables families (it adds policing) or after them (it removes it). */
+    readonly first: boolean;
+    readonly conntrack?: readonly string[];
+  };
 }
 
 /** One family of a {@link PlanLike}: the core's `FamilyPlan`, structurally. */
@@ -81,15 +97,17 @@ export function rulesPaths(target: HostTarget): { v4: string; v6: string } {
 
 export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimits {
   /** Builds the plan from the live rules (called again when a foreign writer changed them). */
-  readonly plan: (
-    live: { ipv4: string | null; ipv6: string | null },
-    snapshot: HostSnapshot,
-  ) => P | Promise<P>;
+  readonly plan: (live: LiveState, snapshot: HostSnapshot) => P | Promise<P>;
   /**
    * Checks the rules as they are after the apply, before the commit. Returns problems; any
    * problem rolls the host back.
    */
   readonly verify: (family: Family, saveText: string, plan: P) => readonly string[];
+  /**
+   * Checks our nftables table as listed after an apply (null: no table), before the commit, like
+   * {@link verify}. Without it, a plan with an nftables change is refused.
+   */
+  readonly verifyNft?: (listing: string | null, plan: P) => readonly string[];
   /**
    * Delete the conntrack entries of sources that lost access, so their live flows stop at once
    * (the ESTABLISHED fast path would let them go on for days). Needs `conntrack` on the host.
@@ -198,7 +216,7 @@ export interface HostOutcome<P extends PlanLike> {
   /** True when the saved files match the live rules at the end (or persistence is off). */
   readonly persisted: boolean;
   /** Live `iptables-save -t filter` per family after the operation. */
-  readonly live: { readonly ipv4: string | null; readonly ipv6: string | null };
+  readonly live: LiveState;
   readonly conntrackDeleted: number;
   /**
    * What the conntrack cut after the commit could not do, per family: empty when it cut every

@@ -23,7 +23,8 @@ import { join } from "path";
 import { gzipSync } from "zlib";
 import { FINGERPRINT_AWK } from "../core/fingerprint";
 import { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
-import { DOCKER_NFT_NAT_CHAIN, DOCKER_NFT_TABLE } from "../core/published";
+import { NFT_FAMILY, NFT_TABLE_PREFIX } from "../core/nft";
+import { DOCKER_NFT_BRIDGE_MAP, DOCKER_NFT_NAT_CHAIN, DOCKER_NFT_TABLE } from "../core/published";
 import { shellQuote } from "./ssh";
 
 /** Where the remote files are: beside this module, in the sources and in the build (bin/). */
@@ -141,8 +142,17 @@ export const HOST_LOCK_PATH = "/run/docker-port-allowlist.lock";
 
 /** The paths report-state.sh and guard-install.sh name: the guard's (core's ./guard.ts) and the marker's. */
 const HOST_PATHS = { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR, UNKNOWN_STATE_DIR };
-/** Where Docker's nftables backend DNATs (core's ./published.ts), for report-state.sh. */
-const NFT_NAT = { NFT_TABLE: DOCKER_NFT_TABLE, NFT_NAT_CHAIN: DOCKER_NFT_NAT_CHAIN };
+/**
+ * Where Docker's nftables backend DNATs and names its bridges (core's ./published.ts), and our own
+ * table (core's ./nft.ts), for report-state.sh.
+ */
+const NFT_NAT = {
+  NFT_TABLE: DOCKER_NFT_TABLE,
+  NFT_NAT_CHAIN: DOCKER_NFT_NAT_CHAIN,
+  NFT_BRIDGE_MAP: DOCKER_NFT_BRIDGE_MAP,
+  NFT_FAMILY,
+  NFT_TABLE_PREFIX,
+};
 
 /** argv: rule, rulesV4Path, rulesV6Path. Read-only (refresh): takes no lock. See remote/read.sh. */
 export const READ_SCRIPT = assembleScript("read.sh", { FINGERPRINT_AWK, ...HOST_PATHS, ...NFT_NAT });

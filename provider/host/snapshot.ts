@@ -6,7 +6,7 @@
  * strings (core's ./text.ts); what is only ever shown to a person (a tool's error, its version)
  * becomes printable text here.
  */
-import type { Family, GuardReport } from "../core";
+import { dockerNftBridges, firewallBackendOf, type Family, type GuardReport, type LiveState } from "../core";
 import { hostText } from "../core/text";
 import { HostError } from "./errors";
 
@@ -48,6 +48,15 @@ export interface HostSnapshot {
   readonly otherBackend?: { readonly tool: string; readonly dockerChains: number };
   /** Count of nftables tables named like Docker's (Docker 29 nftables firewall backend). */
   readonly nftDockerTables: number;
+  /**
+   * Our nftables table (core's ./nft.ts) where the host has nft: its listing (null: none) and the
+   * host's digest of it; undefined on a host without nft.
+   */
+  readonly nftTable?: { readonly listing: string | null; readonly sha: string };
+  /** Docker's bridges as its nftables backend names them (core's `dockerNftBridges`). */
+  readonly nftBridges: readonly string[];
+  /** The jump lines of every allowlist's nftables table (core's `PublishedState.nftJumps`). */
+  readonly nftJumps: string;
   readonly tools: { readonly conntrack: boolean; readonly flock: boolean };
   /**
    * The core's "saved"-scope fingerprint (DOCKER-USER and our chain) of the saved rules files
@@ -113,6 +122,9 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
       ? { tool: hostText(other.get("backend") ?? ""), dockerChains: Number(other.get("dockerChains") ?? "0") }
       : undefined,
     nftDockerTables: Number(other.get("nftDockerTables") ?? "0"),
+    ...nftTableOf(sections.get("nfttable")),
+    nftBridges: dockerNftBridges(sections.get("nftbridges")?.body ?? ""),
+    nftJumps: sections.get("nftjumps")?.body ?? "",
     tools: { conntrack: meta.get("tool.conntrack") === "yes", flock: meta.get("tool.flock") === "yes" },
     persisted: { ipv4: persisted.get("v4") ?? "missing", ipv6: persisted.get("v6") ?? "missing" },
     liveFingerprint: { ipv4: persisted.get("live4") ?? "", ipv6: persisted.get("live6") ?? "" },
@@ -123,10 +135,38 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
   };
 }
 
+/** Our nftables table from a section `nfttable rc=<n> sha=<digest>` (or `newnft rc=<n>`, no digest). */
+export function nftTableOf(section: { header: string; body: string } | undefined): {
+  nftTable?: { listing: string | null; sha: string };
+} {
+  if (section === undefined) return {};
+  const rc = /(?:^| )rc=(\d+)/.exec(section.header)?.[1];
+  const sha = /(?:^| )sha=([0-9a-f]+)/.exec(section.header)?.[1] ?? "";
+  return { nftTable: { listing: rc === "0" && section.body !== "" ? section.body : null, sha } };
+}
+
+/** What the core plans from (core's `LiveState`): the filter tables and our nftables table. */
+export function liveOf(snapshot: HostSnapshot): LiveState {
+  const t = snapshot.nftTable;
+  return {
+    ipv4: snapshot.ipv4,
+    ipv6: snapshot.ipv6,
+    ...(t === undefined
+      ? {}
+      : {
+          nft: {
+            ...t,
+            bridges: snapshot.nftBridges,
+            dockerNftables: snapshot.nft.ipv4 !== null || snapshot.nft.ipv6 !== null,
+          },
+        }),
+  };
+}
+
 /** The guard sections `report_guard` prints (guard, guardcopy4, guardcopy6); absent = nothing installed. */
 export function parseGuardReport(sections: Sections): GuardReport {
   const g = kv(sections.get("guard")?.body);
-  const copy = (n: "4" | "6") => {
+  const copy = (n: "4" | "6" | "nft") => {
     const s = sections.get(`guardcopy${n}`);
     return s !== undefined && s.header.endsWith(" present") ? s.body : null;
   };
@@ -140,7 +180,7 @@ export function parseGuardReport(sections: Sections): GuardReport {
     timerEnabled: g.get("timerEnabled") || "-",
     timerActive: g.get("timerActive") || "-",
     listenerEnabled: g.get("listenerEnabled") || "-",
-    copies: { ipv4: copy("4"), ipv6: copy("6") },
+    copies: { ipv4: copy("4"), ipv6: copy("6"), nft: copy("nft") },
   };
 }
 
@@ -158,18 +198,20 @@ export function needsPersist(snapshot: HostSnapshot, persist: boolean): boolean 
  */
 export function assertChangeable(snapshot: HostSnapshot): void {
   const host = snapshot.host;
+  if (!snapshot.tools.flock) {
+    throw new HostError(`flock is not installed, so changes cannot be serialized. Fix: install util-linux.`, {
+      host,
+      kind: "precondition",
+    });
+  }
+  // Docker's nftables backend: the allowlist is our own nftables table (core's ./nft.ts).
+  if (firewallBackendOf(liveOf(snapshot)) === "nftables") return;
   if (snapshot.ipv4 === null) {
     throw new HostError(
       `iptables-save failed (${snapshot.ipv4Error ?? "unknown error"}). Fix: install iptables and check ` +
         `that the user may run it (root, or sudo without password).`,
       { host, kind: "precondition", command: "dpa-read" },
     );
-  }
-  if (!snapshot.tools.flock) {
-    throw new HostError(`flock is not installed, so changes cannot be serialized. Fix: install util-linux.`, {
-      host,
-      kind: "precondition",
-    });
   }
   if (/^:DOCKER-USER /m.test(snapshot.ipv4)) return;
   const other = snapshot.otherBackend;
@@ -186,9 +228,9 @@ export function assertChangeable(snapshot: HostSnapshot): void {
   }
   if (snapshot.nftDockerTables > 0) {
     throw new HostError(
-      `DOCKER-USER does not exist because Docker runs its nftables firewall backend ("firewall-backend": ` +
-        `"nftables", Docker 29+), which has no DOCKER-USER chain. This provider manages DOCKER-USER only. ` +
-        `Fix: set "firewall-backend": "iptables" in /etc/docker/daemon.json and restart Docker.`,
+      `DOCKER-USER does not exist and Docker's nftables tables do${snapshot.nftTable === undefined ? ", but nft cannot be run here" : " but hold no DNAT chain"}. ` +
+        `Fix: install nftables (the \`nft\` tool) and check that the user may run it (root, or sudo without ` +
+        `password), or start Docker so that it builds its tables.`,
       { host, kind: "precondition" },
     );
   }

@@ -31,12 +31,14 @@ import {
   type PlanLike,
 } from "./options";
 import { EXIT, parseSections } from "./scripts";
-import { guardUpdateEmpty, type GuardUpdate } from "../core";
+import { guardUpdateEmpty, type GuardUpdate, type LiveState } from "../core";
 import {
   FAMILIES,
   FAMILY_DIGIT,
   assertChangeable,
+  liveOf,
   needsPersist,
+  nftTableOf,
   parseSnapshot,
   type HostSnapshot,
 } from "./snapshot";
@@ -114,7 +116,7 @@ export async function syncHost<P extends PlanLike>(
       snapshot = parseSnapshot(session.host, parseSections(reply.text));
       try {
         if (opts.requireDockerUser) assertChangeable(snapshot);
-        plan = await opts.plan({ ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, snapshot);
+        plan = await opts.plan(liveOf(snapshot), snapshot);
       } catch (err) {
         await d.release();
         throw err;
@@ -122,12 +124,7 @@ export async function syncHost<P extends PlanLike>(
       if (plan.blocked === true) {
         // Nothing applicable (e.g. no DOCKER-USER while deleting): leave the host alone.
         await d.release();
-        return done(
-          false,
-          !needsPersist(snapshot, persistOn),
-          { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 },
-          0,
-        );
+        return done(false, !needsPersist(snapshot, persistOn), liveOf(snapshot), 0);
       }
       const g = opts.guard?.(snapshot, plan);
       guard = g === undefined || guardUpdateEmpty(g) ? undefined : g;
@@ -140,7 +137,7 @@ export async function syncHost<P extends PlanLike>(
         snapshot.unknownState === undefined
       ) {
         await d.release();
-        return done(false, true, { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 }, 0);
+        return done(false, true, liveOf(snapshot), 0);
       }
       // Exchange 2 (and one more per re-plan): the plan; the answer is the applied state, or a
       // conflict with the fresh state when a writer that ignores our lock changed the rules.
@@ -174,6 +171,15 @@ export async function syncHost<P extends PlanLike>(
           problems.push(`${fam}: verification threw: ${(err as Error).message}`);
         }
       }
+      const nft = sections.get("newnft");
+      if (nft !== undefined) {
+        const listing = nftTableOf(nft).nftTable?.listing ?? null;
+        problems.push(
+          ...(opts.verifyNft === undefined
+            ? ["nft: no verification of the nftables table was given"]
+            : opts.verifyNft(listing, plan!).map((m) => `nft: ${m}`)),
+        );
+      }
       if (problems.length === 0) await opts.beforeCommit?.(session);
       progress?.(
         problems.length === 0
@@ -189,9 +195,14 @@ export async function syncHost<P extends PlanLike>(
     }
     if (reply.result?.code !== EXIT.DONE) throw ended(reply, tail, problems);
     const sections = parseSections(tail);
-    const live = {
+    const before = liveOf(snapshot);
+    const newNft = nftTableOf(sections.get("newnft")).nftTable;
+    const live: LiveState = {
       ipv4: sections.get("new4")?.body ?? snapshot.ipv4,
       ipv6: sections.get("new6")?.body ?? snapshot.ipv6,
+      ...(before.nft === undefined
+        ? {}
+        : { nft: newNft === undefined ? before.nft : { ...before.nft, ...newNft, sha: "" } }),
     };
     const deleted = Number((sections.get("conntrack-deleted")?.header ?? "x 0").split(" ")[1]);
     return done(
@@ -206,7 +217,7 @@ export async function syncHost<P extends PlanLike>(
     function done(
       applied: boolean,
       persisted: boolean,
-      live: { ipv4: string | null; ipv6: string | null },
+      live: LiveState,
       conntrackDeleted: number,
       conntrackUncut: readonly ConntrackUncut[] = [],
       guardDone: GuardOutcome = { removed: false, failed: [] },

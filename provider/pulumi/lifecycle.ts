@@ -34,6 +34,13 @@ import {
   type Family,
   type Plan,
   type ValidationFailure,
+  canonicalNft,
+  firewallBackendOf,
+  renderNftTable,
+  withoutNftBridgeExemptions,
+  DEFAULT_DOCKER_BRIDGES,
+  type FirewallBackend,
+  type LiveState,
 } from "../core";
 import {
   conntrackFindings,
@@ -47,7 +54,7 @@ import {
 import { HostError } from "../host/errors";
 import type { HostKeys, SessionOptions } from "../host/exec";
 import type { HostOutcome } from "../host/options";
-import type { HostSnapshot } from "../host/snapshot";
+import { liveOf, type HostSnapshot } from "../host/snapshot";
 import { pooledConnect } from "../host/pool";
 import { inspectHost } from "../host/sync";
 import { pacedProgress } from "./progress";
@@ -62,6 +69,13 @@ export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 export interface RuleLines {
   ipv4: string[];
   ipv6: string[];
+  /**
+   * A host where Docker runs its nftables backend: our table's lines as `nft -s list table`
+   * prints them (core's ./nft.ts); `ipv4` and `ipv6` are empty then. Rendered once the host's
+   * backend is known (recorded by a refresh, `firewallBackend`); until then a preview shows the
+   * iptables lines and the apply writes the nftables table.
+   */
+  nft?: string[];
 }
 
 /** Inputs after `check` (what the resource class sends, plus computed `ruleName` and `rules`). */
@@ -113,6 +127,8 @@ export interface Outputs extends CheckedInputs {
   readonly persisted: boolean;
   /** Which families the allowlist polices on this host. */
   readonly families: string[];
+  /** Where the allowlist lives on this host: `iptables` (DOCKER-USER) or `nftables` (its own table). */
+  readonly firewallBackend?: FirewallBackend;
   /**
    * False when the last refresh found the host off plan (rules changed by hand, FORWARD no
    * longer jumping to DOCKER-USER first...): the next `up` applies the plan again.
@@ -157,7 +173,10 @@ export interface DockerBridges {
 }
 
 /** Docker's bridges in each family of a live read; none where the family gave no output. */
-function bridgesOf(live: { ipv4: string | null; ipv6: string | null }): DockerBridges {
+function bridgesOf(live: LiveState): DockerBridges {
+  // Docker's nftables backend names its bridges in its own maps (one list for both families).
+  if (firewallBackendOf(live) === "nftables")
+    return { ipv4: [...live.nft!.bridges], ipv6: [...live.nft!.bridges] };
   return { ipv4: dockerBridgesOf(live.ipv4, "ipv4"), ipv6: dockerBridgesOf(live.ipv6, "ipv6") };
 }
 
@@ -177,10 +196,17 @@ function recordedBridges(state: Record<string, unknown>): DockerBridges | undefi
  * Outputs.unpolicedPorts} for where those go).
  */
 function unpolicedOf(
-  filter: { ipv4: string | null; ipv6: string | null },
-  snapshot: Pick<HostSnapshot, "nat" | "nft">,
+  live: LiveState,
+  snapshot: Pick<HostSnapshot, "nat" | "nft" | "nftJumps">,
 ): { lines: string[]; findings: string[] } {
-  const ports = unpolicedPorts({ filter, nat: snapshot.nat, nft: snapshot.nft });
+  // Our own table as it is now (after a change) beside every allowlist's as read.
+  const nftJumps = `${snapshot.nftJumps}\n${live.nft?.listing ?? ""}`;
+  const ports = unpolicedPorts({
+    filter: { ipv4: live.ipv4, ipv6: live.ipv6 },
+    nat: snapshot.nat,
+    nft: snapshot.nft,
+    nftJumps,
+  });
   return { lines: ports.map(unpolicedPortText), findings: findingMessages(unpolicedFindings(ports)) };
 }
 
@@ -244,11 +270,15 @@ export function check(
     inputs: {
       ...news,
       ruleName: spec.ruleName,
-      rules: {
-        ipv4: renderDesiredRules(spec, "ipv4", bridges?.ipv4, owner),
-        ipv6: renderDesiredRules(spec, "ipv6", bridges?.ipv6, owner),
-      },
+      rules:
+        olds.firewallBackend === "nftables"
+          ? { ipv4: [], ipv6: [], nft: renderNftTable(spec, bridges?.ipv4 ?? DEFAULT_DOCKER_BRIDGES, owner) }
+          : {
+              ipv4: renderDesiredRules(spec, "ipv4", bridges?.ipv4, owner),
+              ipv6: renderDesiredRules(spec, "ipv6", bridges?.ipv6, owner),
+            },
       ...(bridges === undefined ? {} : { dockerBridges: bridges }),
+      ...(olds.firewallBackend === "nftables" ? { firewallBackend: "nftables" } : {}),
     },
   };
 }
@@ -273,6 +303,24 @@ function claimOf(
   return previous === undefined ? { owner, operation } : { owner, operation, previous };
 }
 
+/**
+ * The new declaration's lines as an nftables host gets them, when the old state says the host is
+ * one but the new inputs were rendered without knowing it (a preview before any refresh renders
+ * the iptables lines): so the state of a create on such a host compares with the same
+ * declaration. Undefined otherwise.
+ */
+function nftRulesOf(olds: Record<string, unknown>, news: Record<string, unknown>): RuleLines | undefined {
+  const r = news.rules as Partial<RuleLines> | undefined;
+  if (olds.firewallBackend !== "nftables" || r?.nft !== undefined || containsUnknown(news)) return undefined;
+  const { connection: _c, ...rest } = news;
+  const name = typeof news.resourceName === "string" ? news.resourceName : "allowlist";
+  const a = validateAllowlist(rest, name);
+  if (!a.ok) return undefined;
+  const c = validateConnection(news.connection);
+  const owner = c.ok ? ownerOf(stackOf(news), name, c.spec.host, c.spec.port) : undefined;
+  return { ipv4: [], ipv6: [], nft: renderNftTable(a.spec, [], owner) };
+}
+
 function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -293,10 +341,16 @@ export function diff(
   // drift that read reports as inSync: false. So they never make a change by themselves.
   const declaredRules = (v: unknown) => {
     const r = v as Partial<RuleLines> | undefined;
-    return { ipv4: withoutBridgeExemptions(r?.ipv4 ?? []), ipv6: withoutBridgeExemptions(r?.ipv6 ?? []) };
+    return {
+      ipv4: withoutBridgeExemptions(r?.ipv4 ?? []),
+      ipv6: withoutBridgeExemptions(r?.ipv6 ?? []),
+      nft: withoutNftBridgeExemptions(r?.nft ?? []),
+    };
   };
   const changed = INPUT_KEYS.filter((k) =>
-    k === "rules" ? !same(declaredRules(olds[k]), declaredRules(news[k])) : !same(olds[k], news[k]),
+    k === "rules"
+      ? !same(declaredRules(olds[k]), declaredRules(nftRulesOf(olds, news) ?? news[k]))
+      : !same(olds[k], news[k]),
   );
   // A failed save leaves `persisted: false` in state; the next `up` must save again.
   const unsaved = olds.persisted === false && news.persist !== false;
@@ -407,7 +461,11 @@ function told(session: SessionOptions, outs: Outputs, unpoliced: readonly string
   return outs;
 }
 
-function policedFamilies(spec: AllowlistSpec, live: { ipv4: string | null; ipv6: string | null }): string[] {
+function policedFamilies(spec: AllowlistSpec, live: LiveState): string[] {
+  if (firewallBackendOf(live) === "nftables") {
+    if (live.nft?.listing == null) return [];
+    return (["ipv4", "ipv6"] as const).filter((f) => live.nft!.listing!.includes(`set allow${f.slice(3)} {`));
+  }
   const out: string[] = [];
   for (const f of ["ipv4", "ipv6"] as const) {
     const text = live[f];
@@ -444,6 +502,12 @@ function outputs(
     ],
     persisted,
     families: policedFamilies(spec, o.live),
+    firewallBackend: o.plan.backend,
+    // On an nftables host, the table's lines as verified on the host (check rendered the
+    // iptables lines when it did not know the backend yet).
+    ...(o.plan.backend === "nftables"
+      ? { rules: { ipv4: [], ipv6: [], nft: [...o.plan.nftExpected].map(hostText) } }
+      : {}),
     // A guard step that failed leaves the guard off plan: the next `up` tries again.
     inSync: !guardDrifted(guard.host),
     lastOperation,
@@ -591,20 +655,31 @@ export async function read(
   const { spec, conn } = specOf(props);
   const session = sessionOf("read", props, conn, props);
   const { snapshot, hostKeys } = await inspectHost(toConnectionArgs(conn), spec, session, pooledConnect);
-  const live = { ipv4: snapshot.ipv4, ipv6: snapshot.ipv6 };
+  const live = liveOf(snapshot);
   const claim = claimOf("read", props, conn);
   const plan = planAllowlist(live, spec, spec.ruleName, claim);
   // Whether the guard is installed, enabled and current (issue 9); a stale one is drift.
   const guard = guardFindingsOf(spec, spec, snapshot, snapshot.guard, claim.owner);
   const old = props as unknown as Outputs;
-  const rules: RuleLines = { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
+  const rules: RuleLines =
+    plan.backend === "nftables"
+      ? {
+          ipv4: [],
+          ipv6: [],
+          nft: old.rules?.nft ?? renderNftTable(spec, live.nft?.bridges ?? [], claim.owner),
+        }
+      : { ipv4: [...(old.rules?.ipv4 ?? [])], ipv6: [...(old.rules?.ipv6 ?? [])] };
   // Recorded in the inputs too (below): check renders the next preview's exemptions with them.
   const dockerBridges = bridgesOf(live);
   if (!plan.inSync) {
     // Only families that really differ take the live lines: a family the host does not police
     // (ipv6 "auto" on a host without IPv6 Docker chains) must not look like drift forever.
     const drifted: Family[] = plan.blocked ? ["ipv4", "ipv6"] : (Object.keys(plan.families) as Family[]);
-    for (const f of drifted) rules[f] = ownedLines(live[f], spec.ruleName);
+    if (plan.backend === "nftables") {
+      rules.nft = canonicalNft(live.nft?.listing ?? "").map(hostText);
+    } else {
+      for (const f of drifted) rules[f] = ownedLines(live[f], spec.ruleName);
+    }
   }
   const persisted =
     !spec.persist ||
@@ -636,5 +711,7 @@ export async function read(
   for (const k of [...INPUT_KEYS, "resourceName"]) if (props[k] !== undefined) inputs[k] = props[k];
   inputs.rules = rules;
   inputs.dockerBridges = dockerBridges;
+  // Recorded like the bridges: check renders the next preview's lines for this backend.
+  inputs.firewallBackend = plan.backend;
   return { id, props: next, inputs };
 }

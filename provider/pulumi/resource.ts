@@ -20,6 +20,7 @@ import type { DockerPortAllowlistPlainArgs, ConnectionArgs, ProxyConnectionArgs 
 import { dockerPortAllowlistProvider } from "./dynamic";
 import type { InputOf, InputsOf } from "./inputs";
 import type { DockerBridges, OperationReport, RuleLines } from "./lifecycle";
+import type { FirewallBackend } from "../core";
 
 /**
  * Every field may be a Pulumi Input, at every level: `sources: [eip.publicIp, "198.18.1.0/24"]`,
@@ -95,7 +96,10 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   declare public readonly chain: pulumi.Output<string>;
   /** The owned name (the given `ruleName`, or one derived from the resource name). */
   declare public readonly ruleName: pulumi.Output<string>;
-  /** Our rules per family, exactly as `iptables-save` prints them. */
+  /**
+   * Our rules per family, exactly as `iptables-save` prints them; on a host where Docker runs its
+   * nftables backend, `nft` holds the allowlist's table as `nft -s list table` prints it.
+   */
   declare public readonly rules: pulumi.Output<RuleLines>;
   /** Warnings about the host (fail-open FORWARD chain, foreign rules above ours...). */
   declare public readonly hostFindings: pulumi.Output<string[]>;
@@ -103,6 +107,12 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
   declare public readonly persisted: pulumi.Output<boolean>;
   /** Families policed on the host ("ipv4", "ipv6"). */
   declare public readonly families: pulumi.Output<string[]>;
+  /**
+   * Where the allowlist lives on the host: `iptables` (a chain jumped to from DOCKER-USER) or
+   * `nftables` (its own table, where Docker runs its nftables firewall backend), as of the last
+   * create, update or refresh.
+   */
+  declare public readonly firewallBackend: pulumi.Output<FirewallBackend>;
   /** False when the last refresh found the host off plan; the next `up` repairs it. */
   declare public readonly inSync: pulumi.Output<boolean>;
   /** SSH connections, command round trips and time of the last create/update. */
@@ -154,6 +164,7 @@ export class DockerPortAllowlist extends pulumi.dynamic.Resource {
         hostFindings: undefined,
         persisted: undefined,
         families: undefined,
+        firewallBackend: undefined,
         inSync: undefined,
         lastOperation: undefined,
         dockerBridges: undefined,

@@ -7,7 +7,7 @@
 import * as path from "path";
 
 import { startLab, type Lab, type LabHost } from "../../lab";
-import { buildPackage, PulumiProject, repoRoot } from "./support";
+import { buildPackage, dpaLines, PulumiProject, reach, repoRoot } from "./support";
 import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
 
 jest.setTimeout(900_000);
@@ -24,22 +24,6 @@ afterAll(async () => {
 });
 
 const example = (name: string) => path.join(repoRoot, "examples", name);
-
-/** Our lines in a host's filter table (`dpa:` tag or a DPA- chain). */
-async function dpaLines(h: LabHost): Promise<string[]> {
-  const r = await lab.hostExec(h, "iptables-save -t filter");
-  expect(r.code).toBe(0);
-  return r.stdout
-    .split("\n")
-    .filter((l) => l.includes('"dpa:') || l.startsWith(":DPA-") || l.startsWith("-A DPA-"));
-}
-
-/** client name -> reachable?, for one host and port. */
-async function reach(h: LabHost, port: number, proto: "tcp" | "udp"): Promise<Record<string, boolean>> {
-  const out: Record<string, boolean> = {};
-  for (const c of lab.clients) out[c.name] = await lab.probe(c, h, port, proto);
-  return out;
-}
 
 describe("examples/single-host", () => {
   let proj: PulumiProject;
@@ -70,13 +54,13 @@ describe("examples/single-host", () => {
     expect(r.stdout).toContain(
       `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8080 -m comment --comment \\"dpa:web\\" -j DPA-web`,
     );
-    expect(await dpaLines(h)).toEqual([]);
+    expect(await dpaLines(lab, h)).toEqual([]);
   });
 
   test("up lets only the listed source in; the containers' own traffic still flows", async () => {
     await proj.up();
     const [c0, c1, c2] = lab.clients;
-    expect(await reach(h, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: false, [c2.name]: false });
+    expect(await reach(lab, h, 8080, "tcp")).toEqual({ [c0.name]: true, [c1.name]: false, [c2.name]: false });
     expect(await lab.containerProbe(h, 8080, "tcp")).toBe(true);
     const outputs = await proj.stackOutputs();
     expect(outputs.chain).toBe("DPA-web");
@@ -95,13 +79,13 @@ describe("examples/single-host", () => {
     const preview = await proj.preview();
     expect(preview.stdout).toContain(`-s ${c1.ipv4}/32`);
     await proj.up();
-    expect(await reach(h, 8080, "tcp")).toEqual({ [c0.name]: false, [c1.name]: true, [c2.name]: false });
+    expect(await reach(lab, h, 8080, "tcp")).toEqual({ [c0.name]: false, [c1.name]: true, [c2.name]: false });
   });
 
   test("destroy removes every rule it made and opens the port again", async () => {
     await proj.destroy();
-    expect(await dpaLines(h)).toEqual([]);
-    expect(Object.values(await reach(h, 8080, "tcp"))).toEqual([true, true, true]);
+    expect(await dpaLines(lab, h)).toEqual([]);
+    expect(Object.values(await reach(lab, h, 8080, "tcp"))).toEqual([true, true, true]);
   });
 });
 
@@ -173,11 +157,11 @@ describe("examples/fleet", () => {
     test("traffic follows the policies and the per-host override on every host", async () => {
       const [c0, c1, c2] = lab.clients;
       for (const [i, h] of lab.hosts.entries()) {
-        expect([i, await reach(h, 8080, "tcp")]).toEqual([
+        expect([i, await reach(lab, h, 8080, "tcp")]).toEqual([
           i,
           { [c0.name]: true, [c1.name]: false, [c2.name]: i === 2 },
         ]);
-        expect([i, await reach(h, 5353, "udp")]).toEqual([
+        expect([i, await reach(lab, h, 5353, "udp")]).toEqual([
           i,
           { [c0.name]: false, [c1.name]: true, [c2.name]: false },
         ]);
@@ -187,7 +171,7 @@ describe("examples/fleet", () => {
     test("a second up changes nothing, and destroy leaves no rule behind", async () => {
       await proj.up(["--expect-no-changes"]);
       await proj.destroy();
-      for (const h of lab.hosts) expect(await dpaLines(h)).toEqual([]);
+      for (const h of lab.hosts) expect(await dpaLines(lab, h)).toEqual([]);
     });
   });
 
@@ -206,13 +190,13 @@ describe("examples/fleet", () => {
       expect(r.code).not.toBe(0);
       expect(r.stdout + r.stderr).toContain("edge-edge-2-");
       const [h1, h2, h3] = lab.hosts;
-      expect(await dpaLines(h1)).not.toEqual([]);
-      expect(await dpaLines(h2)).toEqual([]);
-      expect(await dpaLines(h3)).toEqual([]);
+      expect(await dpaLines(lab, h1)).not.toEqual([]);
+      expect(await dpaLines(lab, h2)).toEqual([]);
+      expect(await dpaLines(lab, h3)).toEqual([]);
       const created = (await proj.resources(DOCKER_PORT_ALLOWLIST_TYPE)).map((x) => x.urn.split("::").pop());
       expect(created.sort()).toEqual(["edge-edge-1-dns", "edge-edge-1-web"]);
       await proj.destroy();
-      expect(await dpaLines(h1)).toEqual([]);
+      expect(await dpaLines(lab, h1)).toEqual([]);
     } finally {
       await proj.dispose();
     }

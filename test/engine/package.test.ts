@@ -97,7 +97,7 @@ afterAll(async () => {
 });
 
 describe("the packed package", () => {
-  test("holds the compiled code, its types, the remote scripts and the documents, and nothing else", () => {
+  test("holds the compiled code, its types, the remote scripts, the documents and the component plugin, and nothing else", () => {
     const files = packed.files;
     for (const f of [
       "package.json",
@@ -117,13 +117,26 @@ describe("the packed package", () => {
       .readdirSync(path.join(__dirname, "..", "..", "provider", "host", "remote"))
       .map((f) => `bin/provider/host/remote/${f}`);
     expect(files).toEqual(expect.arrayContaining(sources));
+    // The component plugin (test/engine/yaml.test.ts): its manifest, entry, and the source and
+    // tsconfig.json Pulumi's schema analyser reads.
+    const plugin = [
+      "PulumiPlugin.yaml",
+      "bin/index.js",
+      "index.ts",
+      "provider/pulumi/component.ts",
+      "tsconfig.json",
+    ];
     const outside = files.filter(
       (f) =>
         !f.startsWith("bin/provider/") &&
-        !["package.json", "README.md", "LICENSE", "CHANGELOG.md"].includes(f),
+        !["package.json", "README.md", "LICENSE", "CHANGELOG.md", ...plugin].includes(f),
     );
     expect(outside).toEqual([]);
-    expect(files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
+    expect(files).toEqual(expect.arrayContaining(plugin));
+    expect(files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([
+      "index.ts",
+      "provider/pulumi/component.ts",
+    ]);
   });
 
   test("installed from the tarball outside the repository, the program type-checks against its declarations and applies", async () => {

@@ -14,6 +14,8 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 
+import type { Lab, LabHost } from "../../lab";
+
 /** The repository root (where package.json and node_modules are). */
 export const repoRoot = path.resolve(__dirname, "..", "..");
 
@@ -93,6 +95,7 @@ export function buildPackage(): string {
   const remote = path.join(repoRoot, "provider", "host", "remote");
   const stale = () =>
     !fs.existsSync(path.join(outDir, "index.js")) ||
+    !fs.existsSync(path.join(repoRoot, "bin", "index.js")) || // the component entry (package.json main)
     !fs.existsSync(path.join(outDir, "host", "remote")) ||
     Math.max(newest(path.join(repoRoot, "provider"), ".ts"), newest(remote, "")) > newest(outDir, ".js");
   if (stale()) {
@@ -219,6 +222,13 @@ export interface PulumiProjectOptions {
    * @default - see `installPackage`
    */
   readonly packageTarball?: string;
+  /**
+   * A Pulumi YAML program instead: this text is the project's Pulumi.yaml (`runtime: yaml`, its
+   * `name` and `packages:` as the test wants them), written as it is, with no package.json,
+   * node_modules or index.ts beside it. Needs `pulumi-language-yaml` in the engine (scripts/engine.sh).
+   * @default - a Node.js program: see `program`, `programDir`
+   */
+  readonly yaml?: string;
 }
 
 // Never let the developer's or CI's own Pulumi setup leak into a test project.
@@ -275,9 +285,10 @@ export class PulumiProject {
 
   /** Creates the project directory, initialises the stack and sets its config. */
   static async create(options: PulumiProjectOptions): Promise<PulumiProject> {
-    if ((options.program === undefined) === (options.programDir === undefined)) {
+    const given = [options.program, options.programDir, options.yaml].filter((o) => o !== undefined);
+    if (given.length !== 1) {
       throw new Error(
-        "PulumiProject.create: give exactly one of `program` (source) and `programDir` (directory)",
+        "PulumiProject.create: give exactly one of `program` (source), `programDir` (directory) and `yaml` (Pulumi.yaml text)",
       );
     }
     const engine = findEngine();
@@ -286,83 +297,89 @@ export class PulumiProject {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `dpa-engine-${projectName}-`));
 
     try {
-      fs.writeFileSync(
-        path.join(dir, "Pulumi.yaml"),
-        `name: ${projectName}\nruntime:\n  name: nodejs\n  options:\n    typescript: true\nmain: index.ts\n`,
-      );
-      fs.writeFileSync(
-        path.join(dir, "package.json"),
-        JSON.stringify(
-          {
-            name: projectName,
-            private: true,
-            main: "index.ts",
-            dependencies: {
-              "@pulumi/pulumi": engine.version,
+      if (options.yaml !== undefined) {
+        fs.writeFileSync(path.join(dir, "Pulumi.yaml"), options.yaml);
+        fs.mkdirSync(path.join(dir, ".state"));
+        fs.mkdirSync(path.join(dir, ".pulumi-home"));
+      } else {
+        fs.writeFileSync(
+          path.join(dir, "Pulumi.yaml"),
+          `name: ${projectName}\nruntime:\n  name: nodejs\n  options:\n    typescript: true\nmain: index.ts\n`,
+        );
+        fs.writeFileSync(
+          path.join(dir, "package.json"),
+          JSON.stringify(
+            {
+              name: projectName,
+              private: true,
+              main: "index.ts",
+              dependencies: {
+                "@pulumi/pulumi": engine.version,
+                ...(options.packageTarball === undefined
+                  ? {}
+                  : { "docker-port-allowlist": `file:${options.packageTarball}` }),
+              },
+              // What `pulumi new typescript` puts there: the engine then compiles the program with this
+              // TypeScript (its vendored one is 3.x and cannot read the ES2022 settings below).
               ...(options.packageTarball === undefined
                 ? {}
-                : { "docker-port-allowlist": `file:${options.packageTarball}` }),
+                : {
+                    devDependencies: {
+                      typescript: repoVersion("typescript"),
+                      "@types/node": repoVersion("@types/node"),
+                    },
+                  }),
             },
-            // What `pulumi new typescript` puts there: the engine then compiles the program with this
-            // TypeScript (its vendored one is 3.x and cannot read the ES2022 settings below).
-            ...(options.packageTarball === undefined
-              ? {}
-              : {
-                  devDependencies: {
-                    typescript: repoVersion("typescript"),
-                    "@types/node": repoVersion("@types/node"),
-                  },
-                }),
-          },
-          null,
-          2,
-        ) + "\n",
-      );
-      // ts-node uses this for the program and everything it imports from the repo.
-      fs.writeFileSync(
-        path.join(dir, "tsconfig.json"),
-        JSON.stringify(
-          {
-            compilerOptions: {
-              strict: true,
-              target: "ES2022",
-              module: "commonjs",
-              moduleResolution: "node",
-              esModuleInterop: true,
-              skipLibCheck: true,
-              types: ["node"],
+            null,
+            2,
+          ) + "\n",
+        );
+        // ts-node uses this for the program and everything it imports from the repo.
+        fs.writeFileSync(
+          path.join(dir, "tsconfig.json"),
+          JSON.stringify(
+            {
+              compilerOptions: {
+                strict: true,
+                target: "ES2022",
+                module: "commonjs",
+                moduleResolution: "node",
+                esModuleInterop: true,
+                skipLibCheck: true,
+                types: ["node"],
+              },
             },
-          },
-          null,
-          2,
-        ) + "\n",
-      );
-      // One copy of @pulumi/pulumi for program, provider package and dynamic-provider host.
-      if (options.packageTarball !== undefined) {
-        npm(["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], dir);
-      } else if (options.installPackage) {
-        installPackage(path.join(dir, "node_modules"));
-      } else {
-        fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"), "dir");
-      }
+            null,
+            2,
+          ) + "\n",
+        );
+        // One copy of @pulumi/pulumi for program, provider package and dynamic-provider host.
+        if (options.packageTarball !== undefined) {
+          npm(["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], dir);
+        } else if (options.installPackage) {
+          installPackage(path.join(dir, "node_modules"));
+        } else {
+          fs.symlinkSync(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"), "dir");
+        }
 
-      if (options.program !== undefined) {
-        fs.writeFileSync(path.join(dir, "index.ts"), options.program);
-      } else {
-        const programDir = path.resolve(fixturesDir, options.programDir!);
-        if (!fs.existsSync(path.join(programDir, "index.ts"))) {
-          throw new Error(
-            `programDir ${programDir} has no index.ts; give a directory with the program's index.ts`,
+        if (options.program !== undefined) {
+          fs.writeFileSync(path.join(dir, "index.ts"), options.program);
+        } else {
+          const programDir = path.resolve(fixturesDir, options.programDir!);
+          if (!fs.existsSync(path.join(programDir, "index.ts"))) {
+            throw new Error(
+              `programDir ${programDir} has no index.ts; give a directory with the program's index.ts`,
+            );
+          }
+          // Stack outputs are the entry module's exports: re-export the program's.
+          fs.writeFileSync(
+            path.join(dir, "index.ts"),
+            `export * from ${JSON.stringify(path.join(programDir, "index"))};\n`,
           );
         }
-        // Stack outputs are the entry module's exports: re-export the program's.
-        fs.writeFileSync(
-          path.join(dir, "index.ts"),
-          `export * from ${JSON.stringify(path.join(programDir, "index"))};\n`,
-        );
+        fs.mkdirSync(path.join(dir, ".state"));
+        fs.mkdirSync(path.join(dir, ".pulumi-home"));
       }
-      fs.mkdirSync(path.join(dir, ".state"));
-      fs.mkdirSync(path.join(dir, ".pulumi-home"));
     } catch (err) {
       fs.rmSync(dir, { recursive: true, force: true });
       throw err;
@@ -632,6 +649,41 @@ function killGroup(pid: number | undefined): void {
   }
 }
 
+/** A packed package installed by npm outside the repository, as a user's copy of it. */
+export interface InstalledPackage {
+  /** The installed package: `<dir>/node_modules/docker-port-allowlist`. */
+  readonly packageDir: string;
+  /** Removes the whole install. */
+  dispose(): void;
+}
+
+/**
+ * `npm install <tarball> @pulumi/pulumi@<engine version>` in a new directory outside the
+ * repository (dependencies from the npm cache or registry, nothing linked from the repository):
+ * the package as a Pulumi YAML user gets it for `packages:` or `pulumi package add`.
+ */
+export function installPackedPackage(tarball: string): InstalledPackage {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dpa-installed-"));
+  try {
+    fs.writeFileSync(
+      path.join(dir, "package.json"),
+      JSON.stringify({
+        name: "dpa-installed",
+        private: true,
+        dependencies: { "@pulumi/pulumi": findEngine().version, "docker-port-allowlist": `file:${tarball}` },
+      }) + "\n",
+    );
+    npm(["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], dir);
+    return {
+      packageDir: path.join(dir, "node_modules", "docker-port-allowlist"),
+      dispose: () => fs.rmSync(dir, { recursive: true, force: true }),
+    };
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
 /** The parts of `pulumi stack export` the tests read. */
 export interface StackState {
   readonly version: number;
@@ -647,4 +699,73 @@ export interface StateResource {
   readonly id?: string;
   readonly inputs?: Record<string, unknown>;
   readonly outputs?: Record<string, unknown>;
+}
+
+/** Our lines in a lab host's filter table (a `dpa:` tag or a DPA- chain). */
+export async function dpaLines(lab: Lab, h: LabHost): Promise<string[]> {
+  const r = await lab.hostExec(h, "iptables-save -t filter");
+  if (r.code !== 0)
+    throw new Error(`iptables-save -t filter failed on ${h.name} (exit ${r.code}): ${r.stderr}`);
+  return r.stdout
+    .split("\n")
+    .filter((l) => l.includes('"dpa:') || l.startsWith(":DPA-") || l.startsWith("-A DPA-"));
+}
+
+/** client name -> reachable?, for one lab host and port, by real traffic from every client. */
+export async function reach(
+  lab: Lab,
+  h: LabHost,
+  port: number,
+  proto: "tcp" | "udp",
+): Promise<Record<string, boolean>> {
+  const out: Record<string, boolean> = {};
+  for (const c of lab.clients) out[c.name] = await lab.probe(c, h, port, proto);
+  return out;
+}
+
+/**
+ * The two allowlists the lifecycle tests declare on `h` (config `allowlists` of
+ * programs/allowlist): `web` (8080/tcp, as root) and `dns` (5353/udp, as the lab's sudo user),
+ * with the given sources; `dns` takes `dnsArgs` too.
+ */
+export function webAndDns(
+  lab: Lab,
+  h: LabHost,
+  allowed: { web: string[]; dns: string[] },
+  dnsArgs: Record<string, unknown> = {},
+): { name: string; args: Record<string, unknown> }[] {
+  const connection = { host: h.ipv4, hostKey: h.hostKey };
+  return [
+    { name: "web", args: { connection, port: 8080, protocols: ["tcp"], sources: allowed.web } },
+    {
+      name: "dns",
+      args: {
+        connection: { ...connection, user: lab.users.sudo },
+        port: 5353,
+        protocols: ["udp"],
+        sources: allowed.dns,
+        ...dnsArgs,
+      },
+    },
+  ];
+}
+
+/**
+ * Which of (client, tcp4 8080, tcp6 8080, udp4 5353) reach `h`, by real traffic from every client,
+ * and whether a container still reaches out over TCP (and UDP, with `containerUdp`).
+ */
+export async function reachWebAndDns(
+  lab: Lab,
+  h: LabHost,
+  containerUdp = true,
+): Promise<Record<string, boolean>> {
+  const out: Record<string, boolean> = {};
+  for (const c of lab.clients) {
+    out[`${c.name} tcp4`] = await lab.probe(c, h, 8080, "tcp", 4);
+    out[`${c.name} tcp6`] = await lab.probe(c, h, 8080, "tcp", 6);
+    out[`${c.name} udp4`] = await lab.probe(c, h, 5353, "udp", 4);
+  }
+  out["container tcp out"] = await lab.containerProbe(h, 8080, "tcp");
+  if (containerUdp) out["container udp out"] = await lab.containerProbe(h, 5353, "udp");
+  return out;
 }

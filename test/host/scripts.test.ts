@@ -10,6 +10,9 @@ import { tmpdir } from "os";
 import { join } from "path";
 import {
   DOCKER_NFT_NAT_CHAIN,
+  DOCKER_NFT_BRIDGE_MAP,
+  NFT_FAMILY,
+  NFT_TABLE_PREFIX,
   DOCKER_NFT_TABLE,
   FINGERPRINT_AWK,
   GUARD_DIR,
@@ -132,6 +135,9 @@ describe("assembleScript", () => {
       UNKNOWN_STATE_DIR,
       NFT_TABLE: DOCKER_NFT_TABLE,
       NFT_NAT_CHAIN: DOCKER_NFT_NAT_CHAIN,
+      NFT_BRIDGE_MAP: DOCKER_NFT_BRIDGE_MAP,
+      NFT_FAMILY,
+      NFT_TABLE_PREFIX,
     };
     expect(() => assembleScript("read.sh", { FINGERPRINT_AWK, CUT_AWK, ...paths })).toThrow(
       "remote/read.sh: no marker '@CUT_AWK@' for the value CUT_AWK",

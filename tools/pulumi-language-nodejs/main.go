@@ -13,12 +13,18 @@
 //     packages, `"pulumi": {"resource": true}` in their package.json);
 //   - Run: start `node <sdk>/cmd/run` with the flags and environment variables the
 //     @pulumi/pulumi run script reads (see node_modules/@pulumi/pulumi/cmd/run/index.js);
+//   - RunPlugin: start a source-based plugin (a directory with PulumiPlugin.yaml, `runtime:
+//     nodejs`, e.g. this package as a component provider) with `node <sdk>/cmd/run-plugin`;
 //   - InstallDependencies, About, GetProgramDependencies, RuntimeOptionsPrompts: small but
 //     honest versions, so `pulumi install` and `pulumi about` work.
 //
-// Deliberately left out (codes.Unimplemented): code generation, packing, policy packs,
-// RunPlugin, and the synchronous-invoke pipes of the upstream host (the SDK only uses them
-// for the deprecated synchronous `invoke`; it talks to the resource monitor directly).
+// Run as `pulumi-resource-pulumi-nodejs` (scripts/engine.sh installs a copy of this binary under
+// that name), it is the dynamic-provider plugin instead: see dynamicProviderMain.
+//
+// Deliberately left out (codes.Unimplemented): code generation, packing, policy packs (also
+// as RunPlugin of kind analyzer), and the synchronous-invoke pipes of the upstream host (the
+// SDK only uses them for the deprecated synchronous `invoke`; it talks to the resource
+// monitor directly).
 package main
 
 import (
@@ -42,12 +48,17 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 const (
 	// Path of the SDK's run script below a node_modules directory.
 	runScript = "@pulumi/pulumi/cmd/run"
+	// The same for plugins (RunPlugin): it loads the plugin's package and, when it exports
+	// ComponentResource classes, serves them as a component provider.
+	runPluginScript = "@pulumi/pulumi/cmd/run-plugin"
 
 	// The SDK reads its configuration and the list of secret keys from these variables
 	// (runtime/config.js in @pulumi/pulumi).
@@ -63,6 +74,10 @@ const (
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == dynamicProviderName {
+		dynamicProviderMain()
+		return
+	}
 	// The engine passes its own gRPC address as the last positional argument. Older engines
 	// also pass these flags; accept them so that they do not abort flag parsing.
 	_ = flag.String("tracing", "", "Zipkin-compatible tracing endpoint (accepted, not used)")
@@ -302,6 +317,79 @@ func (h *languageHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pul
 	}
 	return &pulumirpc.RunResponse{Error: fmt.Sprintf(
 		"could not run the program with %s %s: %v", nodeBin, strings.Join(args, " "), runErr)}, nil
+}
+
+// RunPlugin starts a source-based plugin: `node [nodeargs] <run-plugin> <pluginDir> <args>` in
+// the request's working directory and environment, its output streamed to the engine (the
+// plugin prints its gRPC port there). The SDK's run-plugin script is resolved from the plugin's
+// directory, as upstream does, so the plugin runs with its own @pulumi/pulumi.
+func (h *languageHost) RunPlugin(
+	req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer,
+) error {
+	info := req.GetInfo()
+	pluginDir := programDirectory(info, req.GetPwd())
+	if req.GetKind() == "analyzer" {
+		return status.Errorf(codes.Unimplemented,
+			"the plugin in %s is a policy pack (kind analyzer); this language host does not run policy packs", pluginDir)
+	}
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		return fmt.Errorf("could not find `node` on PATH to run the plugin in %s; install Node.js >= 20: %w",
+			pluginDir, err)
+	}
+	runPath := os.Getenv("PULUMI_LANGUAGE_NODEJS_RUN_PATH")
+	if runPath == "" {
+		found, ok := findUp(pluginDir, filepath.Join("node_modules", runPluginScript))
+		if !ok {
+			return fmt.Errorf("the Pulumi Node.js SDK is not installed for the plugin in %s: no node_modules/%s "+
+				"there or in a parent directory; run `npm install` in %s (it needs @pulumi/pulumi) and retry",
+				pluginDir, runPluginScript, pluginDir)
+		}
+		runPath = found
+	}
+	opts, err := parseOptions(info)
+	if err != nil {
+		return fmt.Errorf("%s (PulumiPlugin.yaml in %s)", err, pluginDir)
+	}
+
+	closer, stdout, stderr, err := rpcutil.MakeRunPluginStreams(server, false)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+
+	// The engine sends the whole environment the plugin should see; an empty one means ours.
+	env := req.GetEnv()
+	if len(env) == 0 {
+		env = os.Environ()
+	}
+	if opts.typescript {
+		env = append(env, "PULUMI_NODEJS_TYPESCRIPT=true")
+	}
+	if opts.tsconfigPath != "" {
+		env = append(env, "PULUMI_NODEJS_TSCONFIG_PATH="+opts.tsconfigPath)
+	}
+	args := append([]string{}, opts.nodeArgs...)
+	args = append(args, runPath, pluginDir)
+	args = append(args, req.GetArgs()...)
+
+	// As in Run: the engine ending the RPC stops the plugin, politely first.
+	cmd := exec.CommandContext(server.Context(), nodeBin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = cancelGraceDelay
+	cmd.Dir = req.GetPwd()
+	cmd.Env = env
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	if runErr := cmd.Run(); runErr != nil {
+		var exitErr *exec.ExitError
+		if errors.As(runErr, &exitErr) {
+			return fmt.Errorf("the plugin in %s exited with code %d", pluginDir, exitErr.ExitCode())
+		}
+		return fmt.Errorf("could not run the plugin in %s with %s %s: %w",
+			pluginDir, nodeBin, strings.Join(args, " "), runErr)
+	}
+	return closer.Close()
 }
 
 // packageJSON holds the package.json fields this host reads.

@@ -5,7 +5,8 @@
 # copy than the live rules and never runs between the apply and this step.
 #
 # What the client sent (sections of the plan, see planMessage in provider/host/dialogue.ts):
-# guard-copy4 / guard-copy6 (this allowlist's saved copy; empty = remove it), guard-script (the
+# guard-copy4 / guard-copy6 / guard-copynft (this allowlist's saved copy: iptables rules per
+# family, or its nftables table; empty = remove it), guard-script (the
 # guard script), guard-service + guard-timer + guard-listener (the systemd units). Nothing sent: nothing done.
 # Every file is written to a temp file beside its target, fsynced and renamed over it. When no
 # copy is left on the host afterwards, the guard is removed (units disabled and deleted, script
@@ -16,7 +17,7 @@
 # shellcheck disable=SC2154 # tmp, rule, guard_dir, guard_unit, guard_listener, unit_dir: set by sync.sh and report-state.sh
 install_guard() {
 local sent=0 f fam dst copies="$guard_dir/allowlists" systemd=no
-for f in guard-copy4 guard-copy6 guard-script guard-service guard-timer guard-listener; do [ -e "$tmp/$f" ] && sent=1; done
+for f in guard-copy4 guard-copy6 guard-copynft guard-script guard-service guard-timer guard-listener; do [ -e "$tmp/$f" ] && sent=1; done
 [ "$sent" = 1 ] || return 0
 [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && systemd=yes
 : >"$tmp/gerr"
@@ -29,9 +30,9 @@ put_file() { # src dst mode: temp file beside dst, fsynced, renamed over it
   return 1
 }
 mkdir -p "$copies" 2>>"$tmp/gerr" || guard_failed directory
-for fam in 4 6; do
+for fam in 4 6 nft; do
   [ -e "$tmp/guard-copy$fam" ] || continue
-  dst="$copies/$rule.v$fam"
+  dst="$copies/$rule.v$fam"; [ "$fam" = nft ] && dst="$copies/$rule.nft"
   if [ -s "$tmp/guard-copy$fam" ]; then
     put_file "$tmp/guard-copy$fam" "$dst" 0644 && continue
     rm -f "$dst" 2>>"$tmp/gerr"
@@ -40,7 +41,7 @@ for fam in 4 6; do
     rm -f "$dst" 2>>"$tmp/gerr" || guard_failed "remove-copy$fam"
   fi
 done
-if ! compgen -G "$copies/*.v[46]" >/dev/null; then
+if ! compgen -G "$copies/*.v[46]" >/dev/null && ! compgen -G "$copies/*.nft" >/dev/null; then
   # The last allowlist on this host went: so does the guard.
   if [ "$systemd" = yes ]; then
     systemctl disable --now "$guard_unit.timer" "$guard_unit.service" "$guard_listener" >/dev/null 2>>"$tmp/gerr"

@@ -3,7 +3,8 @@
 # Pulumi run: at boot after dockerd built its chains, after every dockerd restart (systemd runs it
 # `--once`, wanted by docker.service), after every firewalld reload (`--on-firewalld-reload`, its
 # listener unit) and every 20 s (its timer; `--loop SECONDS` where there is no systemd). Installed by the provider at /var/lib/docker-port-allowlist/guard.sh with its saved
-# copies beside it (allowlists/<ruleName>.v4|.v6), removed with the last allowlist.
+# copies beside it (allowlists/<ruleName>.v4|.v6, or .nft on Docker's nftables backend), removed
+# with the last allowlist.
 #
 # usage: guard.sh --once | --loop SECONDS | --on-firewalld-reload
 #
@@ -68,6 +69,21 @@ round() { # one round over both families; 0 = all in place (or put back), 1 = a 
     else
       echo "dpa-guard: $bin-restore failed, nothing of it applied: $(head -c 500 "$tmp/err")" >&2
       sed "s/^/dpa-guard: not restored ($bin): /" "$tmp/log" >&2
+      status=1
+    fi
+  done
+  # Docker's nftables backend: each copy is an allowlist's whole table (its first line names it:
+  # `table <family> <name> {`); one that is gone (a reboot, `nft flush ruleset`) is loaded again
+  # in one `nft -f`. One that exists is left as it is: a refresh reports drift in it.
+  for f in "$guard_dir/allowlists/"*.nft; do
+    [ -f "$f" ] || continue
+    command -v nft >/dev/null 2>&1 || { echo "dpa-guard: nft is not installed; $f not restored" >&2; status=1; break; }
+    read -r _ nfam nname _ < "$f"
+    nft list table "$nfam" "$nname" >/dev/null 2>&1 && continue
+    if nft -f "$f" 2>"$tmp/err"; then
+      echo "dpa-guard: restored (nft): table $nfam $nname"
+    else
+      echo "dpa-guard: nft -f $f failed, nothing of it applied: $(head -c 500 "$tmp/err")" >&2
       status=1
     fi
   done

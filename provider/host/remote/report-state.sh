@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
 # save6, save6err, nat4, nat6, other, nftnat4, nftnat6 (Docker's nftables backend only),
-# persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in
+# nfttable, nftbridges (where nft exists), persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in
 # provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
@@ -19,6 +19,16 @@ unknown_path() { printf '%s' "$unknown_dir/unknown.$rule"; }
 # Where Docker's nftables backend DNATs published ports (provider/core/published.ts).
 nft_table='@NFT_TABLE@'
 nft_nat_chain='@NFT_NAT_CHAIN@'
+nft_bridge_map='@NFT_BRIDGE_MAP@'
+# Our own nftables table for this allowlist (core's ./nft.ts): `<family> <prefix><rule>`.
+nft_own_family='@NFT_FAMILY@'
+nft_own_prefix='@NFT_TABLE_PREFIX@'
+# nft_own: our table as nft lists it (nothing, exit 1, when there is none); nft_sha: the digest
+# the client sends back with a plan and the apply compares (compare-and-swap), of the listing
+# exactly as report_state prints it.
+# shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
+nft_own() { nft -s list table "$nft_own_family" "$nft_own_prefix$rule" 2>/dev/null; }
+nft_sha() { local t; t=$(nft_own); printf '%s\n' "$t" | sha256sum | cut -d' ' -f1; }
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
 echo "@@DPA:meta"
@@ -75,6 +85,24 @@ if ! printf '%s\n' "$save4" | grep -q '^:DOCKER-USER ' && command -v nft >/dev/n
     fi
   done
 fi
+# Our nftables table (sections nfttable, with rc and digest, and nftbridges: Docker's bridges as
+# the keys of its nftables interface maps), wherever nft exists: on an nftables host it is the
+# allowlist; on an iptables host, what is left of it after a switch.
+if command -v nft >/dev/null 2>&1; then
+  nt=$(nft_own); ntrc=$?
+  echo "@@DPA:nfttable rc=$ntrc sha=$(printf '%s\n' "$nt" | sha256sum | cut -d' ' -f1)"
+  [ "$ntrc" = 0 ] && printf '%s\n' "$nt"
+  echo "@@DPA:nftbridges"
+  for nf in ip ip6; do nft list map "$nf" "$nft_table" "$nft_bridge_map" 2>/dev/null; done | grep -o '"[^"]*" : jump '
+  # The jumps of every allowlist's table (any owner): what polices Docker's nftables ports.
+  echo "@@DPA:nftjumps"
+  nft list tables 2>/dev/null | while read -r _ nf name; do
+    case "$nf $name" in
+      "$nft_own_family $nft_own_prefix"*)
+        for c in forward input; do nft -s list chain "$nf" "$name" "$c" 2>/dev/null | grep ' jump allowlist$'; done ;;
+    esac
+  done
+fi
 echo "@@DPA:persisted"
 for f in "4:$v4path" "6:$v6path"; do
   fam=${f%%:*}; path=${f#*:}
@@ -92,8 +120,8 @@ report_guard
 echo "@@DPA:end"
 }
 # The guard (guard.sh): sections guard (facts: systemd, sha256 of its script and of its units -
-# service, timer, firewalld listener - and their state) and guardcopy4/guardcopy6 (this
-# allowlist's saved copies, `present` or `missing`), parsed by parseGuardReport in
+# service, timer, firewalld listener - and their state) and guardcopy4/guardcopy6/guardcopynft
+# (this allowlist's saved copies, `present` or `missing`), parsed by parseGuardReport in
 # provider/host/snapshot.ts.
 # shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
 report_guard() {
@@ -110,8 +138,8 @@ if [ "$systemd" = yes ]; then
   echo "timerActive=$(systemctl is-active "$guard_unit.timer" 2>/dev/null | head -n 1)"
   echo "listenerEnabled=$(systemctl is-enabled "$guard_listener" 2>/dev/null | head -n 1)"
 fi
-for fam in 4 6; do
-  f="$guard_dir/allowlists/$rule.v$fam"
+for fam in 4 6 nft; do
+  f="$guard_dir/allowlists/$rule.v$fam"; [ "$fam" = nft ] && f="$guard_dir/allowlists/$rule.nft"
   if [ -f "$f" ]; then echo "@@DPA:guardcopy$fam present"; awk 1 "$f"; else echo "@@DPA:guardcopy$fam missing"; fi
 done
 }

@@ -11,9 +11,12 @@
 # longer than lockwait is spent elsewhere):
 # 1. host: takes the lock, prints the state (report_state) and `@@DPA:await-plan <attempt>`.
 # 2. client -> one line `none` (nothing to do: the host exits at once, releasing the lock) or
-#    `plan <nlines> <fp4> <fp6>` followed by <nlines> lines: sections payload4, rollback4,
-#    payload6, rollback6, conntrack, then `@@DPA:end`. fp = core fingerprint (INPUT, FORWARD,
-#    DOCKER-USER, our chain) of the state the plan was made from ("-" = family untouched).
+#    `plan <nlines> <fp4> <fp6> <fpnft> <first|last>` followed by <nlines> lines: sections
+#    payload4, rollback4, payload6, rollback6, payloadnft, rollbacknft, conntrack, then
+#    `@@DPA:end`. fp = core fingerprint (INPUT, FORWARD, DOCKER-USER, our chain) of the state the
+#    plan was made from ("-" = family untouched); fpnft = nft_sha of our nftables table (core's
+#    nft.ts), whose payload is applied before the iptables families (`first`: it adds policing)
+#    or after them (`last`: it removes it), so a switch of backends never leaves a gap.
 #    Nothing within planTimeoutSeconds (or EOF) = EXIT_NO_PLAN, nothing changed.
 # 3. host: if a family's fingerprint differs (a writer that does not take our lock: Docker, a
 #    person), prints `@@DPA:conflict`, the fresh state and a new await-plan (back to 2) until
@@ -60,6 +63,12 @@ rollback() {
   while :; do
     left=""
     for rf in $todo; do
+      if [ "$rf" = nft ]; then
+        # Our nftables table: one `nft -f` puts it back as read (or deletes it).
+        [ "$(nft_sha)" = "$(cat "$tmp/snapnft")" ] && continue
+        nft -f "$tmp/rollbacknft" 2>>"$tmp/rberr" || left="$left $rf"
+        continue
+      fi
       [ "$("${ipt[$rf]}-save" -t filter 2>/dev/null | fp)" = "$(fp < "$tmp/snap$rf")" ] && continue
       "${ipt[$rf]}-restore" -w 10 --noflush < "$tmp/rollback$rf" 2>>"$tmp/rberr" || left="$left $rf"
     done
@@ -152,11 +161,11 @@ while :; do
     "plan "*) ;;
     *) echo "@@DPA:no-plan ${header:-none within ${ptimeout}s}"; exit "$EXIT_NO_PLAN" ;;
   esac
-  # plan <nlines> <fp4> <fp6>: words split on blanks, like the client joined them.
-  read -r _ nlines fp4 fp6 _ <<<"$header"
+  # plan <nlines> <fp4> <fp6> <fpnft> <first|last>: words split on blanks, like the client joined them.
+  read -r _ nlines fp4 fp6 fpnft nftorder _ <<<"$header"
   want=([4]="$fp4" [6]="$fp6")
   case "$nlines" in ''|*[!0-9]*) echo "@@DPA:error bad plan header"; exit "$EXIT_SETUP_FAILED" ;; esac
-  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp/conntrack" "$tmp"/guard-*
+  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp"/payloadnft "$tmp"/rollbacknft "$tmp/conntrack" "$tmp"/guard-*
   # head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.
   # The client sends nothing more before await-commit, so head cannot read past the plan.
   timeout "$ptimeout" head -n "$nlines" > "$tmp/input" || { echo "@@DPA:no-plan cut short"; exit "$EXIT_NO_PLAN"; }
@@ -169,6 +178,11 @@ while :; do
     "$bin-save" -t filter > "$tmp/snap$fam" 2>"$tmp/err" || { echo "@@DPA:error $bin-save failed"; cat "$tmp/err" >&2; exit "$EXIT_SETUP_FAILED"; }
     [ "$(fp < "$tmp/snap$fam")" = "${want[$fam]}" ] || conflict=1
   done
+  if [ -s "$tmp/payloadnft" ]; then
+    command -v nft >/dev/null 2>&1 || { echo "@@DPA:error nft not found"; exit "$EXIT_SETUP_FAILED"; }
+    nft_sha > "$tmp/snapnft"
+    [ "$(cat "$tmp/snapnft")" = "$fpnft" ] || conflict=1
+  fi
   [ "$conflict" = 0 ] && break
   # Changed since our read by a writer that ignores our lock. Hand back the fresh state (the
   # loop prints it) so the client re-plans without another exec.
@@ -183,6 +197,9 @@ for fam in 4 6; do
     echo "@@DPA:test-failed $fam"; cat "$tmp/err" >&2; exit "$EXIT_TEST_FAILED"
   fi
 done
+if [ -s "$tmp/payloadnft" ] && ! nft -c -f "$tmp/payloadnft" 2>"$tmp/err"; then
+  echo "@@DPA:test-failed nft"; cat "$tmp/err" >&2; exit "$EXIT_TEST_FAILED"
+fi
 
 # Our fate for the watchdog (see there): the last word it reads before EOF.
 tell() { [ -z "$watching" ] || echo "$1" >&8; }
@@ -205,8 +222,21 @@ start_watchdog() {
 }
 
 applied=""
-for fam in 4 6; do [ -s "$tmp/payload$fam" ] && { start_watchdog; break; }; done
+for fam in 4 6 nft; do [ -s "$tmp/payload$fam" ] && { start_watchdog; break; }; done
 pause_at before-apply
+# apply_nft: our nftables table's one transaction (first or last, see the dialogue above).
+apply_nft() {
+  [ -s "$tmp/payloadnft" ] || return 0
+  [ -n "$applied" ] && pause_at between-families
+  echo "nft $applied" > "$tmp/applying"
+  if ! nft -f "$tmp/payloadnft" 2>"$tmp/err"; then
+    cat "$tmp/err" >&2
+    if rollback "$applied"; then tell rolled-back; echo "@@DPA:apply-failed nft"; exit "$EXIT_APPLY_FAILED"; fi
+    rollback_failed
+  fi
+  applied="nft $applied"
+}
+[ "$nftorder" = first ] && apply_nft
 for fam in 4 6; do
   [ -s "$tmp/payload$fam" ] || continue
   [ -n "$applied" ] && pause_at between-families
@@ -220,6 +250,7 @@ for fam in 4 6; do
   fi
   applied="$fam $applied"
 done
+[ "$nftorder" = first ] || apply_nft
 
 if [ -n "$applied" ]; then
   for fam in 4 6; do
@@ -227,6 +258,9 @@ if [ -n "$applied" ]; then
     bin=${ipt[$fam]}
     echo "@@DPA:new$fam"; "$bin-save" -t filter 2>/dev/null
   done
+  if [ -s "$tmp/payloadnft" ]; then
+    nt=$(nft_own); echo "@@DPA:newnft rc=$?"; [ -z "$nt" ] || printf '%s\n' "$nt"
+  fi
   echo "@@DPA:await-commit"
   pause_at awaiting-commit
   answer=""

@@ -36,6 +36,7 @@ for (const { name, args } of declared) {
     hostFindings: r.hostFindings,
     persisted: r.persisted,
     families: r.families,
+    firewallBackend: r.firewallBackend,
     lastOperation: r.lastOperation,
   };
 }
