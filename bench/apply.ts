@@ -11,17 +11,22 @@
  *
  * The operations go through `syncHost` with `convergeOptions`, the plan and verify with which the
  * provider converges a host; wrapped, those callbacks double as timestamps of the exchanges. The
- * 20-host run uses `lifecycle.create`.
+ * 20-host run uses `lifecycle.create`. Light host: 10,000 and 50,000 sources, with how long the
+ * host held its lock (a waiter on the lock in the host's namespaces, see `lockWaiter`) and the
+ * state one such allowlist puts in the stack.
+ *
+ * Under the lab lock when other work runs on the machine: `flock /work/lab.lock node -e ...`.
  */
-import { execFileSync } from "child_process";
+import { execFileSync, spawn } from "child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
 import { startLab, type Lab, type LabHost } from "../lab";
 import { planAllowlist, validateAllowlist, type AllowlistSpec, type Plan } from "../provider/core";
 import { applyPayload } from "../test/core/support/simulate";
-import { convergeOptions, syncHost, type HostOutcome } from "../provider/host";
-import { check, create } from "../provider/pulumi/lifecycle";
+import { convergeOptions, HOST_LOCK_PATH, sshPool, syncHost, type HostOutcome } from "../provider/host";
+import { check, create, remove } from "../provider/pulumi/lifecycle";
+import { BOOT_PREFIX, fmt, machineLine } from "./support";
 
 const RULE = "bench";
 
@@ -44,10 +49,6 @@ function spec(list: string[]): AllowlistSpec {
   return v.spec;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (xs: number[], digits = 0) =>
-  `${median(xs).toFixed(digits)} (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})`;
-
 /** Timestamps (ms since the call) of the phases of one syncHost operation. */
 interface Timed {
   readonly outcome: HostOutcome<Plan>;
@@ -62,6 +63,45 @@ interface Timed {
   readonly verifyMs?: number;
   /** Commit line -> conntrack, persist (iptables-save to file), exit. */
   readonly commitMs?: number;
+  /** How long the host held its lock, by the host's clock (see {@link lockWaiter}). */
+  readonly lockMs: number;
+}
+
+/**
+ * A waiter on the host lock in the host's namespaces, started while an operation holds it: `held`
+ * resolves once it is blocked on the lock (so the operation cannot release it unseen), `released`
+ * with the host's clock (ms) when the lock came free. The holder writes itself into the lock
+ * file as it takes the lock, so the file's mtime is when it was taken.
+ */
+function lockWaiter(host: LabHost): { held: Promise<void>; released: Promise<number> } {
+  const child = spawn("nsenter", [
+    "-t",
+    String(host.nsPid),
+    "-n",
+    "-m",
+    "--",
+    "sh",
+    "-c",
+    `exec 8>>${HOST_LOCK_PATH}; if flock -n 8; then echo free; exit 0; fi; echo held; flock 8; ` +
+      `date +%s%N; stat -c %.9Y ${HOST_LOCK_PATH}`,
+  ]);
+  let out = "";
+  let onHeld: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => (onHeld = resolve));
+  child.stdout.on("data", (b: Buffer) => {
+    out += b.toString();
+    if (out.startsWith("held\n")) onHeld();
+  });
+  const released = new Promise<number>((resolve, reject) =>
+    child.on("close", () => {
+      const [state, releasedNs, takenS] = out.trim().split("\n");
+      if (state !== "held")
+        reject(new Error(`${host.name}: the lock was not held when the plan was asked for`));
+      else resolve(Number(BigInt(releasedNs) / 1000n) / 1000 - Number(takenS) * 1000);
+      onHeld();
+    }),
+  );
+  return { held, released };
 }
 
 async function timedSync(
@@ -75,6 +115,7 @@ async function timedSync(
   let tPlanned = 0;
   let tVerify = 0;
   let tVerified = 0;
+  let waiter: ReturnType<typeof lockWaiter> | undefined;
   // The provider's own plan and verify (convergeOptions), timed from outside.
   const base = convergeOptions(desired, { ruleName: RULE }, { cutConntrack });
   const outcome = await syncHost<Plan>(
@@ -83,8 +124,11 @@ async function timedSync(
       ...base,
       plan: async (live, snapshot) => {
         tPlan = performance.now();
+        // The host holds its lock while it waits for the plan: wait on it too, to see it released.
+        waiter = lockWaiter(host);
         const p = await base.plan(live, snapshot);
         tPlanned = performance.now();
+        await waiter.held;
         return p;
       },
       verify: (family, saveText, plan) => {
@@ -96,7 +140,9 @@ async function timedSync(
     },
   );
   const tEnd = performance.now();
+  if (waiter === undefined) throw new Error(`${host.name}: the operation never asked for a plan`);
   return {
+    lockMs: await waiter.released,
     outcome,
     wallMs: tEnd - t0,
     readMs: tPlan - t0,
@@ -224,9 +270,9 @@ function printScenario(s: Scenario, runs: RunFigures[]): void {
       (s.cutOnDelete ? "" : "; delete without the conntrack cut (cutConntrack: false)"),
   );
   console.log(
-    "| operation | wall ms | conns | round trips | read ms | plan ms | apply ms | verify ms | commit+persist ms |",
+    "| operation | wall ms | conns | round trips | read ms | plan ms | apply ms | verify ms | commit+persist ms | host lock held ms |",
   );
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const [name, get] of ops) {
     const ts = runs.map(get);
     const opt = (k: "applyMs" | "verifyMs" | "commitMs") =>
@@ -235,7 +281,8 @@ function printScenario(s: Scenario, runs: RunFigures[]): void {
     console.log(
       `| ${name} | ${fmt(ts.map((t) => t.wallMs))} | ${uniq(ts.map((t) => t.outcome.stats.connections))} | ` +
         `${uniq(ts.map((t) => t.outcome.stats.roundTrips))} | ${fmt(ts.map((t) => t.readMs))} | ` +
-        `${fmt(ts.map((t) => t.planMs))} | ${opt("applyMs")} | ${opt("verifyMs")} | ${opt("commitMs")} |`,
+        `${fmt(ts.map((t) => t.planMs))} | ${opt("applyMs")} | ${opt("verifyMs")} | ${opt("commitMs")} | ` +
+        `${fmt(ts.map((t) => t.lockMs))} |`,
     );
   }
   console.log(
@@ -316,10 +363,34 @@ function rss(runs: number, v4File: string, v6File: string): void {
   }
 }
 
-const BOOT =
-  'const ts=require("typescript"),fs=require("fs");require.extensions[".ts"]=(m,f)=>m._compile(' +
-  'ts.transpileModule(fs.readFileSync(f,"utf8"),{compilerOptions:{module:1,target:9}}).outputText,f);' +
-  'require("./bench/apply.ts")';
+const BOOT = BOOT_PREFIX + 'require("./bench/apply.ts")';
+
+/**
+ * What the stack's state holds for one allowlist of n sources: the resource's inputs (as `check`
+ * returns them: the declaration, ruleName and the rendered rules) and its outputs after a real
+ * `lifecycle.create` (inputs + chain, live rules, findings, lastOperation...), as JSON bytes.
+ * The allowlist is deleted again, leaving the host as it was.
+ */
+async function stateSize(lab: Lab, host: LabHost, n: number): Promise<{ inputs: number; outputs: number }> {
+  const c = check(
+    {},
+    {
+      connection: { host: host.ipv4, hostKey: host.hostKey, privateKey: lab.clientKey.privateKey },
+      resourceName: RULE,
+      port: 8080,
+      protocols: ["tcp", "udp"],
+      sources: sources(n),
+    },
+  );
+  if (c.inputs === undefined) throw new Error(`state size: check refused ${n} sources`);
+  const start = await state(lab, host);
+  const { id, outs } = await create(c.inputs);
+  await remove(id, outs);
+  sshPool.closeAll();
+  if (JSON.stringify(await state(lab, host)) !== JSON.stringify(start))
+    throw new Error(`state size: delete of ${n} sources did not restore the start state`);
+  return { inputs: JSON.stringify(c.inputs).length, outputs: JSON.stringify(outs).length };
+}
 
 async function parallel(runs: number): Promise<void> {
   const ms: number[] = [];
@@ -355,26 +426,32 @@ async function main(args: string[]): Promise<void> {
   if (args[0] === "rss") return rssChild(Number(args[1]), args[2], args[3]);
   const runs = Number(args.find((a) => /^\d+$/.test(a)) ?? 3);
   const dir = mkdtempSync(join(tmpdir(), "dpa-bench-"));
-  console.log(
-    `# bench/apply.ts ${new Date().toISOString()}, nproc ${execFileSync("nproc").toString().trim()}, ` +
-      `loadavg at start ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
-  );
+  console.log(machineLine("bench/apply.ts"));
   try {
     if (args.includes("--parallel-only")) return await parallel(runs);
     const light = await startLab({ docker: 0, light: 1, clients: 0, lightLayout: "docker29", ipv6: true });
     try {
       const h = light.hosts[0];
-      const s: Scenario = {
-        name: "light host (docker29 layout, IPv4+IPv6)",
-        host: h,
-        n: 10000,
-        // The default since the cut lists conntrack once per family (it used to run one
-        // conntrack -D per source: minutes for a 10,000-source delete).
-        cutOnDelete: true,
-      };
-      const figures: RunFigures[] = [];
-      for (let r = 0; r < runs; r++) figures.push(await oneRun(light, s, dir));
-      printScenario(s, figures);
+      for (const n of [10000, 50000]) {
+        const s: Scenario = {
+          name: "light host (docker29 layout, IPv4+IPv6)",
+          host: h,
+          n,
+          // The default since the cut lists conntrack once per family (it used to run one
+          // conntrack -D per source: minutes for a 10,000-source delete).
+          cutOnDelete: true,
+        };
+        const figures: RunFigures[] = [];
+        for (let r = 0; r < runs; r++) figures.push(await oneRun(light, s, dir));
+        printScenario(s, figures);
+      }
+      console.log("\n### State of one allowlist (JSON bytes the stack holds for it)");
+      for (const n of [10000, 50000]) {
+        const size = await stateSize(light, h, n);
+        console.log(
+          `- ${n} sources: inputs ${size.inputs.toLocaleString("en")}, outputs ${size.outputs.toLocaleString("en")}`,
+        );
+      }
       await perRule(light, h, 1000, runs);
       writeFileSync(join(dir, "s4"), await sh(light, h, "iptables-save -t filter"));
       writeFileSync(join(dir, "s6"), await sh(light, h, "ip6tables-save -t filter"));

@@ -168,6 +168,11 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Extra environment variables for this command only. @default - none */
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * argv that runs the command: the CLI's path and arguments follow it (a wrapper that puts the
+   * command into a cgroup to count its CPU, as bench/fleet.ts does). @default - none
+   */
+  readonly prefix?: readonly string[];
 }
 
 /** A config value; `secret: true` stores it encrypted (`pulumi config set --secret`). */
@@ -425,7 +430,8 @@ export class PulumiProject {
     const started = Date.now();
 
     return new Promise<RunResult>((resolve, reject) => {
-      const child = spawn(path.join(this.engine.binDir, "pulumi"), fullArgs, {
+      const argv = [...(options.prefix ?? []), path.join(this.engine.binDir, "pulumi"), ...fullArgs];
+      const child = spawn(argv[0], argv.slice(1), {
         cwd: this.dir,
         env,
         detached: true, // own process group: language host, node and providers die with it
