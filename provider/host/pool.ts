@@ -352,8 +352,18 @@ class Lease implements HostExec {
   }
 }
 
+/**
+ * How long the provider process keeps an unused connection: the engine runs a host's allowlists
+ * as their turn comes among all resources (8 at a time), so under load a host's next operation
+ * came more than 3 s after its last (bench/fleet.ts, 50 hosts x 3 allowlists: 21 of 150 hosts
+ * logged in twice in an `up`, 129 in a `destroy`). The engine kills the provider process when it
+ * is done, so a longer wait delays nothing; as a library, a process keeps an idle connection (and
+ * ssh2's keepalive, the event loop) that long after its last operation.
+ */
+export const PROVIDER_POOL_IDLE_MS = 60_000;
+
 /** The provider process's pool. */
-export const sshPool = new SshPool();
+export const sshPool = new SshPool({ idleMs: PROVIDER_POOL_IDLE_MS });
 
 /** {@link Connect} through {@link sshPool}: what the provider's operations use. */
 export const pooledConnect: Connect = (conn, options) => sshPool.connect(conn, options);
