@@ -284,7 +284,7 @@ export async function startLab(options: StartLabOptions): Promise<Lab> {
     "--clients",
     String(options.clients),
     "--light-layout",
-    options.lightLayout ?? "docker20",
+    options.lightLayout ?? "docker29",
     "--owner-pid",
     String(process.pid),
   ];
