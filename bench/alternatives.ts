@@ -32,7 +32,7 @@ import { join } from "path";
 import { comparableSave, startLab, type Lab, type LabHost } from "../lab";
 import { sshPool } from "../provider/host";
 import { check, create, read, remove, update, type Outputs } from "../provider/pulumi/lifecycle";
-import { buildPackage, PulumiProject } from "../test/engine/support";
+import { allowlistProject, buildPackage, PulumiProject } from "../test/engine/support";
 import { acceptedLogins, CpuAccount, fmt, loadavg, machineLine, median } from "./support";
 
 const PORT = 8080;
@@ -338,24 +338,21 @@ async function main(args: string[]): Promise<void> {
         `${(await run(m, ["ansible-playbook", "--version"])).split("\n")[0]}; runs ${runs}`,
     );
     const sources = sourcesOf(50);
-    proj = await PulumiProject.create({
-      programDir: join(__dirname, "..", "test", "engine", "programs", "allowlist"),
-      config: {
-        packageDir,
-        privateKey: { value: lab.clientKey.privateKey, secret: true },
-        allowlists: JSON.stringify([
-          {
-            name: "bench",
-            args: {
-              connection: { host: host.ipv4, hostKey: host.hostKey },
-              port: PORT,
-              protocols: ["tcp"],
-              sources,
-            },
+    proj = await allowlistProject(
+      lab,
+      packageDir,
+      JSON.stringify([
+        {
+          name: "bench",
+          args: {
+            connection: { host: host.ipv4, hostKey: host.hostKey },
+            port: PORT,
+            protocols: ["tcp"],
+            sources,
           },
-        ]),
-      },
-    });
+        },
+      ]),
+    );
     const provider: ProviderRun[] = [];
     const pulumi: PulumiRun[] = [];
     const ansible: AnsibleRun[] = [];

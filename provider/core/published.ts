@@ -271,11 +271,7 @@ export function unpolicedPorts(state: PublishedState): UnpolicedPort[] {
     if (family === "ipv6") {
       // docker-proxy serves IPv6 clients a port DNATed in IPv4 only, on every address.
       const input = getChain(table, INPUT)?.rules ?? [];
-      for (const p of published.ipv4) {
-        if (p.hostAddress !== undefined || published.ipv6.some((q) => same(p, q))) continue;
-        const { hostAddress: _none, ...rest } = p;
-        left({ ...rest, family: "ipv6" }, input, "docker-proxy");
-      }
+      for (const p of proxiedToIpv6(published)) left(p, input, "docker-proxy");
     }
   }
   // Docker's nftables backend: policed by the jumps of our nftables tables, never by DOCKER-USER.
@@ -292,14 +288,21 @@ export function unpolicedPorts(state: PublishedState): UnpolicedPort[] {
   for (const family of ["ipv4", "ipv6"] as const) {
     if (state.filter[family] !== null) for (const p of nft[family]) nftLeft(p, "dnat");
   }
-  if (nft.ipv4.length > 0 && state.filter.ipv6 !== null) {
-    for (const p of nft.ipv4) {
-      if (p.hostAddress !== undefined || nft.ipv6.some((q) => same(p, q))) continue;
-      const { hostAddress: _none, ...rest } = p;
-      nftLeft({ ...rest, family: "ipv6" }, "docker-proxy");
-    }
-  }
+  if (state.filter.ipv6 !== null) for (const p of proxiedToIpv6(nft)) nftLeft(p, "docker-proxy");
   return out;
+}
+
+/**
+ * The ports docker-proxy serves to IPv6 clients: published on every address but DNATed in IPv4
+ * only (IPv4-only containers), as IPv6 ports without a host address.
+ */
+function proxiedToIpv6(published: {
+  readonly ipv4: readonly PublishedPort[];
+  readonly ipv6: readonly PublishedPort[];
+}): PublishedPort[] {
+  return published.ipv4
+    .filter((p) => p.hostAddress === undefined && !published.ipv6.some((q) => same(p, q)))
+    .map(({ hostAddress: _none, ...rest }) => ({ ...rest, family: "ipv6" as const }));
 }
 
 const NFT_FORWARD_JUMP =

@@ -4,7 +4,7 @@
  * and saved rules files stay exactly as they were.
  */
 import { comparableSave, startLab, type Lab, type LabHost } from "../../lab";
-import { buildPackage, PulumiProject } from "./support";
+import { allowlistProject, buildPackage, PulumiProject } from "./support";
 import { DOCKER_PORT_ALLOWLIST_TYPE } from "../../provider/pulumi/resource";
 
 jest.setTimeout(900_000);
@@ -54,10 +54,7 @@ beforeAll(async () => {
   );
   expect(r.code).toBe(0);
   before = { good: await hostState(good), noDockerUser: await hostState(noDockerUser) };
-  proj = await PulumiProject.create({
-    programDir: "../programs/allowlist",
-    config: { packageDir, privateKey: { value: lab.clientKey.privateKey, secret: true }, allowlists: "[]" },
-  });
+  proj = await allowlistProject(lab, packageDir, "[]");
 });
 
 afterEach(async () => {

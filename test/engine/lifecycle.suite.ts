@@ -14,7 +14,7 @@
  */
 import { comparableSave, startLab, type DockerVersion, type Lab, type LabHost } from "../../lab";
 import { formatCidr, parseAddress } from "../../provider/core";
-import { buildPackage, PulumiProject, reachWebAndDns, webAndDns } from "./support";
+import { allowlistProject, buildPackage, PulumiProject, reachWebAndDns, webAndDns } from "./support";
 
 export function lifecycleSuite(dockerVersion: DockerVersion): void {
   jest.setTimeout(900_000);
@@ -98,14 +98,7 @@ export function lifecycleSuite(dockerVersion: DockerVersion): void {
     before4 = await filterTable("iptables-save");
     before6 = await filterTable("ip6tables-save");
     const [c0] = lab.clients;
-    proj = await PulumiProject.create({
-      programDir: "../programs/allowlist",
-      config: {
-        packageDir,
-        privateKey: { value: lab.clientKey.privateKey, secret: true },
-        allowlists: declare({ web: [c0.ipv4, c0.ipv6!], dns: [c0.ipv4] }),
-      },
-    });
+    proj = await allowlistProject(lab, packageDir, declare({ web: [c0.ipv4, c0.ipv6!], dns: [c0.ipv4] }));
   });
 
   afterAll(async () => {

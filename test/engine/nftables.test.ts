@@ -7,7 +7,7 @@
  * never touched.
  */
 import { startLab, type Lab, type LabHost } from "../../lab";
-import { buildPackage, PulumiProject, reachWebAndDns, webAndDns } from "./support";
+import { allowlistProject, buildPackage, PulumiProject, reachWebAndDns, webAndDns } from "./support";
 
 jest.setTimeout(900_000);
 
@@ -54,14 +54,11 @@ beforeAll(async () => {
   expect((await lab.hostExec(h, `printf '%s\\n' '${FOREIGN}' | nft -f -`)).code).toBe(0);
   foreign = await nft("-s list table inet site");
   const [c0] = lab.clients;
-  proj = await PulumiProject.create({
-    programDir: "../programs/allowlist",
-    config: {
-      packageDir,
-      privateKey: { value: lab.clientKey.privateKey, secret: true },
-      allowlists: declare({ web: [c0.ipv4, c0.ipv6!], dns: [c0.ipv4, c0.ipv6!] }),
-    },
-  });
+  proj = await allowlistProject(
+    lab,
+    packageDir,
+    declare({ web: [c0.ipv4, c0.ipv6!], dns: [c0.ipv4, c0.ipv6!] }),
+  );
 });
 
 afterAll(async () => {

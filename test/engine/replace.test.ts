@@ -13,7 +13,7 @@
  */
 import { startLab, type Lab, type LabHost } from "../../lab";
 import { watchPort, type Watch } from "../../lab/watch";
-import { buildPackage, PulumiCommandError, PulumiProject } from "./support";
+import { allowlistProject, buildPackage, PulumiCommandError, PulumiProject } from "./support";
 
 jest.setTimeout(900_000);
 
@@ -51,16 +51,7 @@ beforeAll(async () => {
   packageDir = buildPackage();
   lab = await startLab({ docker: 1, light: 0, clients: 2, ipv6: true, dockerIpv6: false });
   h = lab.hosts[0];
-  proj = await PulumiProject.create({
-    programDir: "../programs/allowlist",
-    projectName: "shop",
-    stack: "prod",
-    config: {
-      packageDir,
-      privateKey: { value: lab.clientKey.privateKey, secret: true },
-      allowlists: declare("web"),
-    },
-  });
+  proj = await allowlistProject(lab, packageDir, declare("web"), { projectName: "shop", stack: "prod" });
 });
 
 afterAll(async () => {
@@ -150,26 +141,22 @@ test("another stack using the same ruleName on the host is refused by name and c
       .filter((l) => !l.startsWith("#"))
       .map((l) => l.replace(/ \[\d+:\d+\]$/, ""));
   const before = await rules();
-  other = await PulumiProject.create({
-    programDir: "../programs/allowlist",
-    projectName: "shop",
-    stack: "staging",
-    config: {
-      packageDir,
-      privateKey: { value: lab.clientKey.privateKey, secret: true },
-      allowlists: JSON.stringify([
-        {
-          name: "intruder",
-          args: {
-            connection: { host: h.ipv4, hostKey: h.hostKey },
-            port: 8080,
-            ruleName: "web3",
-            sources: [outsider.ipv4],
-          },
+  other = await allowlistProject(
+    lab,
+    packageDir,
+    JSON.stringify([
+      {
+        name: "intruder",
+        args: {
+          connection: { host: h.ipv4, hostKey: h.hostKey },
+          port: 8080,
+          ruleName: "web3",
+          sources: [outsider.ipv4],
         },
-      ]),
-    },
-  });
+      },
+    ]),
+    { projectName: "shop", stack: "staging" },
+  );
   let err: unknown;
   try {
     await other.up();

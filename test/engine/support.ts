@@ -769,3 +769,25 @@ export async function reachWebAndDns(
   if (containerUdp) out["container udp out"] = await lab.containerProbe(h, 5353, "udp");
   return out;
 }
+
+/**
+ * A project running programs/allowlist (the package at `packageDir`, one `DockerPortAllowlist`
+ * per entry of `allowlists`, config `allowlists`, a JSON array of `{ name, args }`), logging in
+ * with the lab's client key, kept as a secret.
+ */
+export function allowlistProject(
+  lab: Lab,
+  packageDir: string,
+  allowlists: string,
+  options: Pick<PulumiProjectOptions, "projectName" | "stack"> = {},
+): Promise<PulumiProject> {
+  return PulumiProject.create({
+    programDir: "../programs/allowlist",
+    ...options,
+    config: {
+      packageDir,
+      privateKey: { value: lab.clientKey.privateKey, secret: true },
+      allowlists,
+    },
+  });
+}

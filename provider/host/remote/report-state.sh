@@ -24,11 +24,12 @@ nft_bridge_map='@NFT_BRIDGE_MAP@'
 nft_own_family='@NFT_FAMILY@'
 nft_own_prefix='@NFT_TABLE_PREFIX@'
 # nft_own: our table as nft lists it (nothing, exit 1, when there is none); nft_sha: the digest
-# the client sends back with a plan and the apply compares (compare-and-swap), of the listing
-# exactly as report_state prints it.
+# (nft_digest of a listing) the client sends back with a plan and the apply compares
+# (compare-and-swap), of the listing exactly as report_state prints it.
 # shellcheck disable=SC2154 # rule: set by read.sh / sync.sh, which include this file
 nft_own() { nft -s list table "$nft_own_family" "$nft_own_prefix$rule" 2>/dev/null; }
-nft_sha() { local t; t=$(nft_own); printf '%s\n' "$t" | sha256sum | cut -d' ' -f1; }
+nft_digest() { printf '%s\n' "$1" | sha256sum | cut -d' ' -f1; }
+nft_sha() { nft_digest "$(nft_own)"; }
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
 echo "@@DPA:meta"
@@ -90,7 +91,7 @@ fi
 # allowlist; on an iptables host, what is left of it after a switch.
 if command -v nft >/dev/null 2>&1; then
   nt=$(nft_own); ntrc=$?
-  echo "@@DPA:nfttable rc=$ntrc sha=$(printf '%s\n' "$nt" | sha256sum | cut -d' ' -f1)"
+  echo "@@DPA:nfttable rc=$ntrc sha=$(nft_digest "$nt")"
   [ "$ntrc" = 0 ] && printf '%s\n' "$nt"
   echo "@@DPA:nftbridges"
   for nf in ip ip6; do nft list map "$nf" "$nft_table" "$nft_bridge_map" 2>/dev/null; done | grep -o '"[^"]*" : jump '
