@@ -131,9 +131,9 @@ async function timedSync(
         await waiter.held;
         return p;
       },
-      verify: (family, saveText, plan) => {
+      verify: (family, saveText, plan, ipsets) => {
         if (tVerify === 0) tVerify = performance.now();
-        const problems = base.verify(family, saveText, plan);
+        const problems = base.verify(family, saveText, plan, ipsets);
         tVerified = performance.now();
         return problems;
       },

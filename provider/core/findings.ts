@@ -74,7 +74,12 @@ export type FindingCode =
    * everyone) or not as planned (./nft.ts).
    */
   | "nft-table-missing"
-  | "nft-table-drifted";
+  | "nft-table-drifted"
+  /**
+   * A family with enough sources for an ipset (./ipset.ts) on a host without the ipset tool: its
+   * sources stay one rule each.
+   */
+  | "ipset-unavailable";
 
 export type Severity = "error" | "warning";
 

@@ -27,6 +27,7 @@ import {
   tagOf,
   type AllowlistSpec,
 } from "./layout";
+import { renderSetLines, usesSet } from "./ipset";
 import { nftTableOwner } from "./nft";
 import { parseOwnerComment, type Owner } from "./owner";
 
@@ -79,7 +80,9 @@ export interface PolicedPaths {
 /**
  * The saved copy of one allowlist for one family: comment lines, then our `FORWARD` jump (only
  * where the DOCKER-USER path is policed), our DOCKER-USER jumps, our INPUT jumps and our chain
- * with its owner line, each as `iptables-save` prints it. Empty when the allowlist polices
+ * with its owner line, each as `iptables-save` prints it, then (`sets`: its sources are in an
+ * ipset, ./ipset.ts) the set as `ipset save` prints it, which the guard creates first where it is
+ * missing (a reboot empties the kernel's sets). Empty when the allowlist polices
  * nothing in `family` on this host (the provider then removes the copy). `bridges`: Docker's
  * bridges on the host in `family`, as the planner exempts them (`dockerBridges` of ./parse.ts).
  */
@@ -89,6 +92,7 @@ export function renderGuardCopy(
   paths: PolicedPaths,
   bridges: readonly string[],
   owner?: Owner,
+  sets: boolean = usesSet(spec, family),
 ): string {
   if (!paths.forward && !paths.input) return "";
   const lines = [
@@ -96,7 +100,8 @@ export function renderGuardCopy(
     `# ${GUARD_SCRIPT_PATH} puts back what is missing from the live rules; do not edit (the next \`pulumi up\` rewrites it).`,
     ...(paths.forward ? [renderForwardJump(), ...renderJumps(spec, family)] : []),
     ...(paths.input ? renderInputJumps(spec) : []),
-    ...renderChainRules(spec, family, bridges, owner),
+    ...renderChainRules(spec, family, bridges, owner, sets),
+    ...(sets ? renderSetLines(spec, family) : []),
   ];
   return lines.map((l) => `${l}\n`).join("");
 }

@@ -87,6 +87,18 @@ export type { Plan, FamilyPlan, FirewallBackend, LiveState } from "./plan";
 export { planAllowlist, verifyApplied, foreignChanges, policedPaths, firewallBackendOf } from "./plan";
 export type { NftLive, NftPlan } from "./nft";
 export {
+  SET_THRESHOLD,
+  liveSetLines,
+  ownSetNames,
+  parseIpsetSave,
+  planSets,
+  renderSetLines,
+  setName,
+  tmpSetName,
+  usesSet,
+} from "./ipset";
+export type { LiveSet, SetPlan } from "./ipset";
+export {
   NFT_FAMILY,
   NFT_TABLE_PREFIX,
   canonicalNft,

@@ -44,6 +44,7 @@
  * path polices: traffic from other machines.
  */
 import { compareCidr, formatAddress, formatCidr, type Cidr, type Family } from "./ip";
+import { renderSetLines, setName, usesSet } from "./ipset";
 import { ownerComment, type Owner } from "./owner";
 
 /** iptables chain names are at most 28 characters; `DPA-` takes four. */
@@ -130,13 +131,16 @@ export const DEFAULT_DOCKER_BRIDGES: readonly string[] = ["docker0"];
  * the bridges Docker made on the host in this family (`dockerBridges` of ./parse.ts), one
  * exemption each, in the given (sorted) order, when the spec exempts Docker's bridges. Exempting
  * the actual bridges, not a name pattern: a host whose own uplink is a Linux bridge called
- * `br-lan` must not let every outside client in through `-i br-+`.
+ * `br-lan` must not let every outside client in through `-i br-+`. `sets`: the sources are in
+ * the family's ipset (./ipset.ts), matched by one rule; by default where the spec's size calls
+ * for one (a plan passes false where the host has no ipset).
  */
 export function renderChainRules(
   spec: AllowlistSpec,
   family: Family,
   bridges: readonly string[],
   owner?: Owner,
+  sets: boolean = usesSet(spec, family),
 ): string[] {
   const chain = chainName(spec.ruleName);
   const tag = commentMatch(tagOf(spec.ruleName));
@@ -144,8 +148,12 @@ export function renderChainRules(
   if (spec.exemptDockerBridges) {
     for (const bridge of bridges) lines.push(`-A ${chain} -i ${bridge} ${tag} -j RETURN`);
   }
-  const sources = [...spec.sources[family]].sort(compareCidr);
-  for (const source of sources) lines.push(`-A ${chain} ${sourceMatch(source)}${tag} -j RETURN`);
+  if (sets) {
+    lines.push(`-A ${chain} -m set --match-set ${setName(spec.ruleName, family)} src ${tag} -j RETURN`);
+  } else {
+    const sources = [...spec.sources[family]].sort(compareCidr);
+    for (const source of sources) lines.push(`-A ${chain} ${sourceMatch(source)}${tag} -j RETURN`);
+  }
   if (spec.action === "DROP") {
     lines.push(`-A ${chain} ${tag} -j DROP`);
   } else {
@@ -239,8 +247,9 @@ export function declaresFamily(spec: AllowlistSpec, family: Family): boolean {
 }
 
 /**
- * Every line this allowlist wants present in `family`: DOCKER-USER jumps, INPUT jumps, then the
- * chain; exactly what `iptables-save` prints for them. Used for preview (`pulumi preview
+ * Every line this allowlist wants present in `family`: DOCKER-USER jumps, INPUT jumps, the
+ * chain, then its ipset where it has one (./ipset.ts); exactly what `iptables-save` and
+ * `ipset save` print for them. Used for preview (`pulumi preview
  * --diff`). A host whose Docker does not manage `family` (IPv6 with IPv4-only containers) gets
  * only the INPUT jumps and the chain; the preview cannot know that and shows all of them.
  * `bridges`: Docker's bridges in `family` as last read from the host; where none were read yet,
@@ -258,5 +267,6 @@ export function renderDesiredRules(
     ...renderJumps(spec, family),
     ...renderInputJumps(spec),
     ...renderChainRules(spec, family, bridges, owner),
+    ...renderSetLines(spec, family),
   ];
 }

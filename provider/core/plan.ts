@@ -56,6 +56,15 @@ import {
 import { parseOwnerComment, stackOf, standing, type Claim, type Owner } from "./owner";
 import { RestoreBuilder } from "./restore";
 import { nftClaim, nftTableOwner, nftTableRef, planNft, type NftLive, type NftPlan } from "./nft";
+import {
+  SET_THRESHOLD,
+  parseIpsetSave,
+  planSets,
+  renderSetLines,
+  usesSet,
+  type LiveSet,
+  type SetPlan,
+} from "./ipset";
 
 export interface FamilyPlan {
   /** Input for `iptables-restore --noflush` (or ip6tables-restore): one transaction. */
@@ -71,6 +80,8 @@ export interface FamilyPlan {
    * (see `conntrackPolicyOf` in ./conntrack.ts); empty when nothing is to be cut (a delete).
    */
   readonly conntrack: readonly string[];
+  /** The family's ipset change (./ipset.ts), run around the payload by sync.sh; none: undefined. */
+  readonly sets?: SetPlan;
 }
 
 /** Which firewall Docker runs on the host, so which one the allowlist is written to. */
@@ -83,6 +94,11 @@ export type FirewallBackend = "iptables" | "nftables";
 export interface LiveState {
   readonly ipv4: string | null;
   readonly ipv6: string | null;
+  /**
+   * `ipset save` of this allowlist's sets (./ipset.ts; "" when it has none); undefined where the
+   * host has no ipset, so every family stays a linear chain.
+   */
+  readonly ipsets?: string;
   readonly nft?: NftLive & {
     /** Docker runs its nftables firewall backend (its `docker-bridges` tables exist). */
     readonly dockerNftables: boolean;
@@ -326,6 +342,7 @@ function planFamily(
   ruleName: string,
   family: Family,
   claim: Claim | undefined,
+  ipsets: ReadonlyMap<string, LiveSet> | undefined,
 ): FamilyResult {
   const findings: Finding[] = [];
   const table = saveText === null ? null : parseFilterTable(saveText, family);
@@ -390,7 +407,24 @@ function planFamily(
   const wantJumps = paths.forward ? renderJumps(desired!, family) : [];
   const wantInputJumps = paths.input ? renderInputJumps(desired!) : [];
   const bridges = dockerBridges(table);
-  const wantChain = police ? renderChainRules(desired!, family, bridges, claim?.owner) : [];
+  // A large list goes into an ipset (./ipset.ts) where the host has ipset; elsewhere it stays a
+  // linear chain, and the host is told what that costs.
+  const setMode = police && usesSet(desired!, family) && ipsets !== undefined;
+  if (police && usesSet(desired!, family) && ipsets === undefined) {
+    findings.push(
+      finding(
+        "ipset-unavailable",
+        "warning",
+        family,
+        `This allowlist has ${desired!.sources[family].length} ${family} sources (from ${SET_THRESHOLD} on they go into an ipset), but this host has no ipset tool: they are written as one rule each, which every new connection to the port walks (about half the new-connection rate at 10,000). Fix: install ipset (Debian/Ubuntu: \`apt-get install ipset\`); the next \`pulumi up\` moves them into a set.`,
+      ),
+    );
+  }
+  const wantChain = police ? renderChainRules(desired!, family, bridges, claim?.owner, setMode) : [];
+  const setPlan =
+    ipsets === undefined
+      ? undefined
+      : planSets(ipsets, setMode ? renderSetLines(desired!, family) : [], ruleName, family);
 
   // Foreign rules that jump into our chain: we cannot delete the chain while they exist.
   const foreignRefs = table.chains
@@ -557,6 +591,8 @@ function planFamily(
     }
   }
 
+  for (const c of setPlan?.changes ?? []) changes.push(prefix(c.sign, family, c.line, c.note));
+
   if (changes.length === 0 || blocked) return { changes, findings, blocked };
 
   // --- Payload: declarations, deletions, inserts. Every rule is deleted by its exact text as the
@@ -589,6 +625,7 @@ function planFamily(
       // flows; what docker-proxy serves through INPUT is not DNATed, so a family policed on the
       // INPUT path alone has nothing to cut, and a deleted allowlist cuts nothing.
       conntrack: paths.forward ? conntrackPolicyOf(desired, family, bridges) : [],
+      ...(setPlan === undefined ? {} : { sets: setPlan }),
     },
   };
 }
@@ -795,8 +832,9 @@ export function planAllowlist(
   // before the host switched backends is removed in the same operation (issue 10, item 4).
   const backend = firewallBackendOf(live);
   const ipDesired = backend === "iptables" ? desired : null;
-  const v4 = planFamily(live.ipv4, ipDesired, ruleName, "ipv4", claim);
-  const v6 = planFamily(live.ipv6, ipDesired, ruleName, "ipv6", claim);
+  const sets = live.ipsets === undefined ? undefined : parseIpsetSave(live.ipsets);
+  const v4 = planFamily(live.ipv4, ipDesired, ruleName, "ipv4", claim, sets);
+  const v6 = planFamily(live.ipv6, ipDesired, ruleName, "ipv6", claim, sets);
   const n = planNftPart(live, backend === "nftables" ? desired : null, ruleName, claim);
   if (backend === "nftables") {
     // Leftover chains another owner holds are theirs: say so, never block on them.
@@ -925,7 +963,8 @@ export function policedPaths(
 
 /**
  * Checks a family's state read back after an apply: empty when it is exactly as planned
- * (for `desired` null: when nothing of ours is left).
+ * (for `desired` null: when nothing of ours is left). `ipsets`: `ipset save` of the allowlist's
+ * sets after the apply (undefined: the host has no ipset).
  */
 export function verifyApplied(
   saveText: string,
@@ -933,8 +972,10 @@ export function verifyApplied(
   ruleName: string,
   family: Family,
   claim?: Claim,
+  ipsets?: string,
 ): Finding[] {
-  const result = planFamily(saveText, desired, ruleName, family, claim);
+  const sets = ipsets === undefined ? undefined : parseIpsetSave(ipsets);
+  const result = planFamily(saveText, desired, ruleName, family, claim, sets);
   const errors = result.findings.filter((f) => f.severity === "error");
   if (result.changes.length === 0 && !result.blocked) return errors;
   return [

@@ -30,6 +30,8 @@ import {
   type GuardWanted,
   type Owner,
   type Plan,
+  setName,
+  usesSet,
 } from "../core";
 import { HostError } from "./errors";
 import { unknownStateMessage } from "./failure";
@@ -91,8 +93,8 @@ export function convergeOptions(
       if (plan.blocked && (desired !== null || foreign)) throw blockedError(snapshot.host, plan);
       return plan;
     },
-    verify: (family, saveText, plan) =>
-      verifyApplied(saveText, plan.backend === "iptables" ? desired : null, ruleName, family, claim)
+    verify: (family, saveText, plan, ipsets) =>
+      verifyApplied(saveText, plan.backend === "iptables" ? desired : null, ruleName, family, claim, ipsets)
         .filter((f) => f.severity === "error")
         .map((f) => f.message),
     verifyNft: (listing, plan) => verifyNft(listing, plan.nftExpected, ruleName),
@@ -136,6 +138,8 @@ export function guardWanted(
           policedPaths(snapshot[f], desired, f),
           dockerBridgesOf(snapshot[f], f),
           owner,
+          // Its sources in an ipset where the spec calls for one and the host has ipset (the plan's rule).
+          usesSet(desired, f) && snapshot.ipsets !== undefined,
         );
   const table = desired === null || !nft ? "" : nftText(renderNftTable(desired, snapshot.nftBridges, owner));
   return {
@@ -241,7 +245,10 @@ function revokes(plan: Plan, before: string | null, family: Family, ruleName: st
   }
   const chain = chainName(ruleName);
   const created = before === null || !before.includes(`:${chain} `);
-  return created || plan.changes.some((c) => c.startsWith(`- [${family}] -A ${chain} -s `));
+  const set = `- [${family}] add ${setName(ruleName, family)} `;
+  return (
+    created || plan.changes.some((c) => c.startsWith(`- [${family}] -A ${chain} -s `) || c.startsWith(set))
+  );
 }
 
 /**

@@ -197,6 +197,19 @@ export function planMessage(
       renderRollback(before, fp.payload, rule, fam).replace(/\n$/, ""),
     );
     if (cut) cuts.push(...(fp.conntrack ?? []));
+    // The family's ipsets (core's ./ipset.ts): run around its payload and its rollback.
+    const sets = fp.sets;
+    if (sets !== undefined) {
+      const d = FAMILY_DIGIT[fam];
+      for (const [name, text] of [
+        [`ipset${d}`, sets.apply],
+        [`ipsetdrop${d}`, sets.drop],
+        [`ipsetrb${d}`, sets.rollback],
+        [`ipsetrbdrop${d}`, sets.rollbackDrop],
+      ]) {
+        if (text !== "") body.push(`@@DPA:${name}`, text.replace(/\n$/, ""));
+      }
+    }
   }
   // Our nftables table (Docker's nftables backend, or what is left of it after a switch back).
   const nft = plan.inSync ? undefined : plan.nft;

@@ -37,6 +37,13 @@ export interface FamilyPlanLike {
   readonly fingerprint: string;
   /** Policy lines of the host's conntrack cut after the commit (none: no flow is cut). */
   readonly conntrack?: readonly string[];
+  /** The family's ipset texts (core's `SetPlan`), structurally. */
+  readonly sets?: {
+    readonly apply: string;
+    readonly drop: string;
+    readonly rollback: string;
+    readonly rollbackDrop: string;
+  };
 }
 
 /** Where and whether to save rules for reboots, and who owns what (the chain name). */
@@ -99,10 +106,11 @@ export interface ApplyOptions<P extends PlanLike> extends HostTarget, ApplyLimit
   /** Builds the plan from the live rules (called again when a foreign writer changed them). */
   readonly plan: (live: LiveState, snapshot: HostSnapshot) => P | Promise<P>;
   /**
-   * Checks the rules as they are after the apply, before the commit. Returns problems; any
-   * problem rolls the host back.
+   * Checks the rules as they are after the apply, before the commit (`ipsets`: `ipset save` of
+   * the allowlist's sets then, where the host has ipset). Returns problems; any problem rolls the
+   * host back.
    */
-  readonly verify: (family: Family, saveText: string, plan: P) => readonly string[];
+  readonly verify: (family: Family, saveText: string, plan: P, ipsets?: string) => readonly string[];
   /**
    * Checks our nftables table as listed after an apply (null: no table), before the commit, like
    * {@link verify}. Without it, a plan with an nftables change is refused.

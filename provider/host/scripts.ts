@@ -12,8 +12,9 @@
  * - a line `. ./<file>.sh` is replaced by that file of ./remote/ (nothing is sourced on the host);
  * - in a line `variable='@NAME@'`, the marker is replaced by the value of NAME, shell-quoted:
  *   FINGERPRINT_AWK (core's, provider/core/fingerprint.ts), CUT_AWK (./remote/cut.awk),
- *   GUARD_AWK (./remote/guard.awk), the guard's paths (core's ./guard.ts) and where Docker's
- *   nftables backend DNATs (core's ./published.ts).
+ *   GUARD_AWK (./remote/guard.awk), EXPAND_SETS_AWK (./remote/expand-sets.awk), the guard's
+ *   paths (core's ./guard.ts), where Docker's nftables backend DNATs (core's ./published.ts)
+ *   and the prefixes of our ipsets' names (core's ./ipset.ts).
  *
  * Output protocol: lines starting with `@@DPA:` open a section; every other line belongs to the
  * section above it. iptables-save never prints a line starting with `@@`.
@@ -22,6 +23,7 @@ import { readFileSync } from "fs";
 import { join } from "path";
 import { gzipSync } from "zlib";
 import { FINGERPRINT_AWK } from "../core/fingerprint";
+import { ownSetNames } from "../core/ipset";
 import { GUARD_DIR, GUARD_LISTENER, GUARD_UNIT, GUARD_UNIT_DIR } from "../core/guard";
 import { NFT_FAMILY, NFT_TABLE_PREFIX } from "../core/nft";
 import { DOCKER_NFT_BRIDGE_MAP, DOCKER_NFT_NAT_CHAIN, DOCKER_NFT_TABLE } from "../core/published";
@@ -72,6 +74,8 @@ export function assembleScript(entry: string, values: Readonly<Record<string, st
  * program with a real awk.
  */
 export const CUT_AWK = remoteFile("cut.awk");
+/** ./remote/expand-sets.awk: our ipset rules written out as one rule per source, for the rules files. */
+export const EXPAND_SETS_AWK = remoteFile("expand-sets.awk");
 
 /**
  * The exit codes of the sync script by name, parsed once from ./remote/exit-codes.sh (the one
@@ -152,6 +156,9 @@ const NFT_NAT = {
   NFT_BRIDGE_MAP: DOCKER_NFT_BRIDGE_MAP,
   NFT_FAMILY,
   NFT_TABLE_PREFIX,
+  // An allowlist's ipsets (core's ./ipset.ts) are these prefixes + its ruleName.
+  SET_PREFIXES: ownSetNames("").join(" "),
+  EXPAND_SETS_AWK,
 };
 
 /** argv: rule, rulesV4Path, rulesV6Path. Read-only (refresh): takes no lock. See remote/read.sh. */

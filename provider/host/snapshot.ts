@@ -57,7 +57,12 @@ export interface HostSnapshot {
   readonly nftBridges: readonly string[];
   /** The jump lines of every allowlist's nftables table (core's `PublishedState.nftJumps`). */
   readonly nftJumps: string;
-  readonly tools: { readonly conntrack: boolean; readonly flock: boolean };
+  readonly tools: { readonly conntrack: boolean; readonly flock: boolean; readonly ipset: boolean };
+  /**
+   * `ipset save` of this allowlist's ipsets (core's ./ipset.ts; "" when there are none), where the
+   * host has ipset; undefined where it has not.
+   */
+  readonly ipsets?: string;
   /**
    * The core's "saved"-scope fingerprint (DOCKER-USER and our chain) of the saved rules files
    * and of the live rules; "missing" when the file does not exist, "off" when persistence is off.
@@ -125,7 +130,12 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     ...nftTableOf(sections.get("nfttable")),
     nftBridges: dockerNftBridges(sections.get("nftbridges")?.body ?? ""),
     nftJumps: sections.get("nftjumps")?.body ?? "",
-    tools: { conntrack: meta.get("tool.conntrack") === "yes", flock: meta.get("tool.flock") === "yes" },
+    tools: {
+      conntrack: meta.get("tool.conntrack") === "yes",
+      flock: meta.get("tool.flock") === "yes",
+      ipset: meta.get("tool.ipset") === "yes",
+    },
+    ...(sections.has("ipsets") ? { ipsets: sections.get("ipsets")!.body } : {}),
     persisted: { ipv4: persisted.get("v4") ?? "missing", ipv6: persisted.get("v6") ?? "missing" },
     liveFingerprint: { ipv4: persisted.get("live4") ?? "", ipv6: persisted.get("live6") ?? "" },
     guard: parseGuardReport(sections),
@@ -145,12 +155,13 @@ export function nftTableOf(section: { header: string; body: string } | undefined
   return { nftTable: { listing: rc === "0" && section.body !== "" ? section.body : null, sha } };
 }
 
-/** What the core plans from (core's `LiveState`): the filter tables and our nftables table. */
+/** What the core plans from (core's `LiveState`): the filter tables, our ipsets and our nftables table. */
 export function liveOf(snapshot: HostSnapshot): LiveState {
   const t = snapshot.nftTable;
   return {
     ipv4: snapshot.ipv4,
     ipv6: snapshot.ipv6,
+    ...(snapshot.ipsets === undefined ? {} : { ipsets: snapshot.ipsets }),
     ...(t === undefined
       ? {}
       : {

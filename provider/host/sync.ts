@@ -157,11 +157,12 @@ export async function syncHost<P extends PlanLike>(
     const problems: string[] = [];
     if (reply.until === "await-commit") {
       const sections = parseSections(reply.text);
+      const newSets = sections.get("newsets")?.body;
       for (const fam of FAMILIES) {
         const s = sections.get(`new${FAMILY_DIGIT[fam]}`);
         if (s === undefined) continue;
         try {
-          problems.push(...opts.verify(fam, s.body, plan!).map((m) => `${fam}: ${m}`));
+          problems.push(...opts.verify(fam, s.body, plan!, newSets).map((m) => `${fam}: ${m}`));
           // A writer that ignores our lock changed DOCKER-USER between our read and our restore:
           // nothing of theirs was deleted (we delete by exact text), but the plan was made
           // without it, so it is not committed; the rollback keeps their rule too.
@@ -197,9 +198,11 @@ export async function syncHost<P extends PlanLike>(
     const sections = parseSections(tail);
     const before = liveOf(snapshot);
     const newNft = nftTableOf(sections.get("newnft")).nftTable;
+    const newSets = sections.get("newsets")?.body ?? before.ipsets;
     const live: LiveState = {
       ipv4: sections.get("new4")?.body ?? snapshot.ipv4,
       ipv6: sections.get("new6")?.body ?? snapshot.ipv6,
+      ...(newSets === undefined ? {} : { ipsets: newSets }),
       ...(before.nft === undefined
         ? {}
         : { nft: newNft === undefined ? before.nft : { ...before.nft, ...newNft, sha: "" } }),

@@ -18,6 +18,7 @@ import {
   planAllowlist,
   ownerOf,
   renderDesiredRules,
+  liveSetLines,
   withoutBridgeExemptions,
   validateAllowlist,
   validateConnection,
@@ -678,7 +679,9 @@ export async function read(
     if (plan.backend === "nftables") {
       rules.nft = canonicalNft(live.nft?.listing ?? "").map(hostText);
     } else {
-      for (const f of drifted) rules[f] = ownedLines(live[f], spec.ruleName);
+      for (const f of drifted) {
+        rules[f] = [...ownedLines(live[f], spec.ruleName), ...liveSetLines(live.ipsets, spec.ruleName, f)];
+      }
     }
   }
   const persisted =

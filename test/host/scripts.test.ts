@@ -23,6 +23,7 @@ import {
 } from "../../provider/core";
 import {
   CUT_AWK,
+  EXPAND_SETS_AWK,
   EXIT,
   EXIT_NAMES,
   READ_SCRIPT,
@@ -66,11 +67,13 @@ describe("the assembled scripts", () => {
     const used = (name: string) =>
       name === "cut.awk" ||
       name === "guard.awk" ||
+      name === "expand-sets.awk" ||
       new RegExp(`^\\. \\./${name}$`, "m").test(remoteFile("sync.sh"));
     const files = readdirSync(REMOTE_DIR).filter((f) => /\.(sh|awk)$/.test(f));
     expect(files.sort()).toEqual([
       "cut.awk",
       "exit-codes.sh",
+      "expand-sets.awk",
       "guard-install.sh",
       "guard.awk",
       "guard.sh",
@@ -138,6 +141,8 @@ describe("assembleScript", () => {
       NFT_BRIDGE_MAP: DOCKER_NFT_BRIDGE_MAP,
       NFT_FAMILY,
       NFT_TABLE_PREFIX,
+      SET_PREFIXES: "dpa4- dpa4+ dpa6- dpa6+",
+      EXPAND_SETS_AWK,
     };
     expect(() => assembleScript("read.sh", { FINGERPRINT_AWK, CUT_AWK, ...paths })).toThrow(
       "remote/read.sh: no marker '@CUT_AWK@' for the value CUT_AWK",

@@ -42,7 +42,7 @@ trap 'exit 0' TERM INT
 
 ipt=([4]=iptables [6]=ip6tables)
 round() { # one round over both families; 0 = all in place (or put back), 1 = a family failed
-  local status=0 fam bin f copies
+  local status=0 fam bin f copies set
   if ! exec 8>>"$lock"; then echo "dpa-guard: cannot open $lock; nothing done" >&2; return 1; fi
   if ! flock -w 3 8; then
     holder=$(lock_holder "$lock")
@@ -56,6 +56,21 @@ round() { # one round over both families; 0 = all in place (or put back), 1 = a 
     for f in "$guard_dir/allowlists/"*".v$fam"; do [ -f "$f" ] && copies+=("$f"); done
     [ "${#copies[@]}" -gt 0 ] || continue
     bin=${ipt[$fam]}
+    # A copy whose sources are in an ipset (core's ./ipset.ts) holds the set as `ipset save`
+    # prints it (create and add lines): a set that is gone (a reboot empties the kernel's sets)
+    # is created and filled first, in one `ipset restore`, so the rules can match it again.
+    if grep -q '^create ' "${copies[@]}"; then
+      awk '$1 == "create" { print $2 }' "${copies[@]}" >"$tmp/sets"
+      while read -r set; do
+        ipset list -n "$set" >/dev/null 2>&1 && continue
+        awk -v s="$set" '($1 == "create" || $1 == "add") && $2 == s' "${copies[@]}" >"$tmp/set"
+        if ipset -exist restore <"$tmp/set" 2>"$tmp/err"; then
+          echo "dpa-guard: restored (ipset): $set"
+        else
+          echo "dpa-guard: ipset restore of $set failed: $(head -c 500 "$tmp/err")" >&2; status=1
+        fi
+      done <"$tmp/sets"
+    fi
     if ! "$bin-save" -t filter >"$tmp/live" 2>"$tmp/err"; then
       echo "dpa-guard: $bin-save failed: $(head -c 500 "$tmp/err")" >&2; status=1; continue
     fi

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
 # save6, save6err, nat4, nat6, other, nftnat4, nftnat6 (Docker's nftables backend only),
-# nfttable, nftbridges (where nft exists), persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in
+# nfttable, nftbridges (where nft exists), ipsets (where ipset exists), persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in
 # provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
@@ -30,13 +30,24 @@ nft_own_prefix='@NFT_TABLE_PREFIX@'
 nft_own() { nft -s list table "$nft_own_family" "$nft_own_prefix$rule" 2>/dev/null; }
 nft_digest() { printf '%s\n' "$1" | sha256sum | cut -d' ' -f1; }
 nft_sha() { nft_digest "$(nft_own)"; }
+# This allowlist's ipsets (core's ./ipset.ts): the prefixes (live and temporary set, per family)
+# + the ruleName. own_sets: `ipset save` of those that exist.
+set_prefixes='@SET_PREFIXES@'
+own_sets() { local p; for p in $set_prefixes; do ipset save "$p$rule" 2>/dev/null; done; }
+# expand-sets.awk, shell-quoted into the marker by the loader. expand_sets: the rules text on
+# stdin with every rule on one of this tool's sets written out, one rule per element, as the
+# rules files keep them (sync.sh's persist step); unchanged on a host without ipset.
+expand_awk='@EXPAND_SETS_AWK@'
+expand_sets() {
+  if command -v ipset >/dev/null 2>&1; then awk "$expand_awk" <(ipset save 2>/dev/null) phase=rules -; else cat; fi
+}
 # shellcheck disable=SC2154 # v4path, v6path: set by read.sh / sync.sh, which include this file
 report_state() {
 echo "@@DPA:meta"
 echo "uid=$(id -u)"
 echo "iptables=$(iptables -V 2>&1 | head -n 1)"
 echo "ip6tables=$(ip6tables -V 2>&1 | head -n 1)"
-for t in conntrack flock nft iptables-legacy-save iptables-nft-save ip6tables-save; do
+for t in conntrack flock nft ipset iptables-legacy-save iptables-nft-save ip6tables-save; do
   if command -v "$t" >/dev/null 2>&1; then echo "tool.$t=yes"; else echo "tool.$t=no"; fi
 done
 save4=$(iptables-save -t filter 2>"/tmp/.dpa-read-err.$$"); rc4=$?
@@ -104,6 +115,8 @@ if command -v nft >/dev/null 2>&1; then
     esac
   done
 fi
+# This allowlist's ipsets (section ipsets), wherever ipset exists.
+if command -v ipset >/dev/null 2>&1; then echo "@@DPA:ipsets"; own_sets; fi
 echo "@@DPA:persisted"
 for f in "4:$v4path" "6:$v6path"; do
   fam=${f%%:*}; path=${f#*:}
@@ -113,8 +126,8 @@ for f in "4:$v4path" "6:$v6path"; do
   else echo "v$fam=$(saved_fp < "$path")"
   fi
 done
-[ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | saved_fp)"
-[ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | saved_fp)"
+[ "$rc4" = 0 ] && echo "live4=$(printf '%s\n' "$save4" | expand_sets | saved_fp)"
+[ "$rc6" = 0 ] && echo "live6=$(printf '%s\n' "$save6" | expand_sets | saved_fp)"
 # A rollback of this allowlist that failed for good (sync.sh's rollback): what it left.
 if [ -f "$(unknown_path)" ]; then echo "@@DPA:unknown-state $(unknown_path)"; cat "$(unknown_path)"; fi
 report_guard

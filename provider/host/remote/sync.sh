@@ -13,7 +13,9 @@
 # 2. client -> one line `none` (nothing to do: the host exits at once, releasing the lock) or
 #    `plan <nlines> <fp4> <fp6> <fpnft> <first|last>` followed by <nlines> lines: sections
 #    payload4, rollback4, payload6, rollback6, payloadnft, rollbacknft, conntrack, then
-#    `@@DPA:end`. fp = core fingerprint (INPUT, FORWARD, DOCKER-USER, our chain) of the state the
+#    `@@DPA:end`; a family whose sources are in an ipset (core's ./ipset.ts) also has ipsetN
+#    (`ipset -exist restore` input run before its payload), ipsetdropN (after it), ipsetrbN
+#    (before its rollback) and ipsetrbdropN (after its rollback). fp = core fingerprint (INPUT, FORWARD, DOCKER-USER, our chain) of the state the
 #    plan was made from ("-" = family untouched); fpnft = nft_sha of our nftables table (core's
 #    nft.ts), whose payload is applied before the iptables families (`first`: it adds policing)
 #    or after them (`last`: it removes it), so a switch of backends never leaves a gap.
@@ -69,8 +71,19 @@ rollback() {
         nft -f "$tmp/rollbacknft" 2>>"$tmp/rberr" || left="$left $rf"
         continue
       fi
-      [ "$("${ipt[$rf]}-save" -t filter 2>/dev/null | fp)" = "$(fp < "$tmp/snap$rf")" ] && continue
-      "${ipt[$rf]}-restore" -w 10 --noflush < "$tmp/rollback$rf" 2>>"$tmp/rberr" || left="$left $rf"
+      # The family's ipsets (core's ./ipset.ts): the sets as read are built again before the
+      # rules that match them come back, the sets that were not there go after (each text can
+      # run again with the same result).
+      if [ -s "$tmp/ipsetrb$rf" ] && ! ipset -exist restore < "$tmp/ipsetrb$rf" 2>>"$tmp/rberr"; then
+        left="$left $rf"; continue
+      fi
+      if [ "$("${ipt[$rf]}-save" -t filter 2>/dev/null | fp)" != "$(fp < "$tmp/snap$rf")" ] &&
+        ! "${ipt[$rf]}-restore" -w 10 --noflush < "$tmp/rollback$rf" 2>>"$tmp/rberr"; then
+        left="$left $rf"; continue
+      fi
+      if [ -s "$tmp/ipsetrbdrop$rf" ] && ! ipset -exist restore < "$tmp/ipsetrbdrop$rf" 2>>"$tmp/rberr"; then
+        left="$left $rf"
+      fi
     done
     todo=$left
     [ -z "$todo" ] && return 0
@@ -165,7 +178,7 @@ while :; do
   read -r _ nlines fp4 fp6 fpnft nftorder _ <<<"$header"
   want=([4]="$fp4" [6]="$fp6")
   case "$nlines" in ''|*[!0-9]*) echo "@@DPA:error bad plan header"; exit "$EXIT_SETUP_FAILED" ;; esac
-  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp"/payloadnft "$tmp"/rollbacknft "$tmp/conntrack" "$tmp"/guard-*
+  rm -f "$tmp"/payload? "$tmp"/rollback? "$tmp"/payloadnft "$tmp"/rollbacknft "$tmp/conntrack" "$tmp"/guard-* "$tmp"/ipset*
   # head, not awk: mawk keeps reading to fill its buffer and would wait for the commit line.
   # The client sends nothing more before await-commit, so head cannot read past the plan.
   timeout "$ptimeout" head -n "$nlines" > "$tmp/input" || { echo "@@DPA:no-plan cut short"; exit "$EXIT_NO_PLAN"; }
@@ -197,6 +210,9 @@ for fam in 4 6; do
     echo "@@DPA:test-failed $fam"; cat "$tmp/err" >&2; exit "$EXIT_TEST_FAILED"
   fi
 done
+if compgen -G "$tmp/ipset*" >/dev/null && ! command -v ipset >/dev/null 2>&1; then
+  echo "@@DPA:error ipset not found"; exit "$EXIT_SETUP_FAILED"
+fi
 if [ -s "$tmp/payloadnft" ] && ! nft -c -f "$tmp/payloadnft" 2>"$tmp/err"; then
   echo "@@DPA:test-failed nft"; cat "$tmp/err" >&2; exit "$EXIT_TEST_FAILED"
 fi
@@ -243,11 +259,16 @@ for fam in 4 6; do
   bin=${ipt[$fam]}
   # Recorded before the restore: a kill during it leaves the watchdog a family it must check.
   echo "$fam $applied" > "$tmp/applying"
-  if ! "$bin-restore" -w 10 --noflush < "$tmp/payload$fam" 2>"$tmp/err"; then
+  # The family's ipsets are built (and swapped in) before the rules that match them.
+  if { [ -s "$tmp/ipset$fam" ] && ! ipset -exist restore < "$tmp/ipset$fam" 2>"$tmp/err"; } ||
+    ! "$bin-restore" -w 10 --noflush < "$tmp/payload$fam" 2>"$tmp/err"; then
     cat "$tmp/err" >&2
-    if rollback "$applied"; then tell rolled-back; echo "@@DPA:apply-failed $fam"; exit "$EXIT_APPLY_FAILED"; fi
+    # This family too: its sets may be half-built (its rules, untouched, are skipped).
+    if rollback "$fam $applied"; then tell rolled-back; echo "@@DPA:apply-failed $fam"; exit "$EXIT_APPLY_FAILED"; fi
     rollback_failed
   fi
+  # Sets no rule matches any more; one still in use stays, and the verify sees it.
+  [ -s "$tmp/ipsetdrop$fam" ] && ipset -exist restore < "$tmp/ipsetdrop$fam" 2>/dev/null
   applied="$fam $applied"
 done
 [ "$nftorder" = first ] || apply_nft
@@ -261,6 +282,7 @@ if [ -n "$applied" ]; then
   if [ -s "$tmp/payloadnft" ]; then
     nt=$(nft_own); echo "@@DPA:newnft rc=$?"; [ -z "$nt" ] || printf '%s\n' "$nt"
   fi
+  if command -v ipset >/dev/null 2>&1; then echo "@@DPA:newsets"; own_sets; fi
   echo "@@DPA:await-commit"
   pause_at awaiting-commit
   answer=""
@@ -354,9 +376,11 @@ if [ "$persist" = 1 ]; then
     # dd, not `> "$t"` + `sync "$t"`: dd reports a failed write with its errno text (the save
     # tool may not check its stdout), and conv=fsync has flushed the data before dd exits on
     # every coreutils, where `sync FILE` needs coreutils >= 8.24 (older ones ignore the operand).
-    "$bin-save" 2>"$tmp/saveerr" | dd of="$t" conv=fsync status=none 2>"$tmp/err"
+    # Rules on our ipsets are written out one per source (expand_sets, report-state.sh): the file
+    # then loads at boot, before any set exists, without ipset-persistent.
+    "$bin-save" 2>"$tmp/saveerr" | expand_sets | dd of="$t" conv=fsync status=none 2>"$tmp/err"
     saved=("${PIPESTATUS[@]}")
-    [ "${saved[1]}" = 0 ] || write_failed
+    [ "${saved[2]}" = 0 ] || write_failed
     [ "${saved[0]}" = 0 ] || { cat "$tmp/saveerr" > "$tmp/err"; persist_failed save-failed; }
     # Empty only where the family has no rules at all (ip6tables-save prints nothing on a host
     # without IPv6 rules); anything else empty is a save that went wrong.
