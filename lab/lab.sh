@@ -753,7 +753,7 @@ cmd_status() {
 }
 
 # A docker host's reboot, as far as the firewall sees it: dockerd stops, the kernel forgets
-# every rule and connection, the persisted rules.v4/rules.v6 come back (as netfilter-persistent
+# every rule, ipset and connection, the persisted rules.v4/rules.v6 come back (as netfilter-persistent
 # would restore them at boot, unless --no-restore), then dockerd starts and rebuilds its
 # chains around whatever is there. Containers come back (--restart always).
 cmd_reboot() {
@@ -793,6 +793,8 @@ cmd_reboot() {
     ip netns exec "$ns" sh -c "for t in filter nat mangle raw; do $fam -t \$t -F; $fam -t \$t -X; done
       for c in INPUT FORWARD OUTPUT; do $fam -P \$c ACCEPT; done"
   done
+  # The kernel's ipsets go too (after the rules that matched them: a set in use cannot go).
+  ip netns exec "$ns" ipset destroy 2>/dev/null || true
   ip netns exec "$ns" conntrack -F >/dev/null 2>&1 || true
   if [[ -n $restore ]]; then
     if [[ -s $hd/etc-iptables/rules.v4 ]]; then ip netns exec "$ns" iptables-restore <"$hd/etc-iptables/rules.v4"; fi

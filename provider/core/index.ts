@@ -93,6 +93,7 @@ export {
   parseIpsetSave,
   planSets,
   renderSetLines,
+  setElement,
   setName,
   tmpSetName,
   usesSet,
