@@ -22,7 +22,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
 import { join } from "path";
 import { startLab, type Lab, type LabHost } from "../lab";
-import { planAllowlist, validateAllowlist, type AllowlistSpec, type Plan } from "../provider/core";
+import {
+  planAllowlist,
+  renderSetLines,
+  validateAllowlist,
+  type AllowlistSpec,
+  type FamilyPlan,
+  type Plan,
+} from "../provider/core";
 import { applyPayload } from "../test/core/support/simulate";
 import { convergeOptions, HOST_LOCK_PATH, sshPool, syncHost, type HostOutcome } from "../provider/host";
 import { check, create, remove } from "../provider/pulumi/lifecycle";
@@ -160,8 +167,8 @@ async function sh(lab: Lab, host: LabHost, cmd: string): Promise<string> {
   return r.stdout;
 }
 
-/** Filter tables without counters, to compare states. */
-async function state(lab: Lab, host: LabHost): Promise<{ ipv4: string; ipv6: string }> {
+/** Filter tables without counters, and the names of the host's ipsets, to compare states. */
+async function state(lab: Lab, host: LabHost): Promise<{ ipv4: string; ipv6: string; sets: string }> {
   const clean = (s: string) =>
     s
       .split("\n")
@@ -171,26 +178,31 @@ async function state(lab: Lab, host: LabHost): Promise<{ ipv4: string; ipv6: str
   return {
     ipv4: clean(await sh(lab, host, "iptables-save -t filter")),
     ipv6: clean(await sh(lab, host, "ip6tables-save -t filter")),
+    sets: await sh(lab, host, "ipset list -n"),
   };
 }
 
 /**
- * Host time of one iptables-restore --noflush transaction: the same payload the edge sent, run
- * in the host's namespace, timed there with date +%s%N around the call only.
+ * Host time of one family's apply: the same texts the edge sent (the family's ipset build where it
+ * has one, its iptables-restore --noflush transaction, the ipset destroys after it), run in the
+ * host's namespace, timed there with date +%s%N around the calls only.
  */
 async function hostRestoreMs(
   lab: Lab,
   host: LabHost,
   dir: string,
   bin: string,
-  payload: string,
+  fam: FamilyPlan,
 ): Promise<number> {
   const f = join(dir, `payload-${bin}`);
-  writeFileSync(f, payload);
+  writeFileSync(f, fam.payload);
+  writeFileSync(`${f}.sets`, fam.sets?.apply ?? "");
+  writeFileSync(`${f}.drop`, fam.sets?.drop ?? "");
   const out = await sh(
     lab,
     host,
-    `s=$(date +%s%N); ${bin}-restore -w 10 --noflush < ${f} || exit 1; e=$(date +%s%N); echo $(( (e - s) / 1000 ))`,
+    `s=$(date +%s%N); { [ ! -s ${f}.sets ] || ipset -exist restore < ${f}.sets; } && ${bin}-restore -w 10 --noflush < ${f} && ` +
+      `{ [ ! -s ${f}.drop ] || ipset -exist restore < ${f}.drop; } || exit 1; e=$(date +%s%N); echo $(( (e - s) / 1000 ))`,
   );
   return Number(out.trim()) / 1000;
 }
@@ -247,8 +259,8 @@ async function oneRun(lab: Lab, s: Scenario, dir: string): Promise<RunFigures> {
   for (const [what, t] of pairs) {
     const fams = t.outcome.plan.families;
     restore[what] = {
-      v4: fams.ipv4 ? await hostRestoreMs(lab, s.host, dir, "iptables", fams.ipv4.payload) : 0,
-      v6: fams.ipv6 ? await hostRestoreMs(lab, s.host, dir, "ip6tables", fams.ipv6.payload) : 0,
+      v4: fams.ipv4 ? await hostRestoreMs(lab, s.host, dir, "iptables", fams.ipv4) : 0,
+      v6: fams.ipv6 ? await hostRestoreMs(lab, s.host, dir, "ip6tables", fams.ipv6) : 0,
     };
   }
   const again = await state(lab, s.host);
@@ -286,7 +298,7 @@ function printScenario(s: Scenario, runs: RunFigures[]): void {
     );
   }
   console.log(
-    "\nHost time of the iptables-restore --noflush transaction alone (same payload, in the host netns), ms:",
+    "\nHost time of the apply alone (the same ipset and iptables-restore --noflush input, in the host netns), ms:",
   );
   for (const what of ["create", "update", "delete"] as const) {
     console.log(
@@ -301,7 +313,8 @@ function printScenario(s: Scenario, runs: RunFigures[]): void {
   }
   const p = runs[0].create.outcome.plan.families;
   console.log(
-    `- create payload bytes: IPv4 ${p.ipv4?.payload.length ?? 0}, IPv6 ${p.ipv6?.payload.length ?? 0}`,
+    `- create payload bytes (iptables-restore + ipset restore input): IPv4 ${p.ipv4?.payload.length ?? 0} + ${p.ipv4?.sets?.apply.length ?? 0}, ` +
+      `IPv6 ${p.ipv6?.payload.length ?? 0} + ${p.ipv6?.sets?.apply.length ?? 0}`,
   );
 }
 
@@ -329,13 +342,15 @@ async function perRule(lab: Lab, host: LabHost, n: number, runs: number): Promis
 
 /** Child mode: plan N sources (validate, create plan, in-sync plan) and print peak RSS in MB. */
 function rssChild(n: number, v4File: string, v6File: string): void {
-  const live = { ipv4: readFileSync(v4File, "utf8"), ipv6: readFileSync(v6File, "utf8") };
+  // A host with ipset and none of our sets yet; after the apply, the sets as the plan builds them.
+  const live = { ipv4: readFileSync(v4File, "utf8"), ipv6: readFileSync(v6File, "utf8"), ipsets: "" };
   const before = process.resourceUsage().maxRSS;
   const s = spec(sources(n));
   const p = planAllowlist(live, s, RULE);
   const applied = {
     ipv4: p.families.ipv4 ? applyPayload(live.ipv4, p.families.ipv4.payload, "ipv4") : live.ipv4,
     ipv6: p.families.ipv6 ? applyPayload(live.ipv6, p.families.ipv6.payload, "ipv6") : live.ipv6,
+    ipsets: [...renderSetLines(s, "ipv4"), ...renderSetLines(s, "ipv6")].map((l) => `${l}\n`).join(""),
   };
   const again = planAllowlist(applied, s, RULE);
   if (!again.inSync)

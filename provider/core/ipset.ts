@@ -169,11 +169,8 @@ export function planSets(
     const have = new Set(haveElements);
     const wanted = new Set(wantElements);
     const sameCreate = had !== undefined && want[0].startsWith(had.create);
-    const same =
-      sameCreate &&
-      have.size === wanted.size &&
-      haveElements.length === have.size &&
-      wantElements.every((e) => have.has(e));
+    // A set holds each element once, so equal sizes and inclusion mean equal sets.
+    const same = sameCreate && have.size === wanted.size && wantElements.every((e) => have.has(e));
     if (!same || leftover !== undefined) {
       if (had === undefined) {
         changes.push({ sign: "+", line: want[0] });
@@ -185,9 +182,6 @@ export function planSets(
         for (const e of haveElements)
           if (!wanted.has(e)) changes.push({ sign: "-", line: `add ${name} ${e}` });
         for (const e of wantElements) if (!have.has(e)) changes.push({ sign: "+", line: `add ${name} ${e}` });
-        if (haveElements.length !== have.size) {
-          changes.push({ sign: "-", line: `add ${name} (duplicate elements)`, note: "the set is rebuilt" });
-        }
         // Built aside, swapped in at once; the temporary set then holds the old list and goes.
         apply.push(
           `destroy ${tmp}`,

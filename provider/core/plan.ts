@@ -416,7 +416,7 @@ function planFamily(
         "ipset-unavailable",
         "warning",
         family,
-        `This allowlist has ${desired!.sources[family].length} ${family} sources (from ${SET_THRESHOLD} on they go into an ipset), but this host has no ipset tool: they are written as one rule each, which every new connection to the port walks (about half the new-connection rate at 10,000). Fix: install ipset (Debian/Ubuntu: \`apt-get install ipset\`); the next \`pulumi up\` moves them into a set.`,
+        `This allowlist has ${desired!.sources[family].length} ${family} sources (from ${SET_THRESHOLD} on they go into an ipset), but ipset does not work on this host (the \`ipset\` tool is missing, or the kernel's ip_set module): they are written as one rule each, which every new connection to the port walks (about half the new-connection rate at 10,000). Fix: install ipset (Debian/Ubuntu: \`apt-get install ipset\`; \`ipset list -n\` must work as root); the next \`pulumi up\` moves them into a set.`,
       ),
     );
   }

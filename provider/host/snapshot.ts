@@ -57,10 +57,10 @@ export interface HostSnapshot {
   readonly nftBridges: readonly string[];
   /** The jump lines of every allowlist's nftables table (core's `PublishedState.nftJumps`). */
   readonly nftJumps: string;
-  readonly tools: { readonly conntrack: boolean; readonly flock: boolean; readonly ipset: boolean };
+  readonly tools: { readonly conntrack: boolean; readonly flock: boolean };
   /**
-   * `ipset save` of this allowlist's ipsets (core's ./ipset.ts; "" when there are none), where the
-   * host has ipset; undefined where it has not.
+   * `ipset save` of this allowlist's ipsets (core's ./ipset.ts; "" when there are none), where
+   * ipset works on the host (the tool and the kernel's ip_set module); undefined where it does not.
    */
   readonly ipsets?: string;
   /**
@@ -130,11 +130,7 @@ export function parseSnapshot(host: string, sections: Sections): HostSnapshot {
     ...nftTableOf(sections.get("nfttable")),
     nftBridges: dockerNftBridges(sections.get("nftbridges")?.body ?? ""),
     nftJumps: sections.get("nftjumps")?.body ?? "",
-    tools: {
-      conntrack: meta.get("tool.conntrack") === "yes",
-      flock: meta.get("tool.flock") === "yes",
-      ipset: meta.get("tool.ipset") === "yes",
-    },
+    tools: { conntrack: meta.get("tool.conntrack") === "yes", flock: meta.get("tool.flock") === "yes" },
     ...(sections.has("ipsets") ? { ipsets: sections.get("ipsets")!.body } : {}),
     persisted: { ipv4: persisted.get("v4") ?? "missing", ipv6: persisted.get("v6") ?? "missing" },
     liveFingerprint: { ipv4: persisted.get("live4") ?? "", ipv6: persisted.get("live6") ?? "" },

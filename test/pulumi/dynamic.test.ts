@@ -44,6 +44,24 @@ describe("check", () => {
     });
   });
 
+  test("from 100 sources of a family, the preview shows the one rule on its ipset and the set's lines, a changed source as one line", () => {
+    const many = Array.from({ length: 100 }, (_, i) => `10.9.${i >> 8}.${i & 255}`);
+    const rules = checked({ ...base, sources: many }).rules as { ipv4: string[]; ipv6: string[] };
+    expect(rules.ipv4.filter((l) => l.startsWith("-A DPA-web -s "))).toEqual([]);
+    expect(rules.ipv4).toContain(
+      '-A DPA-web -m set --match-set dpa4-web src -m comment --comment "dpa:web" -j RETURN',
+    );
+    expect(rules.ipv4.slice(-102, -100)).toEqual([
+      '-A DPA-web -m comment --comment "dpa:web" -j DROP',
+      "create dpa4-web hash:net family inet",
+    ]);
+    expect(rules.ipv4.at(-1)).toBe("add dpa4-web 10.9.0.99");
+    expect(rules.ipv6.some((l) => l.includes("dpa6-web"))).toBe(false);
+    const next = checked({ ...base, sources: [...many.slice(1), "192.0.2.9"] }).rules as { ipv4: string[] };
+    expect(next.ipv4.filter((l) => !rules.ipv4.includes(l))).toEqual(["add dpa4-web 192.0.2.9"]);
+    expect(rules.ipv4.filter((l) => !next.ipv4.includes(l))).toEqual(["add dpa4-web 10.9.0.0"]);
+  });
+
   test("renders the bridge exemptions for the Docker bridges the last refresh recorded, and carries them on", () => {
     const dockerBridges = { ipv4: ["br-1a2b3c4d5e6f", "docker0"], ipv6: [] };
     const r = check({ ...base, dockerBridges }, base);

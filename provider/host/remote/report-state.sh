@@ -115,8 +115,9 @@ if command -v nft >/dev/null 2>&1; then
     esac
   done
 fi
-# This allowlist's ipsets (section ipsets), wherever ipset exists.
-if command -v ipset >/dev/null 2>&1; then echo "@@DPA:ipsets"; own_sets; fi
+# This allowlist's ipsets (section ipsets), wherever ipset works (the tool, and the kernel's
+# ip_set module: a host whose kernel lacks it keeps its lists as rules).
+if command -v ipset >/dev/null 2>&1 && ipset list -n >/dev/null 2>&1; then echo "@@DPA:ipsets"; own_sets; fi
 echo "@@DPA:persisted"
 for f in "4:$v4path" "6:$v6path"; do
   fam=${f%%:*}; path=${f#*:}
