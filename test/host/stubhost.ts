@@ -34,6 +34,7 @@
  *   `conntrack -D ...` is a line of `deleted`, or, when `conntrack-D.fail` exists, fails and is a
  *   line of `delete-failed`; `conntrack -G ...` (is the flow still there?) succeeds only when
  *   `conntrack-G.present` exists.
+ * - `ipset` fails every call, as where the kernel's ip_set cannot be used.
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "child_process";
 import {
@@ -159,6 +160,9 @@ function stubs(state: string): Record<string, string> {
     "iptables-legacy-save": head + `cat "$S/legacy-save" 2>/dev/null\n`,
     "iptables-nft-save": head + `cat "$S/legacy-save" 2>/dev/null\n`,
     nft: head + `cat "$S/nft-tables" 2>/dev/null\n`,
+    // ipset as on a host whose kernel has no usable ip_set (the tool is there, every call fails):
+    // the scripts then keep every list as rules.
+    ipset: head + `echo "ipset v7.17: Kernel error received: Operation not permitted" >&2; exit 1\n`,
     conntrack:
       head +
       `case "$1" in\n` +

@@ -483,6 +483,18 @@ describe("dpa-sync through the exec seam: every way it ends", () => {
     );
   });
 
+  test("where ipset does not work (tool there, kernel's sets not usable), 150 sources are rules with a warning, verified and then in sync", async () => {
+    const many = Array.from({ length: 150 }, (_, i) => `10.7.${i >> 8}.${i & 255}`);
+    const s = spec("web", many);
+    const first = await sync(s, "web");
+    expect(first.applied).toBe(true);
+    expect(first.plan.findings.map((f) => f.code)).toContain("ipset-unavailable");
+    expect(host.read("restore4.1")).not.toContain("--match-set");
+    expect(host.read("save4").match(/^-A DPA-web -s /gm)).toHaveLength(150);
+    const again = await sync(s, "web");
+    expect(again.applied).toBe(false);
+  });
+
   test("the provider's converge goes through the same seam", async () => {
     const s = spec("web", ["198.18.1.0/24"]);
     const base = convergeOptions(s, s);

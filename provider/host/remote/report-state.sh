@@ -34,6 +34,9 @@ nft_sha() { nft_digest "$(nft_own)"; }
 # + the ruleName. own_sets: `ipset save` of those that exist.
 set_prefixes='@SET_PREFIXES@'
 own_sets() { local p; for p in $set_prefixes; do ipset save "$p$rule" 2>/dev/null; done; }
+# sets_work: ipset works here (the tool, and the kernel's ip_set module: a host whose kernel lacks
+# it keeps its lists as rules). Where it does not, no ipsets section is printed.
+sets_work() { command -v ipset >/dev/null 2>&1 && ipset list -n >/dev/null 2>&1; }
 # expand-sets.awk, shell-quoted into the marker by the loader. expand_sets: the rules text on
 # stdin with every rule on one of this tool's sets written out, one rule per element, as the
 # rules files keep them (sync.sh's persist step); unchanged on a host without ipset.
@@ -115,9 +118,8 @@ if command -v nft >/dev/null 2>&1; then
     esac
   done
 fi
-# This allowlist's ipsets (section ipsets), wherever ipset works (the tool, and the kernel's
-# ip_set module: a host whose kernel lacks it keeps its lists as rules).
-if command -v ipset >/dev/null 2>&1 && ipset list -n >/dev/null 2>&1; then echo "@@DPA:ipsets"; own_sets; fi
+# This allowlist's ipsets (section ipsets), wherever ipset works.
+if sets_work; then echo "@@DPA:ipsets"; own_sets; fi
 echo "@@DPA:persisted"
 for f in "4:$v4path" "6:$v6path"; do
   fam=${f%%:*}; path=${f#*:}

@@ -286,7 +286,7 @@ if [ -n "$applied" ]; then
   if [ -s "$tmp/payloadnft" ]; then
     nt=$(nft_own); echo "@@DPA:newnft rc=$?"; [ -z "$nt" ] || printf '%s\n' "$nt"
   fi
-  if command -v ipset >/dev/null 2>&1; then echo "@@DPA:newsets"; own_sets; fi
+  if sets_work; then echo "@@DPA:newsets"; own_sets; fi
   echo "@@DPA:await-commit"
   pause_at awaiting-commit
   answer=""
