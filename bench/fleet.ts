@@ -20,7 +20,9 @@
  *   flock /work/lab.lock node -e 'const ts=require("typescript"),fs=require("fs");require.extensions[".ts"]=(m,f)=>m._compile(
  *     ts.transpileModule(fs.readFileSync(f,"utf8"),{compilerOptions:{module:1,target:9}}).outputText,f);
  *     require("./bench/fleet.ts")' [runs] [hosts] [--per-host=N] [--no-floor]
- * (`--per-host`, `--no-floor`: one program alone, to look into one figure without the whole run.)
+ * (`--per-host`, `--no-floor`: one program alone, to look into one figure without the whole run;
+ * `--cpu-prof=DIR`: every node process of the CLI's tree, the program and the dynamic-provider
+ * process, writes a V8 CPU profile into DIR, for finding where client CPU goes.)
  */
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
@@ -225,7 +227,11 @@ async function main(args: string[]): Promise<void> {
           privateKey: { value: lab.clientKey.privateKey, secret: true as const },
           allowlists: declare(lab, perHost),
         };
-        const env = { PATH: `${wrapperDir}:${findEngine().binDir}:${process.env.PATH ?? ""}` };
+        const prof = args.find((a) => a.startsWith("--cpu-prof="))?.slice("--cpu-prof=".length);
+        const env = {
+          PATH: `${wrapperDir}:${findEngine().binDir}:${process.env.PATH ?? ""}`,
+          ...(prof === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` }),
+        };
         const proj = await PulumiProject.create(
           real ? { program: REAL_PROGRAM, config, env } : { program: FLOOR_PROGRAM, config, env },
         );

@@ -172,7 +172,8 @@ export class Dialogue {
 /**
  * The plan message of the dialogue: header `plan <nlines> <fp4> <fp6>` (the core's fingerprint of
  * the state each family's plan was made from, `-` for a family left alone), then payload/rollback
- * sections per changed family, the conntrack cut policy the plan carries, the guard's files
+ * sections per changed family (with its ipset texts, `ipset4`, `ipsetdrop4`, `ipsetrb4`,
+ * `ipsetrbdrop4`, where it has some), the conntrack cut policy the plan carries, the guard's files
  * (`guard-copy4|6`, empty = remove; `guard-script`, `guard-service`, `guard-timer`; see
  * remote/guard-install.sh) and `@@DPA:end`.
  */

@@ -2,7 +2,8 @@
  * The whole life of DockerPortAllowlists through the REAL Pulumi CLI against a REAL Docker host
  * (dockerd in a lab namespace, reached over SSH), judged by real traffic from client namespaces:
  * preview --diff shows rule lines, up, no-change up, drift by hand found by refresh and repaired
- * by up, an edit that moves access from one client to another, destroy back to the original
+ * by up, an edit that moves access from one client to another, a list grown past the ipset
+ * threshold (preview of the set's lines, the sources in an ipset) and back, destroy back to the original
  * DOCKER-USER. TCP and UDP, IPv4 and IPv6 (IPv6 clients of IPv4-only containers, through
  * docker-proxy), root and a sudo user; a foreign rule survives it all and the persisted rules file
  * equals the live rules after every step. The sudo user's three allowlists share one SSH
@@ -13,7 +14,7 @@
  * backend has its own: nftables.test.ts.
  */
 import { comparableSave, startLab, type DockerVersion, type Lab, type LabHost } from "../../lab";
-import { formatCidr, parseAddress } from "../../provider/core";
+import { SET_THRESHOLD, formatCidr, parseAddress, parseCidr, setElement } from "../../provider/core";
 import { allowlistProject, buildPackage, PulumiProject, reachWebAndDns, webAndDns } from "./support";
 
 export function lifecycleSuite(dockerVersion: DockerVersion): void {
@@ -238,6 +239,45 @@ export function lifecycleSuite(dockerVersion: DockerVersion): void {
         "container tcp out": true,
         "container udp out": true,
       });
+      await expectPersisted();
+    });
+
+    test(`a list grown to ${SET_THRESHOLD} sources: the preview shows the ipset's lines, up moves the sources into it, traffic unchanged`, async () => {
+      const [, c1] = lab.clients;
+      const filler = Array.from({ length: SET_THRESHOLD - 1 }, (_, i) => `203.0.113.${i}`);
+      const small = { web: [c1.ipv4, c1.ipv6!], dns: [c1.ipv4] };
+      await proj.setConfig("allowlists", declare({ ...small, web: [...small.web, ...filler] }));
+      const preview = await proj.preview();
+      expect(preview.stdout).toContain("-A DPA-web -m set --match-set dpa4-web src");
+      expect(preview.stdout).toContain("create dpa4-web hash:net family inet");
+      expect(preview.stdout).toContain(`add dpa4-web ${setElement(parseCidr(c1.ipv4)!)}`);
+      expect(preview.stdout).toContain("add dpa4-web 203.0.113.98");
+      await proj.up();
+      const save = await filterTable("iptables-save");
+      expect(save).toContain("--match-set dpa4-web src");
+      expect(save).not.toMatch(/^-A DPA-web -s /m);
+      expect((await lab.hostExec(h, "ipset save dpa4-web | grep -c '^add '")).stdout.trim()).toBe(
+        String(SET_THRESHOLD),
+      );
+      // The rules file holds the set's rule written out per source (it loads at boot without sets).
+      const file = (await lab.hostExec(h, "cat /etc/iptables/rules.v4")).stdout;
+      expect(file.match(/^-A DPA-web -s /gm)).toHaveLength(SET_THRESHOLD);
+      expect(await reach()).toEqual({
+        "c0 tcp4": false,
+        "c0 tcp6": false,
+        "c0 udp4": false,
+        "c1 tcp4": true,
+        "c1 tcp6": true,
+        "c1 udp4": true,
+        "container tcp out": true,
+        "container udp out": true,
+      });
+      await proj.up(["--expect-no-changes"]);
+      await proj.refresh(["--expect-no-changes"]);
+      // Back to the short list: rules per source, the set destroyed.
+      await proj.setConfig("allowlists", declare(small));
+      await proj.up();
+      expect((await lab.hostExec(h, "ipset list -n")).stdout).not.toContain("dpa4-web");
       await expectPersisted();
     });
 
