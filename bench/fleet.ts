@@ -230,7 +230,9 @@ async function main(args: string[]): Promise<void> {
         const prof = args.find((a) => a.startsWith("--cpu-prof="))?.slice("--cpu-prof=".length);
         const env = {
           PATH: `${wrapperDir}:${findEngine().binDir}:${process.env.PATH ?? ""}`,
-          ...(prof === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` }),
+          ...(prof === undefined
+            ? {}
+            : { NODE_OPTIONS: `--require ${join(__dirname, "cpu-profile.js")}`, DPA_PROF_DIR: prof }),
         };
         const proj = await PulumiProject.create(
           real ? { program: REAL_PROGRAM, config, env } : { program: FLOOR_PROGRAM, config, env },

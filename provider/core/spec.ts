@@ -335,9 +335,16 @@ function toFailures(issues: readonly Issue[], prefix: readonly PropertyKey[] = [
 const fromZod = (issues: readonly z.core.$ZodIssue[]): Issue[] =>
   issues.map((i) => ({ path: i.path as (string | number)[], reason: i.message }));
 
-function allowlistSchema(resourceName: string) {
-  return z.object({ ...schemasOf(ALLOWLIST_LEAVES), ruleName: leafSchema(ruleNameLeaf(resourceName)) });
-}
+/**
+ * The allowlist's schema, built once: zod compiles a schema on its first parse, which cost more
+ * than the parse itself when each call built its own (bench/fleet.ts's profile: a third of a
+ * second of the provider process for 50 resources). A missing ruleName stays undefined here;
+ * {@link validateAllowlist} derives it from the resource name.
+ */
+const ALLOWLIST_SCHEMA = z.object({
+  ...schemasOf(ALLOWLIST_LEAVES),
+  ruleName: leafSchema((value) => (value === undefined ? pass(undefined) : ruleNameLeaf("")(value))),
+});
 
 /**
  * Validates and normalises the allowlist part of a resource's inputs (every key except
@@ -350,7 +357,7 @@ export function validateAllowlist(input: unknown, resourceName: string): Validat
       failures: [{ property: "", reason: `The allowlist arguments must be an object, got ${show(input)}.` }],
     };
   }
-  const result = allowlistSchema(resourceName).safeParse(input);
+  const result = ALLOWLIST_SCHEMA.safeParse(input);
   if (!result.success) return { ok: false, failures: toFailures(fromZod(result.error.issues)) };
   const v = result.data;
   const conflicts = familyConflicts(
@@ -360,7 +367,7 @@ export function validateAllowlist(input: unknown, resourceName: string): Validat
   );
   if (conflicts.length > 0) return { ok: false, failures: toFailures(conflicts) };
   const spec: AllowlistSpec = {
-    ruleName: v.ruleName,
+    ruleName: v.ruleName ?? deriveRuleName(resourceName),
     ports: v.port,
     protocols: v.protocols,
     sources: v.sources,
@@ -508,6 +515,21 @@ function proxyFields() {
   return schemasOf(fields);
 }
 
+/** Built once, on first use (see ALLOWLIST_SCHEMA): the jump host's fields, and the connection's. */
+const PROXY_SCHEMA = once(() => z.object(proxyFields()));
+const CONNECTION_SCHEMA = once(() =>
+  z.object({
+    ...proxyFields(),
+    proxy: leafSchema(proxyLeaf),
+    sudo: leafSchema(CONNECTION_LEAVES.sudo),
+  }),
+);
+
+function once<T>(make: () => T): () => T {
+  let value: T | undefined;
+  return () => (value ??= make());
+}
+
 function proxyLeaf(value: unknown): Leaf<Omit<ConnectionSpec, "proxy" | "sudo"> | undefined> {
   if (value === undefined) return pass(undefined);
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -520,7 +542,7 @@ function proxyLeaf(value: unknown): Leaf<Omit<ConnectionSpec, "proxy" | "sudo"> 
       reason: `is not supported: a jump host cannot nest. Fix: use one proxy.`,
     });
   }
-  const result = z.object(proxyFields()).safeParse(value);
+  const result = PROXY_SCHEMA().safeParse(value);
   if (!result.success) issues.push(...fromZod(result.error.issues));
   if (issues.length > 0) return { ok: false, issues };
   return pass(stripUndefined(result.data!) as Omit<ConnectionSpec, "proxy" | "sudo">);
@@ -547,12 +569,7 @@ export function validateConnection(input: unknown, property = "connection"): Val
       ],
     };
   }
-  const schema = z.object({
-    ...proxyFields(),
-    proxy: leafSchema(proxyLeaf),
-    sudo: leafSchema(CONNECTION_LEAVES.sudo),
-  });
-  const result = schema.safeParse(input);
+  const result = CONNECTION_SCHEMA().safeParse(input);
   if (!result.success) return { ok: false, failures: toFailures(fromZod(result.error.issues), [property]) };
   const d = result.data;
   const sudo = usesSudo({
