@@ -22,7 +22,8 @@
  *     require("./bench/fleet.ts")' [runs] [hosts] [--per-host=N] [--no-floor]
  * (`--per-host`, `--no-floor`: one program alone, to look into one figure without the whole run;
  * `--cpu-prof=DIR`: every node process of the CLI's tree, the program and the dynamic-provider
- * process, writes a V8 CPU profile into DIR, for finding where client CPU goes.)
+ * process, writes a V8 CPU profile into DIR, for finding where client CPU goes;
+ * `--cli-profile=DIR`: the Pulumi CLI's own profile of each create, `pulumi up --profiling`.)
  */
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "fs";
 import { tmpdir } from "os";
@@ -144,7 +145,11 @@ async function oneRun(
 ): Promise<{ steps: Record<Command, Step>; connections?: number[] }> {
   const prefix = f.clientCpu.prefix();
   const steps = {} as Record<Command, Step>;
-  steps.up = await measure(f, async () => void (await proj.up([], { prefix, timeoutMs: 1_800_000 })));
+  // `--cli-profile=DIR`: the CLI's own CPU profile of the create (`pulumi --profiling`, Go pprof).
+  const cliProf = process.argv.find((a) => a.startsWith("--cli-profile="))?.slice("--cli-profile=".length);
+  const profArgs =
+    cliProf === undefined ? [] : ["--profiling", `${cliProf}/up-${real ? "real" : "floor"}-${perHost}`];
+  steps.up = await measure(f, async () => void (await proj.up(profArgs, { prefix, timeoutMs: 1_800_000 })));
   let connections: number[] | undefined;
   if (real) {
     const tables = await filterTables(f.lab);

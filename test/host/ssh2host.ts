@@ -3,7 +3,7 @@
  * its own host key, any credential accepted (these tests are about host keys, not logins), each
  * exec run as a local command line (e.g. on a StubHost, so the real scripts answer), and
  * `direct-tcpip` forwarding, so it also serves as a jump host. A client that goes away closes its
- * command's stdio, as sshd does; `close()` kills the commands still running. Restart it on the
+ * command's stdio, as sshd does; `close()` kills the commands still running (each with the processes it started) and waits for them. Restart it on the
  * same port with another key to play a re-installed host or a man in the middle. It counts the
  * connections it accepted and the users that logged in, refuses sessions beyond `maxSessions`
  * (OpenSSH's MaxSessions), and can drop a connection when a session is asked for (a connection
@@ -59,7 +59,8 @@ function runExec(
   children: Set<ChildProcess>,
 ): () => void {
   const [file, ...args] = shell.argv;
-  const child = spawn(file!, [...args, command], { env: shell.env });
+  // Its own process group (the pid we start leads it), so close() ends what it started too.
+  const child = spawn(file!, [...args, command], { env: shell.env, detached: true });
   children.add(child);
   channel.pipe(child.stdin);
   // Like sshd when the client goes: the command's stdin ends and its stdout and stderr are
@@ -207,13 +208,26 @@ export async function startSsh2Host(opts: Ssh2HostOptions = {}): Promise<Ssh2Hos
     },
     allClosed: () =>
       clients.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => closedWaiters.push(resolve)),
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const c of clients) c.end();
-        // A command still running (its client gone without waiting) is ended by the pid we
-        // started, so nothing outlives the test.
-        for (const child of children) child.kill("SIGKILL");
-        server.close(() => resolve());
-      }),
+    close: async () => {
+      for (const c of clients) c.end();
+      // A command still running (its client gone without waiting) is ended with every process it
+      // started, by the group of the pid we started, and waited for: nothing outlives the test
+      // or writes into its directories afterwards.
+      const ended = [...children].map(
+        (child) =>
+          new Promise<void>((resolve) =>
+            child.exitCode !== null ? resolve() : child.once("close", () => resolve()),
+          ),
+      );
+      for (const child of children) {
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          // The group is gone already.
+        }
+      }
+      await Promise.all(ended);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }
