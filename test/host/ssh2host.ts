@@ -3,8 +3,9 @@
  * its own host key, any credential accepted (these tests are about host keys, not logins), each
  * exec run as a local command line (e.g. on a StubHost, so the real scripts answer), and
  * `direct-tcpip` forwarding, so it also serves as a jump host. A client that goes away closes its
- * command's stdio, as sshd does; `close()` kills the commands still running (each with the processes it started) and waits for them. Restart it on the
- * same port with another key to play a re-installed host or a man in the middle. It counts the
+ * command's stdio, as sshd does; `close()` kills the commands still running (each with the
+ * processes it started) and waits for them. Restart it on the same port with another key to play
+ * a re-installed host or a man in the middle. It counts the
  * connections it accepted and the users that logged in, refuses sessions beyond `maxSessions`
  * (OpenSSH's MaxSessions), and can drop a connection when a session is asked for (a connection
  * that broke between two commands).
