@@ -65,3 +65,5 @@ export const allowlists = Object.fromEntries(
  * 172.17.0.3:53`), as the host's allowlists last read it; `pulumi refresh` brings it up to date.
  */
 export const unpolicedPorts = fleet.unpolicedPorts;
+/** Per host: the firewall its allowlists are written to, `iptables` or `nftables` (Docker's backend there). */
+export const firewallBackends = fleet.firewallBackends;

@@ -263,6 +263,11 @@ export class Allowlist extends pulumi.ComponentResource {
   public readonly inSync: pulumi.Output<boolean>;
   /** `SHA256:` fingerprint of the host's SSH key, recorded at the first connection. */
   public readonly hostKeyFingerprint: pulumi.Output<string>;
+  /**
+   * The firewall the allowlist is written to on the host: `iptables` (a chain jumped to from
+   * DOCKER-USER) or `nftables` (its own table, where Docker runs its nftables backend).
+   */
+  public readonly firewallBackend: pulumi.Output<string>;
 
   constructor(name: string, args: AllowlistArgs, opts?: pulumi.ComponentResourceOptions) {
     super("docker-port-allowlist:index:Allowlist", name, {}, opts);
@@ -274,6 +279,7 @@ export class Allowlist extends pulumi.ComponentResource {
     this.unpolicedPorts = allowlist.unpolicedPorts;
     this.inSync = allowlist.inSync;
     this.hostKeyFingerprint = allowlist.hostKeyFingerprint;
+    this.firewallBackend = allowlist.firewallBackend;
     this.registerOutputs({
       chain: this.chain,
       ruleName: this.ruleName,
@@ -282,6 +288,7 @@ export class Allowlist extends pulumi.ComponentResource {
       unpolicedPorts: this.unpolicedPorts,
       inSync: this.inSync,
       hostKeyFingerprint: this.hostKeyFingerprint,
+      firewallBackend: this.firewallBackend,
     });
   }
 }
@@ -298,6 +305,8 @@ export class AllowlistFleet extends pulumi.ComponentResource {
   public readonly unpolicedPorts: pulumi.Output<{ [host: string]: string[] }>;
   /** Per host and policy: the rule lines, exactly as `iptables-save` prints them. */
   public readonly rules: pulumi.Output<{ [host: string]: { [policy: string]: RuleLinesByFamily } }>;
+  /** Per host: the firewall its allowlists are written to, `iptables` or `nftables`. */
+  public readonly firewallBackends: pulumi.Output<{ [host: string]: string }>;
 
   constructor(name: string, args: AllowlistFleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("docker-port-allowlist:index:AllowlistFleet", name, {}, opts);
@@ -312,6 +321,16 @@ export class AllowlistFleet extends pulumi.ComponentResource {
         ]),
       ),
     );
-    this.registerOutputs({ batches: this.batches, unpolicedPorts: this.unpolicedPorts, rules: this.rules });
+    this.firewallBackends = pulumi.all(fleet.firewallBackends).apply((byHost) => {
+      const known: { [host: string]: string } = {};
+      for (const [host, backend] of Object.entries(byHost)) if (backend !== undefined) known[host] = backend;
+      return known;
+    });
+    this.registerOutputs({
+      batches: this.batches,
+      unpolicedPorts: this.unpolicedPorts,
+      rules: this.rules,
+      firewallBackends: this.firewallBackends,
+    });
   }
 }

@@ -16,7 +16,14 @@
 import * as pulumi from "@pulumi/pulumi";
 
 import type { AllowlistArgs, ConnectionArgs, PersistenceArgs } from "../args";
-import { fleetIssues, propertyPath, rolloutIssues, type Issue, type RolloutArgs } from "../core";
+import {
+  fleetIssues,
+  propertyPath,
+  rolloutIssues,
+  type FirewallBackend,
+  type Issue,
+  type RolloutArgs,
+} from "../core";
 import type { InputOf, InputsOf } from "./inputs";
 import { DockerPortAllowlist } from "./resource";
 
@@ -198,6 +205,12 @@ export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
    * policing (an allowlist removed from the host) shows after the next `pulumi refresh`.
    */
   public readonly unpolicedPorts: Readonly<Record<string, pulumi.Output<string[]>>>;
+  /**
+   * Per host: the firewall its allowlists are written to, `iptables` (chains jumped to from
+   * DOCKER-USER) or `nftables` (a table per allowlist, where Docker runs its nftables backend), as
+   * of their last create, update or refresh; undefined for a host that applies no policy.
+   */
+  public readonly firewallBackends: Readonly<Record<string, pulumi.Output<FirewallBackend | undefined>>>;
 
   constructor(name: string, args: DockerPortAllowlistFleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("docker-port-allowlist:index:Fleet", name, {}, opts);
@@ -249,6 +262,15 @@ export class DockerPortAllowlistFleet extends pulumi.ComponentResource {
       Object.entries(allowlists).map(([host, byPolicy]) => [
         host,
         pulumi.all(Object.values(byPolicy).map((r) => r.unpolicedPorts)).apply(samePorts),
+      ]),
+    );
+    this.firewallBackends = Object.fromEntries(
+      Object.entries(allowlists).map(([host, byPolicy]) => [
+        host,
+        // One firewall per host: its allowlists all report the same (the first that knows).
+        pulumi
+          .all(Object.values(byPolicy).map((r) => r.firewallBackend))
+          .apply((all) => all.find((b) => b !== undefined)),
       ]),
     );
     this.registerOutputs({ batches });

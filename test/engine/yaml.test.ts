@@ -149,6 +149,8 @@ describe("examples/yaml through the real CLI", () => {
     expect(outputs.unpolicedPorts).toMatchObject({
       b: expect.arrayContaining([expect.stringMatching(/^8080\/tcp/)]),
     });
+    // Docker 29 with its default (iptables) backend on both hosts.
+    expect(outputs.firewallBackends).toEqual({ a: "iptables", b: "iptables" });
   });
 
   test("a second up changes nothing", async () => {
