@@ -3,7 +3,8 @@
  * (iptables backend), with real traffic from client namespaces: at the threshold and across it
  * the same clients get in and the same are kept out, whether the sources are rules or a set.
  * Also: an update swaps the set in one step, a kill before the commit puts the set back as it
- * was, the rules file loads at boot without any set, and the guard builds the set again.
+ * was, the rules file loads at boot without any set, and the guard builds the set again (and
+ * refills one emptied by hand).
  *
  * Run: npx jest test/host/ipset.lab.test.ts --selectProjects lab
  */
@@ -218,6 +219,18 @@ describe("Docker 29, iptables backend: sources in an ipset from the threshold on
     await expectPoliced(allowed, other);
     const same = await apply(wanted);
     expect(same.applied).toBe(false);
+
+    // A set emptied by hand keeps everyone out (fail closed); the guard adds its elements back.
+    expect(await sh("ipset flush dpa4-web")).toBe("");
+    expect(await lab.probe(allowed, host, 8080, "tcp", 4)).toBe(false);
+    const g2 = await lab.hostExec(host, `bash ${GUARD_SCRIPT_PATH} --once`);
+    expect({ code: g2.code, stdout: g2.stdout, stderr: g2.stderr }).toEqual({
+      code: 0,
+      stdout: `dpa-guard: restored (ipset): ${SET_THRESHOLD} element(s) of dpa4-web\n`,
+      stderr: "",
+    });
+    await expectPoliced(allowed, other);
+    expect((await apply(wanted)).applied).toBe(false);
   });
 
   test(`back to ${SET_THRESHOLD - 1} sources: rules per source again, the set destroyed after them; delete leaves nothing`, async () => {

@@ -10,7 +10,8 @@
 #
 # One round, under the provider's host lock (/run/docker-port-allowlist.lock; when a `pulumi up`
 # holds it for more than 3 s the round is skipped, the next one comes): per family, create the
-# ipsets the copies hold that are gone (core's ./ipset.ts; a boot empties them), read
+# ipsets the copies hold that are gone (core's ./ipset.ts; a boot empties them) and add back the
+# elements missing from those that exist, read
 # `<tool>-save -t filter`, let guard.awk compare it with the saved copies, and when something is
 # missing apply what it prints in ONE `<tool>-restore --noflush` transaction. It never flushes or
 # rewrites a chain it does not own and deletes only its own rules, by their exact spec. Silent
@@ -43,7 +44,7 @@ trap 'exit 0' TERM INT
 
 ipt=([4]=iptables [6]=ip6tables)
 round() { # one round over both families; 0 = all in place (or put back), 1 = a family failed
-  local status=0 fam bin f copies set
+  local status=0 fam bin f copies set what
   if ! exec 8>>"$lock"; then echo "dpa-guard: cannot open $lock; nothing done" >&2; return 1; fi
   if ! flock -w 3 8; then
     holder=$(lock_holder "$lock")
@@ -59,14 +60,24 @@ round() { # one round over both families; 0 = all in place (or put back), 1 = a 
     bin=${ipt[$fam]}
     # A copy whose sources are in an ipset (core's ./ipset.ts) holds the set as `ipset save`
     # prints it (create and add lines): a set that is gone (a reboot empties the kernel's sets)
-    # is created and filled first, in one `ipset restore`, so the rules can match it again.
+    # is created and filled first, and elements missing from one that exists (`ipset flush`,
+    # `ipset del`) are added back, in one `ipset restore` each, so the rules match the saved list
+    # again. Elements someone added are left: a refresh reports them.
     if grep -q '^create ' "${copies[@]}"; then
       awk '$1 == "create" { print $2 }' "${copies[@]}" >"$tmp/sets"
       while read -r set; do
-        ipset list -n "$set" >/dev/null 2>&1 && continue
-        awk -v s="$set" '($1 == "create" || $1 == "add") && $2 == s' "${copies[@]}" >"$tmp/set"
+        awk -v s="$set" '$1 == "add" && $2 == s' "${copies[@]}" | sort >"$tmp/want"
+        if ipset list -n "$set" >/dev/null 2>&1; then
+          ipset save "$set" 2>/dev/null | awk '$1 == "add"' | sort | comm -13 - "$tmp/want" >"$tmp/missing"
+          [ -s "$tmp/missing" ] || continue
+          what="$(wc -l <"$tmp/missing") element(s) of $set"
+        else
+          cp "$tmp/want" "$tmp/missing"
+          what=$set
+        fi
+        { awk -v s="$set" '$1 == "create" && $2 == s' "${copies[@]}"; cat "$tmp/missing"; } >"$tmp/set"
         if ipset -exist restore <"$tmp/set" 2>"$tmp/err"; then
-          echo "dpa-guard: restored (ipset): $set"
+          echo "dpa-guard: restored (ipset): $what"
         else
           echo "dpa-guard: ipset restore of $set failed: $(head -c 500 "$tmp/err")" >&2; status=1
         fi
