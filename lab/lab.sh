@@ -357,16 +357,29 @@ wait_dockerd() { # $1 host name, $2 host dir: until the API answers (30 s)
   die "dockerd of $name not ready within 30 s; see $hd/dockerd.log"
 }
 
-wait_containers() { # $1 host name, $2 host dir: httpd and the UDP echo answer (10 s)
+wait_containers() { # $1 host name, $2 host dir: httpd and the UDP echo answer, then IPv6 ready (10 s each)
   local name=$1 hd=$2 i
   local dk=("$DOCKER_CLI" -H "unix://$hd/docker.sock")
   for ((i = 0; i < 100; i++)); do
     # node takes a moment to start; httpd is up long before it.
-    "${dk[@]}" exec -i udp /usr/bin/socat -t 0.2 - UDP4:127.0.0.1:53 <<<ping 2>/dev/null | grep -q dpa-udp &&
-      "${dk[@]}" exec web nc -w 1 127.0.0.1 80 </dev/null >/dev/null 2>&1 && return 0
+    if "${dk[@]}" exec -i udp /usr/bin/socat -t 0.2 - UDP4:127.0.0.1:53 <<<ping 2>/dev/null | grep -q dpa-udp &&
+      "${dk[@]}" exec web nc -w 1 127.0.0.1 80 </dev/null >/dev/null 2>&1; then
+      break
+    fi
     sleep 0.1
   done
-  die "the containers on $name did not answer within 10 s; see: docker -H unix://$hd/docker.sock logs udp"
+  ((i < 100)) || die "the containers on $name did not answer within 10 s; see: docker -H unix://$hd/docker.sock logs udp"
+  # IPv6 addresses (docker0's, the containers') are unusable while duplicate address detection
+  # runs ("tentative", about a second): a client's first IPv6 connection would be lost.
+  for ((i = 0; i < 100; i++)); do
+    if ! ip -n "$ID-$name" -6 addr show tentative 2>/dev/null | grep -q . &&
+      ! "${dk[@]}" exec web ip -6 addr 2>/dev/null | grep -q tentative &&
+      ! "${dk[@]}" exec udp ip -6 addr 2>/dev/null | grep -q tentative; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "IPv6 addresses on $name still tentative (duplicate address detection) after 10 s"
 }
 
 docker_host_containers() { # $1 host name, $2 host dir
