@@ -11,9 +11,9 @@
 # One round, under the provider's host lock (/run/docker-port-allowlist.lock; when a `pulumi up`
 # holds it for more than 3 s the round is skipped, the next one comes): per family, create the
 # ipsets the copies hold that are gone (core's ./ipset.ts; a boot empties them) and add back the
-# elements missing from those that exist, read
-# `<tool>-save -t filter`, let guard.awk compare it with the saved copies, and when something is
-# missing apply what it prints in ONE `<tool>-restore --noflush` transaction. It never flushes or
+# elements missing from those that exist, read `<tool>-save -t filter`, let guard.awk compare it
+# with the saved copies, and when something is missing apply what it prints in ONE
+# `<tool>-restore --noflush` transaction. It never flushes or
 # rewrites a chain it does not own and deletes only its own rules, by their exact spec. Silent
 # when everything is in place; prints one `dpa-guard: restored ...` line per thing put back (the
 # journal keeps them) and exits 1 when a family could not be read or restored.

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # report_state: facts + `iptables-save -t filter` per family, sections meta, save4, save4err,
 # save6, save6err, nat4, nat6, other, nftnat4, nftnat6 (Docker's nftables backend only),
-# nfttable, nftbridges (where nft exists), ipsets (where ipset exists), persisted, unknown-state (only when there is one), guard..., end (parsed by parseSnapshot in
-# provider/host/snapshot.ts).
+# nfttable, nftbridges (where nft exists), ipsets (where ipset works), persisted, unknown-state
+# (only when there is one), guard..., end (parsed by parseSnapshot in provider/host/snapshot.ts).
 # Reports facts only; the client decides what is an error, so all findings reach the user from
 # one exchange. Reads $rule (through saved_fp), $v4path and $v6path; leaves $rc4 and $rc6 (the saves'
 # exit codes) for sync.sh. The loader puts this file in place of `. ./report-state.sh`.

@@ -15,10 +15,11 @@
 #    payload4, rollback4, payload6, rollback6, payloadnft, rollbacknft, conntrack, then
 #    `@@DPA:end`; a family whose sources are in an ipset (core's ./ipset.ts) also has ipsetN
 #    (`ipset -exist restore` input run before its payload), ipsetdropN (after it), ipsetrbN
-#    (before its rollback) and ipsetrbdropN (after its rollback). fp = core fingerprint (INPUT, FORWARD, DOCKER-USER, our chain) of the state the
-#    plan was made from ("-" = family untouched); fpnft = nft_sha of our nftables table (core's
-#    nft.ts), whose payload is applied before the iptables families (`first`: it adds policing)
-#    or after them (`last`: it removes it), so a switch of backends never leaves a gap.
+#    (before its rollback) and ipsetrbdropN (after its rollback). fp = core fingerprint (INPUT,
+#    FORWARD, DOCKER-USER, our chain) of the state the plan was made from ("-" = family
+#    untouched); fpnft = nft_sha of our nftables table (core's nft.ts), whose payload is applied
+#    before the iptables families (`first`: it adds policing) or after them (`last`: it removes
+#    it), so a switch of backends never leaves a gap.
 #    Nothing within planTimeoutSeconds (or EOF) = EXIT_NO_PLAN, nothing changed.
 # 3. host: if a family's fingerprint differs (a writer that does not take our lock: Docker, a
 #    person), prints `@@DPA:conflict`, the fresh state and a new await-plan (back to 2) until
