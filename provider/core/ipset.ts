@@ -20,12 +20,14 @@
  * - An update never leaves the set half-filled: the new contents are built in the temporary set
  *   and exchanged with the live one by `ipset swap` (atomic), so a packet sees the old list or
  *   the new one. A new set is created and filled before the rule that matches it is written, and
- *   a set is destroyed only after the rule that matched it is gone (see sync.sh).
+ *   a set is destroyed only after the rule that matched it is gone (see sync.sh). A rollback
+ *   builds the set as it was read aside and swaps it back, whatever the apply got to.
  * - Every text is `ipset restore` input run with `-exist` (a destroy of a set that is not there
  *   is not an error), so each one can run again after an interruption with the same result.
  * - The lines shown and checked are those `ipset save` prints, without the parameters it adds
- *   (hashsize, maxelem, bucketsize, initval): `create <name> hash:net family inet|inet6` and one
- *   `add <name> <source>` per source, a full-length prefix printed as a bare address.
+ *   (hashsize, bucketsize, initval; maxelem only past ipset's default size): `create <name>
+ *   hash:net family inet|inet6` and one `add <name> <source>` per source, a full-length prefix
+ *   printed as a bare address.
  */
 import { compareCidr, formatAddress, formatCidr, parseCidr, type Cidr, type Family } from "./ip";
 import type { AllowlistSpec } from "./layout";
