@@ -81,6 +81,8 @@ const COMMANDS: readonly Command[] = ["up", "up, no change", "preview", "destroy
 
 interface Fixture {
   readonly lab: Lab;
+  /** `--cli-profile=DIR`: the CLI's own profile of each create (`pulumi up --profiling`). */
+  readonly cliProfile?: string;
   readonly hostCpu: CpuAccount;
   readonly clientCpu: CpuAccount;
   readonly providerCpu: CpuAccount;
@@ -146,9 +148,10 @@ async function oneRun(
   const prefix = f.clientCpu.prefix();
   const steps = {} as Record<Command, Step>;
   // `--cli-profile=DIR`: the CLI's own CPU profile of the create (`pulumi --profiling`, Go pprof).
-  const cliProf = process.argv.find((a) => a.startsWith("--cli-profile="))?.slice("--cli-profile=".length);
   const profArgs =
-    cliProf === undefined ? [] : ["--profiling", `${cliProf}/up-${real ? "real" : "floor"}-${perHost}`];
+    f.cliProfile === undefined
+      ? []
+      : ["--profiling", `${f.cliProfile}/up-${real ? "real" : "floor"}-${perHost}`];
   steps.up = await measure(f, async () => void (await proj.up(profArgs, { prefix, timeoutMs: 1_800_000 })));
   let connections: number[] | undefined;
   if (real) {
@@ -201,9 +204,11 @@ function declare(lab: Lab, perHost: number): string {
 
 async function main(args: string[]): Promise<void> {
   const [runs = 3, hosts = 50] = args.filter((a) => /^\d+$/.test(a)).map(Number);
+  /** The value of `--name=value`, or undefined. */
+  const option = (name: string) => args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
   // A narrower run (diagnosis): `--per-host=3` only that count, `--no-floor` without the floor.
-  const only = args.find((a) => a.startsWith("--per-host="));
-  const perHostCounts = only === undefined ? [1, 3] : [Number(only.split("=")[1])];
+  const only = option("--per-host");
+  const perHostCounts = only === undefined ? [1, 3] : [Number(only)];
   const programs = args.includes("--no-floor") ? [true] : [false, true];
   console.log(machineLine("bench/fleet.ts"));
   const packageDir = buildPackage();
@@ -222,7 +227,14 @@ async function main(args: string[]): Promise<void> {
   const projects: PulumiProject[] = [];
   try {
     for (const h of lab.hosts) hostCpu.add(h.sshdPid);
-    const f: Fixture = { lab, hostCpu, clientCpu, providerCpu, start: await filterTables(lab) };
+    const f: Fixture = {
+      lab,
+      hostCpu,
+      clientCpu,
+      providerCpu,
+      start: await filterTables(lab),
+      cliProfile: option("--cli-profile"),
+    };
     console.log(`# ${hosts} light hosts (docker29 layout), 10 IPv4 sources per allowlist, ${runs} runs`);
     const results: { name: string; steps: Record<Command, Step>[]; connections: number[][] }[] = [];
     for (const perHost of perHostCounts) {
@@ -232,7 +244,7 @@ async function main(args: string[]): Promise<void> {
           privateKey: { value: lab.clientKey.privateKey, secret: true as const },
           allowlists: declare(lab, perHost),
         };
-        const prof = args.find((a) => a.startsWith("--cpu-prof="))?.slice("--cpu-prof=".length);
+        const prof = option("--cpu-prof");
         const env = {
           PATH: `${wrapperDir}:${findEngine().binDir}:${process.env.PATH ?? ""}`,
           ...(prof === undefined

@@ -88,6 +88,7 @@ export { planAllowlist, verifyApplied, foreignChanges, policedPaths, firewallBac
 export type { NftLive, NftPlan } from "./nft";
 export {
   SET_THRESHOLD,
+  keepsSet,
   liveSetLines,
   ownSetNames,
   parseIpsetSave,

@@ -67,6 +67,15 @@ export function usesSet(spec: AllowlistSpec, family: Family): boolean {
   return sources.length >= SET_THRESHOLD && sources.every((s) => s.prefix > 0);
 }
 
+/**
+ * Whether `family` of `spec` is kept in a set on a host: where the spec calls for one
+ * ({@link usesSet}) and ipset works there (`ipsetWorks`); elsewhere its sources stay rules. The
+ * planner and the guard's copy decide by this one rule.
+ */
+export function keepsSet(spec: AllowlistSpec, family: Family, ipsetWorks: boolean): boolean {
+  return ipsetWorks && usesSet(spec, family);
+}
+
 /** A source as `ipset save` prints it: a full-length prefix as a bare address. */
 export function setElement(source: Cidr): string {
   const full = source.family === "ipv4" ? 32 : 128;

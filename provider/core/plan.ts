@@ -58,6 +58,7 @@ import { RestoreBuilder } from "./restore";
 import { nftClaim, nftTableOwner, nftTableRef, planNft, type NftLive, type NftPlan } from "./nft";
 import {
   SET_THRESHOLD,
+  keepsSet,
   parseIpsetSave,
   planSets,
   renderSetLines,
@@ -409,8 +410,8 @@ function planFamily(
   const bridges = dockerBridges(table);
   // A large list goes into an ipset (./ipset.ts) where the host has ipset; elsewhere it stays a
   // linear chain, and the host is told what that costs.
-  const setMode = police && usesSet(desired!, family) && ipsets !== undefined;
-  if (police && usesSet(desired!, family) && ipsets === undefined) {
+  const setMode = police && keepsSet(desired!, family, ipsets !== undefined);
+  if (police && !setMode && usesSet(desired!, family)) {
     findings.push(
       finding(
         "ipset-unavailable",

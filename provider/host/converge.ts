@@ -30,8 +30,8 @@ import {
   type GuardWanted,
   type Owner,
   type Plan,
+  keepsSet,
   setName,
-  usesSet,
 } from "../core";
 import { HostError } from "./errors";
 import { unknownStateMessage } from "./failure";
@@ -138,8 +138,7 @@ export function guardWanted(
           policedPaths(snapshot[f], desired, f),
           dockerBridgesOf(snapshot[f], f),
           owner,
-          // Its sources in an ipset where the spec calls for one and the host has ipset (the plan's rule).
-          usesSet(desired, f) && snapshot.ipsets !== undefined,
+          keepsSet(desired, f, snapshot.ipsets !== undefined),
         );
   const table = desired === null || !nft ? "" : nftText(renderNftTable(desired, snapshot.nftBridges, owner));
   return {

@@ -50,7 +50,7 @@ echo "@@DPA:meta"
 echo "uid=$(id -u)"
 echo "iptables=$(iptables -V 2>&1 | head -n 1)"
 echo "ip6tables=$(ip6tables -V 2>&1 | head -n 1)"
-for t in conntrack flock nft ipset iptables-legacy-save iptables-nft-save ip6tables-save; do
+for t in conntrack flock nft iptables-legacy-save iptables-nft-save ip6tables-save; do
   if command -v "$t" >/dev/null 2>&1; then echo "tool.$t=yes"; else echo "tool.$t=no"; fi
 done
 save4=$(iptables-save -t filter 2>"/tmp/.dpa-read-err.$$"); rc4=$?
